@@ -1,0 +1,34 @@
+/**
+ * Nix versions and the behaviour switches that depend on them.
+ *
+ * The tool follows the installed Nix by default; `--nix-version X.Y` overrides it.
+ * Only two behaviour families are modelled in depth: 2.8 (Debian 12, verified by tests
+ * against the real binaries) and current Nix ("HEAD", 2.35). Intermediate versions are
+ * mapped by the version thresholds recorded in docs/nix-versions.md.
+ */
+
+export interface NixVersion {
+  readonly major: number;
+  readonly minor: number;
+  readonly patch: number;
+}
+
+/** The newest Nix whose rules we model; used when no Nix is installed. */
+export const NIX_LATEST: NixVersion = { major: 2, minor: 35, patch: 2 };
+export const NIX_2_8: NixVersion = { major: 2, minor: 8, patch: 0 };
+
+/** Parse "2.8", "2.8.0", "nix (Nix) 2.8.0", "2.24.0pre2024". Returns null when no version is found. */
+export function parseNixVersion(text: string): NixVersion | null {
+  const m = /(\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
+  if (!m) return null;
+  return { major: Number(m[1]), minor: Number(m[2]), patch: m[3] === undefined ? 0 : Number(m[3]) };
+}
+
+/** True when `v` is at least major.minor. */
+export function atLeast(v: NixVersion, major: number, minor: number): boolean {
+  return v.major > major || (v.major === major && v.minor >= minor);
+}
+
+export function formatNixVersion(v: NixVersion): string {
+  return `${v.major}.${v.minor}.${v.patch}`;
+}

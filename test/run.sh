@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The project's test command: `npm test` (all), `npm test -- unit`, `npm test -- e2e`.
+# Unit tests need nothing but Node and, for the differential tests, Debian's nix-bin.
+# End-to-end tests need root and the lab's packages (see .ci/run); without root they are skipped.
+# Prints node's TAP summary per phase and a final "N passed, N failed" line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+phase="${1:-all}"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+status=0
+
+run_phase() {
+  local name="$1"; shift
+  local files=("$@")
+  [ "${#files[@]}" -gt 0 ] || return 0
+  echo "== $name tests (${#files[@]} files)"
+  node --import tsx --test --test-reporter=tap --test-concurrency=1 "${files[@]}" 2>&1 | tee "$out/$name.tap"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || status=1
+}
+
+shopt -s nullglob
+if [ "$phase" = all ] || [ "$phase" = unit ]; then
+  run_phase unit test/unit/*.test.ts
+fi
+if [ "$phase" = all ] || [ "$phase" = e2e ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "== e2e tests skipped: they need root (the lab makes namespaces, users and daemons)"
+  else
+    run_phase e2e test/e2e/*.test.ts
+    # Whatever happened, leave no lab behind.
+    test/lab/lab down >/dev/null 2>&1 || true
+  fi
+fi
+
+pass=0; fail=0; skip=0
+for f in "$out"/*.tap; do
+  p=$(grep -E '^# pass [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  x=$(grep -E '^# fail [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  s=$(grep -E '^# skipped [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  pass=$((pass + ${p:-0})); fail=$((fail + ${x:-0})); skip=$((skip + ${s:-0}))
+done
+echo "${pass} passed, ${fail} failed, ${skip} skipped"
+if [ "$fail" -ne 0 ]; then status=1; fi
+exit "$status"
