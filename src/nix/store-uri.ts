@@ -1,0 +1,241 @@
+/**
+ * Store URIs as they appear in column 1 of a machines line: normalisation of bare hosts to `ssh://`,
+ * the ssh authority Nix derives from them (and validates), and lock-file names.
+ *
+ * 2.8 parses URIs with a regular expression (`url.cc`/`url-parts.hh`); current Nix uses a lenient
+ * URL parser (`store-reference.cc`). The 2.8 model here is exact for what the ssh store sees; the HEAD
+ * model follows the source and was not executed.
+ */
+import { atLeast, type NixVersion } from "./version.js";
+
+/**
+ * What Nix does to column 1 of a machines line (same in 2.8 and HEAD): keep it when it contains `://`
+ * or `/`, or is `auto`/`daemon`/`local`, or starts with `auto?`/`daemon?`/`local?`/`?`;
+ * otherwise prepend `ssh://`.
+ */
+export function normaliseStoreUri(col0: string): string {
+  const keep =
+    col0.includes("://") ||
+    col0.includes("/") ||
+    col0 === "auto" ||
+    col0 === "daemon" ||
+    col0 === "local" ||
+    col0.startsWith("auto?") ||
+    col0.startsWith("daemon?") ||
+    col0.startsWith("local?") ||
+    col0.startsWith("?");
+  return keep ? col0 : `ssh://${col0}`;
+}
+
+/** The name Nix gives a machine's slot lock files in `current-load`: the URI with every `/` replaced by `_`. */
+export function lockFileName(storeUri: string): string {
+  return storeUri.replaceAll("/", "_");
+}
+
+/** `<currentLoad>/<escaped uri>-<slot>`, the file build-remote flocks for one job slot. */
+export function slotLockPath(currentLoadDir: string, storeUri: string, slot: number): string {
+  return `${currentLoadDir}/${lockFileName(storeUri)}-${slot}`;
+}
+
+/* ---------- 2.8 URL regex (url-parts.hh), as ECMAScript ---------- */
+
+const pctEncoded = "(?:%[0-9a-fA-F][0-9a-fA-F])";
+const schemeRe = "(?:[a-z][a-z0-9+.-]*)";
+const ipv6Seg = "[0-9a-fA-F:]+(?:%\\w+)?";
+const ipv6Addr = `(?:\\[${ipv6Seg}\\]|${ipv6Seg})`;
+const unreserved = "(?:[a-zA-Z0-9-._~])";
+const subdelims = "(?:[!$&'\"()*+,;=])";
+const hostname = `(?:(?:${unreserved}|${pctEncoded}|${subdelims})*)`;
+const hostRe = `(?:${ipv6Addr}|${hostname})`;
+const userRe = `(?:(?:${unreserved}|${pctEncoded}|${subdelims}|:)*)`;
+const authorityRe = `(?:${userRe}@)?${hostRe}(?::[0-9]+)?`;
+const pchar = `(?:${unreserved}|${pctEncoded}|${subdelims}|[:@])`;
+const queryRe = `(?:${pchar}|[/? "])*`;
+const segment = `(?:${pchar}*)`;
+const absPath = `(?:(?:/${segment})*/?)`;
+const pathRe = `(?:${segment}(?:/${segment})*/?)`;
+const URI_2_8 = new RegExp(
+  `^((${schemeRe}):(?:(?://(${authorityRe})(${absPath}))|(/?${pathRe})))(?:\\?(${queryRe}))?(?:#(${queryRe}))?$`,
+);
+
+export interface ParsedUrl28 {
+  scheme: string;
+  authority: string | null;
+  path: string;
+  query: Record<string, string>;
+}
+
+function percentDecode28(s: string): string | null {
+  let out = "";
+  for (let i = 0; i < s.length; ) {
+    if (s[i] === "%") {
+      if (i + 2 >= s.length) return null;
+      const hex = s.slice(i + 1, i + 3);
+      // std::stoul parses a prefix of hex digits; "%g1" fails, "%1g" gives 1
+      const m = /^[0-9a-fA-F]+/.exec(hex);
+      if (!m) return null;
+      out += String.fromCharCode(Number.parseInt(m[0], 16));
+      i += 3;
+    } else out += s[i++];
+  }
+  return out;
+}
+
+/** 2.8's `parseURL`. Returns null where 2.8 throws `BadURL`. */
+export function parseUrl28(url: string): ParsedUrl28 | null {
+  const m = URI_2_8.exec(url);
+  if (!m) return null;
+  const scheme = m[2]!;
+  const authority = m[3] !== undefined ? m[3] : null;
+  let path = m[3] !== undefined ? (m[4] ?? "") : (m[5] ?? "");
+  const isFile = scheme.includes("file");
+  if (authority !== null && authority !== "" && isFile) return null;
+  if (isFile && path === "") path = "/";
+  const query: Record<string, string> = {};
+  for (const part of (m[6] ?? "").split("&")) {
+    if (part === "") continue;
+    const e = part.indexOf("=");
+    if (e < 0) continue;
+    const v = percentDecode28(part.slice(e + 1));
+    if (v === null) return null;
+    const k = part.slice(0, e);
+    if (!(k in query)) query[k] = v;
+  }
+  return { scheme, authority, path, query };
+}
+
+export interface SshAuthority {
+  /** `ssh`, `ssh-ng`, or another scheme (then `valid` says nothing about ssh). */
+  scheme: string | null;
+  user: string | null;
+  /** The host as Nix hands it on: 2.8 keeps any `:port` in it (2.8 has no port support). */
+  host: string | null;
+  /** HEAD only; 2.8 never parses a port out of the host. */
+  port: number | null;
+  /** The name Nix writes in front of a pinned host key (2.8: after the last `@`, port kept; HEAD: bare host). */
+  hostForKnownHosts: string | null;
+  /** 2.8: the host string passed to ssh (`user@host[:port]`, IPv6 brackets removed). */
+  sshTarget: string | null;
+  valid: boolean;
+  /** Nix's error text when not valid. */
+  error?: string;
+}
+
+function isSshScheme(s: string): boolean {
+  return s === "ssh" || s === "ssh-ng";
+}
+
+/**
+ * The ssh target Nix derives from an `ssh://` / `ssh-ng://` store URI, and whether Nix accepts it.
+ * 2.8: `invalid SSH host name '<host>'` when the target is empty or starts with `-` (the whole
+ * `user@host` string is checked, so `nix@-x` passes). HEAD: `invalid SSH authority: '<auth>': <reason>`.
+ */
+export function sshAuthority(storeUri: string, version: NixVersion): SshAuthority {
+  const none: SshAuthority = {
+    scheme: null,
+    user: null,
+    host: null,
+    port: null,
+    hostForKnownHosts: null,
+    sshTarget: null,
+    valid: true,
+  };
+  const schemeEnd = storeUri.indexOf("://");
+  if (schemeEnd < 0) return none;
+  const scheme = storeUri.slice(0, schemeEnd);
+  if (!isSshScheme(scheme)) return { ...none, scheme };
+  return atLeast(version, 2, 31) ? sshAuthorityHead(storeUri, scheme) : sshAuthority28(storeUri, scheme);
+}
+
+function sshAuthority28(storeUri: string, scheme: string): SshAuthority {
+  const parsed = parseUrl28(storeUri);
+  if (parsed === null) {
+    return {
+      scheme,
+      user: null,
+      host: null,
+      port: null,
+      hostForKnownHosts: null,
+      sshTarget: null,
+      valid: false,
+      error: `don't know how to open Nix store '${storeUri}'`,
+    };
+  }
+  let conn = (parsed.authority ?? "") + parsed.path;
+  const v6 = /^((.*)@)?\[(.*)\]$/s.exec(conn);
+  if (v6) conn = v6[1] !== undefined ? `${v6[1]}${v6[3]}` : v6[3]!;
+  const at = conn.lastIndexOf("@");
+  const user = at >= 0 ? conn.slice(0, at) : null;
+  const host = at >= 0 ? conn.slice(at + 1) : conn;
+  const valid = !(conn === "" || conn.startsWith("-"));
+  const out: SshAuthority = {
+    scheme,
+    user,
+    host,
+    port: null,
+    hostForKnownHosts: host,
+    sshTarget: conn,
+    valid,
+  };
+  if (!valid) out.error = `invalid SSH host name '${conn}'`;
+  return out;
+}
+
+function sshAuthorityHead(storeUri: string, scheme: string): SshAuthority {
+  let rest = storeUri.slice(scheme.length + 3);
+  const q = rest.search(/[?#]/);
+  if (q >= 0) rest = rest.slice(0, q);
+  const slash = rest.indexOf("/");
+  const authority = slash >= 0 ? rest.slice(0, slash) : rest;
+  const at = authority.lastIndexOf("@");
+  const user = at >= 0 ? authority.slice(0, at) : null;
+  let hostPort = at >= 0 ? authority.slice(at + 1) : authority;
+  let port: number | null = null;
+  let host: string;
+  if (hostPort.startsWith("[")) {
+    const close = hostPort.indexOf("]");
+    host = close >= 0 ? hostPort.slice(1, close) : hostPort.slice(1);
+    const after = close >= 0 ? hostPort.slice(close + 1) : "";
+    if (/^:\d+$/.test(after)) port = Number(after.slice(1));
+  } else if ((hostPort.match(/:/g) ?? []).length > 1) {
+    // unbracketed IPv6 (accepted for back-compatibility, no port possible)
+    host = hostPort;
+  } else {
+    const m = /^(.*):(\d*)$/.exec(hostPort);
+    if (m) {
+      hostPort = m[1]!;
+      if (m[2] !== "") port = Number(m[2]);
+    }
+    host = hostPort;
+  }
+  const out: SshAuthority = {
+    scheme,
+    user,
+    host,
+    port,
+    hostForKnownHosts: host,
+    sshTarget: user !== null ? `${user}@${host}` : host,
+    valid: true,
+  };
+  const fail = (reason: string): SshAuthority => ({
+    ...out,
+    valid: false,
+    error: `invalid SSH authority: '${authority}': ${reason}`,
+  });
+  if (user !== null) {
+    if (user === "") return fail("user name must not be empty");
+    if (user.startsWith("-")) return fail(`user name '${user}' must not start with '-'`);
+  }
+  if (host === "") return fail("host name must not be empty");
+  if (host.startsWith("-")) return fail(`host name '${host}' must not start with '-'`);
+  return out;
+}
+
+/** True when Nix will not run ssh for this URI at all (2.8: host string exactly `localhost`). */
+export function isFakeSsh(storeUri: string, version: NixVersion): boolean {
+  const a = sshAuthority(storeUri, version);
+  if (!a.valid || a.scheme === null || !isSshScheme(a.scheme)) return false;
+  if (atLeast(version, 2, 32)) return a.user === null && a.host === "localhost" && a.port === null;
+  if (atLeast(version, 2, 31)) return a.host === "localhost";
+  return a.sshTarget === "localhost";
+}
