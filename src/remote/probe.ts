@@ -1,0 +1,338 @@
+/**
+ * Run a program (normally the ssh argv from ssh-argv.ts) and speak the serve or worker handshake
+ * over its stdio, with an overall deadline. Collects the child's stderr (bounded) as evidence,
+ * kills the child's whole process group when done or on timeout, and reports timings.
+ *
+ * Never uses a shell: `program` + `args` go straight to execve.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type ServeHandshakeResult, serveHandshake } from "./serve.js";
+import {
+  type NixSshArgv,
+  type NixSshArgvInput,
+  type ProbeSshOptions,
+  probeSshArgv,
+  probeSshEnv,
+} from "./ssh-argv.js";
+import { chomp, WireError, WireReader } from "./wire.js";
+import { type WorkerHandshakeResult, workerHandshake } from "./worker.js";
+
+export interface ProbeOptions {
+  program: string;
+  args: string[];
+  /** Full environment for the child (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+  protocol: "serve" | "worker";
+  /** The host as Nix names it (serve messages). */
+  host: string;
+  /** The store URI (worker messages, e.g. `ssh-ng://host`). */
+  storeUri: string;
+  /** Overall deadline for spawn + handshake (+ optional query), default 20 s. */
+  timeoutMs?: number;
+  /** Current Nix reads a `started` line (from ssh's LocalCommand) before the protocol. */
+  expectStartedLine?: boolean;
+  /** Optionally ask which of these paths are valid on the other side (one round trip). */
+  queryValidPaths?: string[];
+  /** Max stderr bytes kept (default 64 KiB). */
+  stderrLimit?: number;
+}
+
+export type ProbeFailureKind =
+  | "spawn"
+  | "ssh-start"
+  | "eof"
+  | "garbage"
+  | "bad-magic"
+  | "bad-version"
+  | "daemon-error"
+  | "timeout"
+  | "io"
+  | "connect"
+  | "query";
+
+export interface ProbeTimings {
+  /** From spawn() to the first byte on the child's stdout; null if none came. */
+  firstByteMs: number | null;
+  /** From spawn() to the end of the handshake; null if it did not complete. */
+  handshakeMs: number | null;
+  /** From spawn() to the end of the optional query. */
+  queryMs: number | null;
+  /** From spawn() until the child was reaped (or abandoned). */
+  totalMs: number;
+}
+
+export interface ProbeResult {
+  ok: boolean;
+  protocol: "serve" | "worker";
+  argv: string[];
+  serve?: ServeHandshakeResult;
+  worker?: WorkerHandshakeResult;
+  validPaths?: string[];
+  failure?: { kind: ProbeFailureKind; nixMessage: string };
+  /** The child's stderr (bounded), e.g. ssh's own diagnostics. */
+  stderr: string;
+  stderrTruncated: boolean;
+  exitCode: number | null;
+  signal: string | null;
+  /** True when we had to kill the process group. */
+  killed: boolean;
+  timings: ProbeTimings;
+}
+
+/**
+ * The line the 2.8 build hook prints when connecting fails:
+ * `cannot build on '<uri>': error: <msg>[: <ssh stderr>]` (stderr only for ssh://, via log-fd).
+ */
+export function buildHookFailureText(storeUri: string, nixMessage: string, stderr: string): string {
+  const tail = storeUri.startsWith("ssh://") ? chomp(stderr) : "";
+  return `cannot build on '${storeUri}': error: ${nixMessage}${tail === "" ? "" : `: ${tail}`}`;
+}
+
+function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const t0 = performance.now();
+  const deadline = Date.now() + timeoutMs;
+  const since = () => Math.round((performance.now() - t0) * 10) / 10;
+  const stderrLimit = opts.stderrLimit ?? 64 * 1024;
+  const argv = [opts.program, ...opts.args];
+  const result: ProbeResult = {
+    ok: false,
+    protocol: opts.protocol,
+    argv,
+    stderr: "",
+    stderrTruncated: false,
+    exitCode: null,
+    signal: null,
+    killed: false,
+    timings: { firstByteMs: null, handshakeMs: null, queryMs: null, totalMs: 0 },
+  };
+
+  const child = spawn(opts.program, opts.args, {
+    stdio: ["pipe", "pipe", "pipe"],
+    detached: true, // own process group, so a timeout kills ssh and anything it started
+    env: opts.env ?? process.env,
+    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+  });
+  const stderrParts: Buffer[] = [];
+  let stderrLen = 0;
+  child.stderr.on("data", (b: Buffer) => {
+    if (stderrLen < stderrLimit) {
+      const k = b.subarray(0, stderrLimit - stderrLen);
+      stderrParts.push(k);
+      stderrLen += k.length;
+      if (k.length < b.length) result.stderrTruncated = true;
+    } else result.stderrTruncated = true;
+  });
+  child.stdin.on("error", () => {});
+  child.stdout.once("data", () => {
+    result.timings.firstByteMs = since();
+  });
+  const exited = new Promise<void>((resolve) => {
+    child.once("close", (code, signal) => {
+      result.exitCode = code;
+      result.signal = signal;
+      resolve();
+    });
+  });
+  const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
+
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), Math.max(0, deadline - Date.now()));
+  const reader = new WireReader(child.stdout, {
+    deadline,
+    timeoutMs,
+    signal: ac.signal,
+    budget: 256 * 1024 * 1024,
+  });
+  const io = { input: child.stdout, output: child.stdin };
+
+  const work = (async (): Promise<void> => {
+    if (opts.expectStartedLine) {
+      let line: string | null = null;
+      try {
+        line = await reader.line(4096);
+      } catch (e) {
+        if (e instanceof WireError && (e.kind === "timeout" || e.kind === "aborted")) {
+          result.failure = {
+            kind: "timeout",
+            nixMessage: `no 'started' line from ssh within ${timeoutMs} ms`,
+          };
+          return;
+        }
+      }
+      if (line !== "started") {
+        result.failure = {
+          kind: "ssh-start",
+          nixMessage: `failed to start SSH connection to '${opts.host}'`,
+        };
+        return;
+      }
+    }
+    const left = () => Math.max(1, deadline - Date.now());
+    if (opts.protocol === "serve") {
+      const { result: hs, connection } = await serveHandshake(io, {
+        host: opts.host,
+        reader,
+        timeoutMs: left(),
+        signal: ac.signal,
+      });
+      result.serve = hs;
+      if (!hs.ok || !connection) {
+        result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
+        return;
+      }
+      result.timings.handshakeMs = since();
+      if (opts.queryValidPaths) {
+        reader.deadline = deadline;
+        try {
+          result.validPaths = await connection.queryValidPaths(opts.queryValidPaths);
+          result.timings.queryMs = since();
+        } catch (e) {
+          result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
+          return;
+        }
+      }
+      result.ok = true;
+    } else {
+      const { result: hs, connection } = await workerHandshake(io, {
+        storeUri: opts.storeUri,
+        reader,
+        timeoutMs: left(),
+        signal: ac.signal,
+        opTimeoutMs: left(),
+      });
+      result.worker = hs;
+      if (!hs.ok || !connection) {
+        result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
+        return;
+      }
+      result.timings.handshakeMs = since();
+      if (opts.queryValidPaths) {
+        try {
+          result.validPaths = await connection.queryValidPaths(opts.queryValidPaths, { timeoutMs: left() });
+          result.timings.queryMs = since();
+        } catch (e) {
+          result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
+          return;
+        }
+      }
+      result.ok = true;
+    }
+  })();
+
+  const first = await Promise.race([work.then(() => null), spawnError]);
+  if (first instanceof Error) {
+    const code = (first as NodeJS.ErrnoException).code;
+    ac.abort();
+    await work.catch(() => {});
+    // Nix's own wording when exec fails (`unable to execute 'ssh'`), plus the reason.
+    result.failure = {
+      kind: "spawn",
+      nixMessage: `unable to execute '${opts.program}': ${code === "ENOENT" ? "No such file or directory" : first.message}`,
+    };
+    delete result.serve;
+    delete result.worker;
+    result.ok = false;
+  }
+  clearTimeout(timer);
+  reader.detach();
+
+  // Close our side; a well-behaved server exits at EOF. Give it a moment, then kill the group.
+  child.stdin.end();
+  const graceMs = result.failure?.kind === "timeout" ? 0 : 1500;
+  const reaped = await Promise.race([
+    exited.then(() => true),
+    new Promise<boolean>((r) => setTimeout(() => r(false), graceMs)),
+  ]);
+  if (!reaped && child.pid !== undefined) {
+    result.killed = true;
+    killGroup(child.pid, "SIGKILL");
+    await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 2000))]);
+  } else if (child.pid !== undefined) {
+    // ssh may leave helpers (ProxyCommand) behind in its group.
+    killGroup(child.pid, "SIGKILL");
+  }
+  child.stdout.destroy();
+  child.stderr.destroy();
+  result.stderr = Buffer.concat(stderrParts, stderrLen).toString("utf8");
+  result.timings.totalMs = since();
+  return result;
+}
+
+/** A private temp dir (mode 0700) holding `host-key`, like Nix's `/tmp/nix-<pid>-<n>/host-key`. */
+export async function makeHostKeyDir(): Promise<{ dir: string; file: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "nix-builders-"));
+  return { dir, file: join(dir, "host-key"), cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+export interface ProbeStoreOptions
+  extends Omit<ProbeOptions, "program" | "args" | "protocol" | "host" | "storeUri"> {
+  ssh?: ProbeSshOptions;
+  /** Base environment before the probe adjustments of `probeSshEnv` (default process.env). */
+  baseEnv?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Probe an `ssh://` / `ssh-ng://` store the way Nix would connect to it: Nix's argv (plus the probe
+ * options), a pinned host key written to a private temp file, the right handshake.
+ */
+export async function probeStore(
+  input: Omit<NixSshArgvInput, "hostKeyFile">,
+  opts: ProbeStoreOptions = {},
+): Promise<ProbeResult & { ssh: NixSshArgv }> {
+  const hk = await makeHostKeyDir();
+  try {
+    const ssh = probeSshArgv({ ...input, hostKeyFile: hk.file }, opts.ssh);
+    if (ssh.error) {
+      return {
+        ok: false,
+        protocol: ssh.protocol,
+        argv: [],
+        failure: { kind: "spawn", nixMessage: ssh.error },
+        stderr: "",
+        stderrTruncated: false,
+        exitCode: null,
+        signal: null,
+        killed: false,
+        timings: { firstByteMs: null, handshakeMs: null, queryMs: null, totalMs: 0 },
+        ssh,
+      };
+    }
+    if (ssh.knownHostsContent !== undefined) await writeFile(hk.file, ssh.knownHostsContent, { mode: 0o600 });
+    const { ssh: _s, baseEnv, ...rest } = opts;
+    const r = await probe({
+      ...rest,
+      program: ssh.program,
+      args: ssh.args,
+      env: probeSshEnv(baseEnv ?? process.env, ssh),
+      protocol: ssh.protocol,
+      host: ssh.host,
+      storeUri: input.storeUri.split("?")[0]!,
+      expectStartedLine: ssh.expectStartedLine,
+    });
+    return { ...r, ssh };
+  } finally {
+    await hk.cleanup();
+  }
+}

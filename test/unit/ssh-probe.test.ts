@@ -1,0 +1,210 @@
+/**
+ * End to end against a real OpenSSH server on 127.0.0.1: Nix's argv (+ probe options), a pinned host
+ * key in a private known_hosts file (never StrictHostKeyChecking=no), and the serve / worker
+ * handshakes with the real Nix 2.8 on the other side. 2.8 has no ports in store URIs, so the port
+ * goes through NIX_SSHOPTS exactly as a 2.8 user would do it.
+ *
+ * Needs root (sshd, login as root with a temp AuthorizedKeysFile) and /usr/sbin/sshd.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { NIX_2_8, NIX_LATEST } from "../../src/nix/version.js";
+import { buildHookFailureText, probeStore } from "../../src/remote/probe.js";
+
+const SSHD = "/usr/sbin/sshd";
+function canRun(): string | false {
+  if (process.getuid?.() !== 0) return "needs root";
+  if (!existsSync(SSHD)) return "no /usr/sbin/sshd";
+  try {
+    execFileSync("nix-store", ["--version"], { stdio: "ignore" });
+    execFileSync("ssh-keygen", ["-?"], { stdio: "ignore" });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "nix-store or ssh-keygen missing";
+  }
+  return false;
+}
+const skip = canRun();
+
+const tmp = mkdtempSync(join(tmpdir(), "nb-ssh-"));
+const store = join(tmp, "store");
+let port = 0;
+let sshd: ChildProcess | undefined;
+let sshdLog = "";
+let addedPath = "";
+const missingPath = "/nix/store/00000000000000000000000000000000-missing";
+
+function keygen(name: string): { priv: string; pub: string } {
+  const priv = join(tmp, name);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@test`, "-f", priv]);
+  return { priv, pub: readFileSync(`${priv}.pub`, "utf8") };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const p = typeof a === "object" && a ? a.port : 0;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+let hostKey: { priv: string; pub: string };
+let clientKey: { priv: string; pub: string };
+let otherKey: { priv: string; pub: string };
+const b64 = (s: string) => Buffer.from(s).toString("base64");
+
+before(async () => {
+  if (skip) return;
+  hostKey = keygen("hostkey");
+  clientKey = keygen("client");
+  otherKey = keygen("other");
+  writeFileSync(join(tmp, "authorized_keys"), clientKey.pub, { mode: 0o600 });
+  // sshd's privilege-separation directory; its systemd unit normally creates it. Left in place.
+  if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
+  const conf = join(tmp, "sshd_config");
+  writeFileSync(
+    conf,
+    [
+      "ListenAddress 127.0.0.1",
+      `HostKey ${hostKey.priv}`,
+      `AuthorizedKeysFile ${join(tmp, "authorized_keys")}`,
+      "PidFile none",
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "PermitRootLogin prohibit-password",
+      "",
+    ].join("\n"),
+  );
+  const env = { ...process.env, NIX_CONF_DIR: join(tmp, "conf"), NIX_USER_CONF_FILES: join(tmp, "none") };
+  mkdirSync(join(tmp, "conf"));
+  writeFileSync(join(tmp, "conf", "nix.conf"), "sandbox = false\n");
+  writeFileSync(join(tmp, "payload"), "payload\n");
+  addedPath = execFileSync("nix-store", ["--store", store, "--add", join(tmp, "payload")], {
+    env,
+    encoding: "utf8",
+  }).trim();
+
+  for (let attempt = 0; attempt < 5; attempt++) {
+    port = await freePort();
+    sshdLog = "";
+    sshd = spawn(SSHD, ["-D", "-e", "-f", conf, "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"] });
+    const proc = sshd;
+    const up = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 5000);
+      proc.stderr?.on("data", (b: Buffer) => {
+        sshdLog += b.toString();
+        if (sshdLog.includes("Server listening")) {
+          clearTimeout(t);
+          resolve(true);
+        }
+      });
+      proc.once("exit", () => {
+        clearTimeout(t);
+        resolve(false);
+      });
+    });
+    if (up) return;
+    proc.kill("SIGKILL");
+  }
+  throw new Error(`sshd did not start: ${sshdLog}`);
+});
+
+after(async () => {
+  if (sshd && sshd.exitCode === null && sshd.signalCode === null) {
+    const gone = new Promise((r) => sshd?.once("exit", r));
+    sshd.kill("SIGTERM");
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
+    if (sshd.exitCode === null && sshd.signalCode === null) sshd.kill("SIGKILL");
+  }
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe("probe over a real sshd on 127.0.0.1", { skip }, () => {
+  const base = () => ({
+    version: NIX_2_8,
+    storeUri: "ssh://root@127.0.0.1",
+    sshKey: clientKey.priv,
+    base64PublicHostKey: b64(hostKey.pub),
+    nixSshOpts: `-p ${port}`,
+    remoteStore: store,
+  });
+
+  it("2.8 ssh://: pinned host key + serve handshake + QueryValidPaths", async () => {
+    const r = await probeStore(base(), { queryValidPaths: [addedPath, missingPath], timeoutMs: 15_000 });
+    assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
+    assert.ok(r.serve?.ok);
+    assert.equal(r.serve.serverVersion, "2.7");
+    assert.deepEqual(r.validPaths, [addedPath]);
+    assert.equal(r.argv[0], "ssh");
+    assert.deepEqual(r.argv.slice(1, 6), [
+      "root@127.0.0.1",
+      "-oBatchMode=yes",
+      "-oConnectTimeout=10",
+      "-x",
+      "-a",
+    ]);
+    assert.equal(r.argv.at(-1), `nix-store --serve --write --store '${store}'`);
+    assert.ok(r.argv.some((a) => a.startsWith("-oUserKnownHostsFile=")));
+    assert.ok(!r.argv.some((a) => /StrictHostKeyChecking/i.test(a)));
+    assert.equal(r.ssh.knownHostsContent?.startsWith("127.0.0.1 ssh-ed25519 "), true);
+    console.log(
+      `# ssh serve probe: first byte ${r.timings.firstByteMs} ms, handshake ${r.timings.handshakeMs} ms`,
+    );
+  });
+
+  it("2.8 ssh-ng://: worker handshake through ssh (nix-daemon --stdio)", async () => {
+    const r = await probeStore(
+      { ...base(), storeUri: "ssh-ng://root@127.0.0.1" },
+      { queryValidPaths: [addedPath, missingPath] },
+    );
+    assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
+    assert.ok(r.worker?.ok);
+    assert.equal(r.worker.protocolVersion, "1.34");
+    assert.equal(r.worker.daemonNixVersion, "2.8.0");
+    assert.deepEqual(r.validPaths, [addedPath]);
+    console.log(`# ssh worker probe: handshake ${r.timings.handshakeMs} ms`);
+  });
+
+  it("a wrong pinned key fails with ssh's `Host key verification failed.`", async () => {
+    const r = await probeStore({ ...base(), base64PublicHostKey: b64(otherKey.pub) });
+    assert.equal(r.ok, false);
+    assert.deepEqual(r.failure, { kind: "eof", nixMessage: "cannot connect to 'root@127.0.0.1'" });
+    assert.match(r.stderr, /Host key verification failed\./);
+    assert.equal(r.exitCode, 255);
+    assert.equal(
+      buildHookFailureText("ssh://root@127.0.0.1", r.failure.nixMessage, "Host key verification failed.\n"),
+      "cannot build on 'ssh://root@127.0.0.1': error: cannot connect to 'root@127.0.0.1': Host key verification failed.",
+    );
+  });
+
+  it("an unauthorised client key fails fast (BatchMode), no hang", async () => {
+    const r = await probeStore({ ...base(), sshKey: otherKey.priv }, { timeoutMs: 15_000 });
+    assert.equal(r.failure?.kind, "eof");
+    assert.match(r.stderr, /Permission denied \(publickey\)/);
+    assert.ok(r.timings.totalMs < 10_000);
+  });
+
+  it("current-Nix argv (`--`, words, -oLocalCommand=echo started) works against the same sshd", async () => {
+    const r = await probeStore({
+      ...base(),
+      version: NIX_LATEST,
+      storeUri: `ssh://root@127.0.0.1:${port}`,
+      nixSshOpts: "",
+    });
+    assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
+    assert.ok(r.argv.includes(`-p${port}`));
+    assert.ok(r.argv.includes("--"));
+    assert.equal(r.ssh.expectStartedLine, true);
+    assert.equal(r.ssh.knownHostsContent?.startsWith("127.0.0.1 ssh-ed25519 "), true, "bare host, no port");
+  });
+});
