@@ -1,0 +1,204 @@
+/**
+ * Run a program as another user, the way a service manager would start it for that user.
+ *
+ * Node's `spawn` can set uid and gid but not the supplementary groups, and a process that keeps root's
+ * supplementary groups is not what the service sees. So when we are root we exec through util-linux's
+ * `setpriv --reuid U --regid G --init-groups` (initgroups(3) with the passwd name: the same group list
+ * systemd's `User=` gives a unit, NSS groups included). setpriv execs the target directly (same pid, no
+ * shell, no PAM, no login session). `util-linux` is Essential on Debian, so setpriv is always there.
+ * A user with no passwd entry (a bare uid) gets `--clear-groups` instead (initgroups needs a name).
+ * Dropping root via setuid also clears the capability sets, as for a service without AmbientCapabilities.
+ *
+ * The environment is built from scratch: HOME (passwd home), USER, LOGNAME, SHELL (passwd shell), and
+ * PATH = systemd's default service PATH; `opts.env` is layered on top (a value of undefined removes a name).
+ * The working directory defaults to `/`, as for a system service.
+ *
+ * When we are not root, only running as ourselves is possible; then the program is spawned directly.
+ */
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { lookupUser } from "./users.js";
+
+/** systemd's default PATH for services (same on Debian 12). */
+export const SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export interface RunAsIdentity {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly home: string;
+  readonly shell: string;
+  /** False for a bare uid with no passwd entry: no initgroups, no supplementary groups. Default true. */
+  readonly hasPasswdEntry?: boolean;
+}
+
+/** A user name, a uid (resolved through passwd), or an already resolved identity. */
+export type RunAsUser = string | number | RunAsIdentity;
+
+export interface RunAsOptions {
+  /** Added to (or, with undefined, removed from) the clean environment. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Working directory; default `/`. */
+  readonly cwd?: string;
+  /** Kill the process group (SIGTERM, then SIGKILL after 2 s) after this many milliseconds. */
+  readonly timeoutMs?: number;
+  /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
+  readonly input?: string | Buffer;
+}
+
+export interface RunAsResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+}
+
+export function resolveIdentity(user: RunAsUser): RunAsIdentity {
+  if (typeof user === "object") return user;
+  const u = lookupUser(user);
+  if (u) return { name: u.name, uid: u.uid, gid: u.gid, home: u.home, shell: u.shell, hasPasswdEntry: true };
+  if (typeof user === "number" || /^\d+$/.test(user)) {
+    const uid = Number(user);
+    return { name: String(uid), uid, gid: uid, home: "/", shell: "/bin/sh", hasPasswdEntry: false };
+  }
+  throw new Error(`no such user: ${user}`);
+}
+
+/** The environment a service for this user starts with, plus `extra`. */
+export function serviceEnv(
+  id: RunAsIdentity,
+  extra: Readonly<Record<string, string | undefined>> = {},
+): Record<string, string> {
+  const env: Record<string, string | undefined> = {
+    HOME: id.home === "" ? "/" : id.home,
+    USER: id.name,
+    LOGNAME: id.name,
+    SHELL: id.shell === "" ? "/bin/sh" : id.shell,
+    PATH: SERVICE_PATH,
+    ...extra,
+  };
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+let setprivPath: string | null = null;
+function findSetpriv(): string {
+  if (setprivPath !== null) return setprivPath;
+  for (const p of ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", "/sbin/setpriv"]) {
+    try {
+      accessSync(p, constants.X_OK);
+      setprivPath = p;
+      return p;
+    } catch {
+      // try the next one
+    }
+  }
+  throw new Error("setpriv (util-linux) is needed to run a program as another user, and it was not found");
+}
+
+/** The argv actually executed (exported for tests and for `--explain` style output). */
+export function runAsArgv(id: RunAsIdentity, argv: readonly string[]): string[] {
+  if (argv.length === 0) throw new Error("runAs: empty argv");
+  const myUid = process.getuid?.() ?? -1;
+  if (myUid !== 0) {
+    if (myUid === id.uid) return [...argv];
+    throw new Error(`running as ${id.name} (uid ${id.uid}) needs root; we are uid ${myUid}`);
+  }
+  const groups = id.hasPasswdEntry === false ? ["--clear-groups"] : ["--init-groups"];
+  return [findSetpriv(), `--reuid=${id.uid}`, `--regid=${id.gid}`, ...groups, "--", ...argv];
+}
+
+/**
+ * Streaming variant: start the program as `user` and return the child (stdout/stderr are pipes; stdin is a
+ * pipe when `input` is given or `stdin: "pipe"` is asked for, else /dev/null). The child leads its own
+ * process group, so `killGroup(child)` reaches its descendants too.
+ */
+export function spawnAs(
+  user: RunAsUser,
+  argv: readonly string[],
+  opts: Omit<RunAsOptions, "timeoutMs" | "input"> & { stdin?: "pipe" | "ignore" } = {},
+): ChildProcess {
+  const id = resolveIdentity(user);
+  const full = runAsArgv(id, argv);
+  return spawn(full[0]!, full.slice(1), {
+    env: serviceEnv(id, opts.env),
+    cwd: opts.cwd ?? "/",
+    stdio: [opts.stdin ?? "ignore", "pipe", "pipe"],
+    detached: true,
+    shell: false,
+  });
+}
+
+/** Signal the child's whole process group (falls back to the child alone). */
+export function killGroup(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    try {
+      child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Run `argv` as `user` and collect its output. Never uses a shell. */
+export function runAs(
+  user: RunAsUser,
+  argv: readonly string[],
+  opts: RunAsOptions = {},
+): Promise<RunAsResult> {
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess;
+    try {
+      child = spawnAs(user, argv, {
+        ...(opts.env === undefined ? {} : { env: opts.env }),
+        ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+        stdin: opts.input === undefined ? "ignore" : "pipe",
+      });
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    child.stdout?.on("data", (b: Buffer) => out.push(b));
+    child.stderr?.on("data", (b: Buffer) => err.push(b));
+    if (opts.timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        killGroup(child, "SIGTERM");
+        killTimer = setTimeout(() => killGroup(child, "SIGKILL"), 2000);
+      }, opts.timeoutMs);
+    }
+    if (opts.input !== undefined && child.stdin) {
+      child.stdin.on("error", () => {
+        // the program may exit without reading its input
+      });
+      child.stdin.end(opts.input);
+    }
+    child.on("error", (e) => {
+      if (timer) clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (killTimer) clearTimeout(killTimer);
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8"),
+        timedOut,
+      });
+    });
+  });
+}
