@@ -1,11 +1,38 @@
 #!/usr/bin/env node
-import { Command } from "commander";
+/** The nix-builders command line: one module per command, wired here. */
+import { Command, CommanderError } from "commander";
+import { register as registerConfig } from "./commands/config.js";
+import { EXIT, processIo, UsageError } from "./commands/io.js";
+import { register as registerShow } from "./commands/show.js";
+
+const io = processIo;
+let exitCode: number = EXIT.ok;
+const exit = (code: number): void => {
+  exitCode = code;
+};
 
 const program = new Command();
 program
   .name("nix-builders")
-  .description("Make this machine a correct, verified client of Nix remote builders.");
-program.parseAsync(process.argv).catch((e: unknown) => {
-  process.stderr.write(`nix-builders: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(70);
-});
+  .description("Make this machine a correct, verified client of Nix remote builders.")
+  .version("0.1.0")
+  .exitOverride()
+  .showHelpAfterError();
+
+registerConfig(program, io, exit);
+registerShow(program, io, exit);
+
+try {
+  await program.parseAsync(process.argv);
+  process.exitCode = exitCode;
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode === 0 ? 0 : EXIT.usage;
+  } else if (e instanceof UsageError) {
+    io.err(`nix-builders: ${e.message}\n`);
+    process.exitCode = EXIT.usage;
+  } else {
+    io.err(`nix-builders: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = EXIT.internal;
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * `nix-builders show [--user NAME] [--builders SPEC] [--nix-version X.Y] [--json]`: the builders a
+ * user's builds really get, where they come from, whether the daemon trusts the user and why, and
+ * which of the user's settings the daemon ignores.
+ */
+import type { Command } from "commander";
+import type { Machine } from "../nix/machines.js";
+import { formatOrigin } from "../nix/origin.js";
+import { formatNixVersion } from "../nix/version.js";
+import { EXIT, type Io, json } from "./io.js";
+import { originJson, originsText, plural, table } from "./render.js";
+import { type UserView, userView } from "./view.js";
+
+export interface ShowOptions {
+  user?: string;
+  builders?: string;
+  nixVersion?: string;
+  json?: boolean;
+}
+
+export function machineJson(m: Machine): Record<string, unknown> {
+  return {
+    storeUri: m.storeUri,
+    systemTypes: m.systemTypes,
+    sshKey: m.sshKey,
+    maxJobs: m.maxJobs,
+    speedFactor: m.speedFactor,
+    supportedFeatures: m.supportedFeatures,
+    mandatoryFeatures: m.mandatoryFeatures,
+    sshPublicHostKey: m.sshPublicHostKey,
+    origin: { file: m.origin.file, line: m.origin.line },
+  };
+}
+
+/** Every error that stops Nix for this user: config errors (client and daemon) and the machines error. */
+export function viewErrors(
+  v: UserView,
+): { message: string; file: string | null; line: number | null; where: string }[] {
+  const errors: { message: string; file: string | null; line: number | null; where: string }[] = [];
+  if (v.client.error)
+    errors.push({
+      message: v.client.error.nixMessage,
+      file: v.client.error.file,
+      line: v.client.error.line,
+      where: "user config",
+    });
+  if (v.daemon?.error)
+    errors.push({
+      message: v.daemon.error.nixMessage,
+      file: v.daemon.error.file,
+      line: v.daemon.error.line,
+      where: "daemon config",
+    });
+  if (v.machines.error)
+    errors.push({
+      message: v.machines.error.message,
+      file: v.machines.error.file,
+      line: v.machines.error.line,
+      where: "machines",
+    });
+  return errors;
+}
+
+export function showJson(v: UserView): Record<string, unknown> {
+  return {
+    nixVersion: formatNixVersion(v.version),
+    user: v.user.name,
+    storeMode: v.storeMode,
+    trusted: v.trusted,
+    trustReason: v.trustReason,
+    allowed: v.verdict ? v.verdict.allowed : true,
+    hookUser: v.hookUser.name,
+    builders: { value: v.builders.value, from: v.builders.from, origin: v.builders.origin.map(originJson) },
+    ignored: v.ignored.map((i) => ({
+      setting: i.setting,
+      value: i.value,
+      origin: originJson(i.origin),
+      why: i.why,
+      nixMessage: i.nixMessage,
+      shownByDefault: i.shownByDefault,
+    })),
+    includes: v.machines.includes.map((i) => ({ path: i.resolved, found: i.found, from: i.from })),
+    machines: v.machines.machines.map(machineJson),
+    errors: viewErrors(v).map(({ message, file, line }) => ({ message, file, line })),
+  };
+}
+
+function renderShow(v: UserView): string {
+  let out = `Nix ${formatNixVersion(v.version)} rules (${v.versionSource}) · user ${v.user.name} (uid ${v.user.uid})\n`;
+  if (v.storeMode === "daemon") {
+    const verdict = v.verdict!;
+    out += `Daemon: ${verdict.allowed ? (v.trusted ? "trusted" : "allowed, not trusted") : "REFUSED"} — ${v.trustReason}\n`;
+    if (verdict.refusalMessage) out += `  the daemon says: ${verdict.refusalMessage}\n`;
+  } else {
+    out += `Store: ${v.trustReason}\n`;
+  }
+  out += `Builds are sent out by the build hook running as ${v.hookUser.name}; ssh uses ${v.hookUser.name}'s keys and known_hosts.\n`;
+  out += `\nbuilders = ${v.builders.value === "" ? '""' : v.builders.value}\n`;
+  out += `  from the ${v.builders.from === "daemon" ? "daemon's configuration" : "user's configuration"}: ${originsText(v.builders.origin)}\n`;
+  for (const inc of v.machines.includes) {
+    out += `  @${inc.resolved}: ${inc.found ? "read" : "not found (Nix skips it silently)"}\n`;
+  }
+  if (v.ignored.length) {
+    out += `\nIgnored by the daemon for ${v.user.name}:\n`;
+    for (const i of v.ignored) {
+      out += `  ${i.setting} = ${i.value}  (${formatOrigin(i.origin)})\n    ${i.why}\n`;
+      if (i.nixMessage)
+        out += `    Nix says${i.shownByDefault ? "" : " (only with -vvvv)"}: ${i.nixMessage}\n`;
+      else out += "    Nix says nothing about it.\n";
+    }
+  }
+  const ms = v.machines.machines;
+  out += `\n${plural(ms.length, "machine")}:\n`;
+  out += table(
+    ms.map((m) => [
+      m.storeUri,
+      m.systemTypes.join(",") || "-",
+      `jobs ${m.maxJobs}`,
+      `speed ${m.speedFactor}`,
+      `features ${m.supportedFeatures.join(",") || "-"}`,
+      `mandatory ${m.mandatoryFeatures.join(",") || "-"}`,
+      m.sshKey ? `key ${m.sshKey}` : "no key",
+      m.sshPublicHostKey ? "host key pinned" : "host key from known_hosts",
+      m.origin.file ? `${m.origin.file}:${m.origin.line}` : "",
+    ]),
+  );
+  const errors = viewErrors(v);
+  if (errors.length) {
+    out += "\nNix stops every build with:\n";
+    for (const e of errors)
+      out += `  error: ${e.message}${e.file ? `  (${e.file}${e.line ? `:${e.line}` : ""})` : ""}\n`;
+  }
+  return out;
+}
+
+export async function runShow(opts: ShowOptions, io: Io): Promise<number> {
+  const v = await userView({
+    user: opts.user,
+    nixVersion: opts.nixVersion,
+    builders: opts.builders,
+    env: io.env,
+  });
+  const code = viewErrors(v).length ? EXIT.errors : EXIT.ok;
+  io.out(opts.json ? json(showJson(v)) : renderShow(v));
+  return code;
+}
+
+export function register(program: Command, io: Io, exit: (code: number) => void): void {
+  program
+    .command("show")
+    .description("the builders a user's builds really get, with origins and the daemon's trust verdict")
+    .option("--user <name>", "compute the view of this user, with a service's clean environment")
+    .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
+    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option("--json", "print one JSON document")
+    .action(async (opts: ShowOptions) => exit(await runShow(opts, io)));
+}
