@@ -1,0 +1,308 @@
+/**
+ * Differential test: our route() against the real Nix 2.8 build hook (spec Appendix A).
+ *
+ * Machines are local chroot stores (`<tmp>/m1` …), so the hook's connect() succeeds at once and
+ * `# accept` names the machine it chose. Load is simulated by a child process holding flocks on
+ * `<store>/nix/var/nix/current-load/<escaped uri>-<slot>`. Scenarios are generated from a fixed seed.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { readCurrentLoad } from "../../src/host/current-load.js";
+import { type RouteMachine, route } from "../../src/nix/route.js";
+import { DEFAULT_DRV_PATH, haveBuildRemote, runBuildRemote, scratchDir } from "../support/build-remote.js";
+
+const SKIP = !haveBuildRemote() && "the real Nix 2.8 build hook is not installed";
+
+const LOCAL_SYSTEM = "x86_64-linux";
+const EXTRA_PLATFORMS = ["i686-linux"];
+const SYSTEM_FEATURES = ["benchmark", "big-parallel", "kvm"];
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Scenario {
+  name: string;
+  machines: RouteMachine[];
+  load: Map<string, number>;
+  system: string;
+  features: string[];
+  amWilling: boolean;
+}
+
+function machineLine(m: RouteMachine): string {
+  const list = (xs: readonly string[]) => (xs.length === 0 ? "-" : xs.join(","));
+  return [
+    m.storeUri,
+    m.systemTypes.join(","),
+    "-",
+    m.maxJobs,
+    m.speedFactor,
+    list(m.supportedFeatures),
+    list(m.mandatoryFeatures),
+  ].join(" ");
+}
+
+function generate(base: string, count: number, seed: number): Scenario[] {
+  const rnd = mulberry32(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+  const subset = (xs: readonly string[], p: number): string[] => xs.filter(() => rnd() < p);
+  const SYSTEMS = ["x86_64-linux", "aarch64-linux", "i686-linux", "riscv64-linux"];
+  const FEATURES = ["kvm", "big-parallel", "benchmark", "cuda"];
+  const out: Scenario[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = 1 + Math.floor(rnd() * 4);
+    const machines: RouteMachine[] = [];
+    const load = new Map<string, number>();
+    for (let j = 0; j < n; j++) {
+      const systems = subset(SYSTEMS, 0.45);
+      if (systems.length === 0) systems.push(pick(SYSTEMS));
+      const maxJobs = rnd() < 0.1 ? 0 : 1 + Math.floor(rnd() * 3);
+      const uri = join(base, `s${i}m${j + 1}`);
+      machines.push({
+        storeUri: uri,
+        systemTypes: systems,
+        maxJobs,
+        speedFactor: 1 + Math.floor(rnd() * 4),
+        supportedFeatures: subset(FEATURES, 0.4),
+        mandatoryFeatures: rnd() < 0.2 ? [pick(FEATURES)] : [],
+      });
+      const l = Math.floor(rnd() * (maxJobs + 1));
+      if (l > 0) load.set(uri, l);
+    }
+    // Bias the drv towards systems the machines offer, so that accepts are common.
+    const system = rnd() < 0.75 ? pick(pick(machines).systemTypes) : rnd() < 0.3 ? "builtin" : pick(SYSTEMS);
+    const features = subset(FEATURES, 0.25);
+    out.push({ name: `random #${i}`, machines, load, system, features, amWilling: rnd() < 0.5 });
+  }
+  return out;
+}
+
+/** Hold exclusive flocks on the given files in one child process; resolves when all are held. */
+function holdLocks(files: string[]): Promise<ChildProcess | null> {
+  if (files.length === 0) return Promise.resolve(null);
+  const script =
+    'for f in "$@"; do exec {fd}>"$f" || exit 2; flock -x -n "$fd" || exit 3; done; echo ready; exec sleep 600';
+  const child = spawn("bash", ["-c", script, "holder", ...files], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    child.stdout!.once("data", () => resolve(child));
+    child.once("exit", (code) => reject(new Error(`lock holder exited with ${code}`)));
+  });
+}
+
+function release(child: ChildProcess | null): Promise<void> {
+  if (child === null || child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.removeAllListeners("exit");
+    child.once("exit", () => resolve());
+    child.kill("SIGKILL");
+  });
+}
+
+describe("route() vs the real 2.8 build-remote", { skip: SKIP }, () => {
+  let base = "";
+  let store = "";
+  let stateDir = "";
+  const results: string[] = [];
+
+  before(() => {
+    base = join(scratchDir(), "route-diff");
+    store = join(base, "store");
+    stateDir = join(store, "nix", "var", "nix");
+    mkdirSync(join(stateDir, "current-load"), { recursive: true });
+  });
+  after(() => {
+    if (process.env.ROUTE_DIFF_VERBOSE) console.log(results.join("\n"));
+  });
+
+  const scenarios = (): Scenario[] => {
+    const b = join(scratchDir(), "route-diff");
+    const fixed: Scenario[] = [
+      {
+        name: "integer division: 2/3 ties 0/1, speed wins",
+        machines: [
+          {
+            storeUri: join(b, "f1m1"),
+            systemTypes: ["x86_64-linux"],
+            maxJobs: 4,
+            speedFactor: 1,
+            supportedFeatures: [],
+            mandatoryFeatures: [],
+          },
+          {
+            storeUri: join(b, "f1m2"),
+            systemTypes: ["x86_64-linux"],
+            maxJobs: 4,
+            speedFactor: 3,
+            supportedFeatures: [],
+            mandatoryFeatures: [],
+          },
+        ],
+        load: new Map([[join(b, "f1m2"), 2]]),
+        system: "x86_64-linux",
+        features: [],
+        amWilling: true,
+      },
+      {
+        name: "equal score and speed: lower load wins",
+        machines: [
+          {
+            storeUri: join(b, "f2m1"),
+            systemTypes: ["x86_64-linux"],
+            maxJobs: 4,
+            speedFactor: 3,
+            supportedFeatures: [],
+            mandatoryFeatures: [],
+          },
+          {
+            storeUri: join(b, "f2m2"),
+            systemTypes: ["x86_64-linux"],
+            maxJobs: 4,
+            speedFactor: 3,
+            supportedFeatures: [],
+            mandatoryFeatures: [],
+          },
+        ],
+        load: new Map([
+          [join(b, "f2m1"), 2],
+          [join(b, "f2m2"), 1],
+        ]),
+        system: "x86_64-linux",
+        features: [],
+        amWilling: true,
+      },
+      {
+        name: "builtin drv on an aarch64 machine",
+        machines: [
+          {
+            storeUri: join(b, "f3m1"),
+            systemTypes: ["aarch64-linux"],
+            maxJobs: 1,
+            speedFactor: 1,
+            supportedFeatures: [],
+            mandatoryFeatures: [],
+          },
+        ],
+        load: new Map(),
+        system: "builtin",
+        features: [],
+        amWilling: false,
+      },
+      {
+        name: "i686 via extra-platforms, all busy, amWilling 1: decline",
+        machines: [
+          {
+            storeUri: join(b, "f4m1"),
+            systemTypes: ["i686-linux"],
+            maxJobs: 1,
+            speedFactor: 1,
+            supportedFeatures: [],
+            mandatoryFeatures: [],
+          },
+        ],
+        load: new Map([[join(b, "f4m1"), 1]]),
+        system: "i686-linux",
+        features: [],
+        amWilling: true,
+      },
+      {
+        name: "feature not in system-features, all busy, amWilling 1: postpone",
+        machines: [
+          {
+            storeUri: join(b, "f5m1"),
+            systemTypes: ["x86_64-linux"],
+            maxJobs: 1,
+            speedFactor: 1,
+            supportedFeatures: ["cuda"],
+            mandatoryFeatures: [],
+          },
+        ],
+        load: new Map([[join(b, "f5m1"), 1]]),
+        system: "x86_64-linux",
+        features: ["cuda"],
+        amWilling: true,
+      },
+    ];
+    return [...fixed, ...generate(b, 40, 0x5eed)];
+  };
+
+  let agreed = 0;
+  const all = scenarios();
+  for (const sc of all) {
+    test(sc.name, async () => {
+      const held: string[] = [];
+      for (const [uri, n] of sc.load) {
+        for (let s = 0; s < n; s++)
+          held.push(join(stateDir, "current-load", `${uri.replaceAll("/", "_")}-${s}`));
+      }
+      const holder = await holdLocks(held);
+      try {
+        // Our load reader must see exactly the simulated load.
+        const seen = readCurrentLoad(sc.machines, { stateDir });
+        for (const m of seen.machines)
+          assert.equal(m.busy, sc.load.get(m.storeUri) ?? 0, `load of ${m.storeUri}`);
+
+        const real = await runBuildRemote({
+          builders: sc.machines.map(machineLine).join("\n"),
+          system: sc.system,
+          features: sc.features,
+          amWilling: sc.amWilling,
+          store,
+          verbosity: 1,
+          extraSettings: {
+            system: LOCAL_SYSTEM,
+            "extra-platforms": EXTRA_PLATFORMS.join(" "),
+            "system-features": SYSTEM_FEATURES.join(" "),
+          },
+        });
+        const ours = route({
+          version: "2.8",
+          drv: {
+            path: DEFAULT_DRV_PATH,
+            system: sc.system,
+            requiredFeatures: sc.features,
+            preferLocalBuild: false,
+          },
+          machines: sc.machines,
+          load: sc.load,
+          local: {
+            system: LOCAL_SYSTEM,
+            extraPlatforms: EXTRA_PLATFORMS,
+            systemFeatures: SYSTEM_FEATURES,
+            maxJobs: 1,
+            experimentalFeatures: [],
+          },
+          amWilling: sc.amWilling,
+        });
+        const detail = `${sc.name}\n${sc.machines.map(machineLine).join("\n")}\nload ${JSON.stringify([...sc.load])} drv ${sc.system} ${JSON.stringify(sc.features)} amWilling ${sc.amWilling}\nhook stderr:\n${real.stderr}`;
+        assert.equal(ours.hook.reply, real.reply, detail);
+        if (real.reply === "accept") assert.equal(ours.decision.storeUri, real.acceptedUri, detail);
+        // The "Failed to find a machine" text appears at verbosity 1 only at warn level; it must match ours.
+        const listing = real.messages.find((x) => x.startsWith("Failed to find a machine"));
+        if (ours.hook.noMachineMessage?.level === "warn") {
+          assert.equal(listing, ours.hook.noMachineMessage.text, detail);
+        } else {
+          assert.equal(listing, undefined, detail);
+        }
+        agreed++;
+        results.push(`${sc.name}: ${real.reply}${real.acceptedUri ? ` ${real.acceptedUri}` : ""}`);
+      } finally {
+        await release(holder);
+      }
+    });
+  }
+  test("scenario count", () => {
+    assert.ok(all.length >= 30);
+    assert.equal(agreed, all.length);
+  });
+});
