@@ -1,0 +1,747 @@
+/**
+ * hercules-ci-agent's config file: parse it the way the agent does, apply the agent's defaults,
+ * and explain what the agent would silently ignore.
+ *
+ * Agent behaviour modelled here (hercules-ci-agent 0.10.x, `Hercules/Agent/Config.hs`,
+ * `Config/Json.hs`, `Config/Combined.hs`; TOML via the `tomland` library). See docs/agent.md.
+ *
+ * - The path decides the format: a path ending in `.json` (case-sensitive) is JSON, anything else TOML.
+ * - Every key is optional at decode time, and a key whose value has the wrong type is treated as
+ *   absent, with no message: the decoders wrap each field in an "optional" combinator that turns
+ *   any decode failure into "not set". So `"nixUserIsTrusted": "true"` means false, and
+ *   `concurrentTasks = "4"` means "auto".
+ * - Map-valued keys (`nixSettings`, `effectMountables`) are decoded as a whole: one bad entry (for
+ *   example a non-string `nixSettings` value such as `max-jobs = 0`) makes the whole map empty.
+ * - Unknown keys are never read, so misspelt keys are silently dropped.
+ * - JSON `null` counts as absent.
+ * - TOML: tomland only sees a sub-table `[a.b]` when the table `[a]` was written explicitly and the
+ *   sub-table follows it; top-level dotted keys (`nixSettings.builders = "…"`) are not tables to it.
+ *   Both are silently ignored by the agent.
+ * - After decoding: `baseDirectory` is required; derived paths default relative to it;
+ *   `concurrentTasks` "auto" (or absent) is max(2, number of CPUs); less than 1 is fatal.
+ */
+
+import { readFileSync } from "node:fs";
+import { cpus as osCpus } from "node:os";
+import { parse as parseToml, TomlError } from "smol-toml";
+import { type AgentFinding, didYouMean, finding } from "./findings.js";
+import { agentNixSettingsFindings } from "./nix-settings.js";
+import { lineColAt, scanJson, scanToml } from "./syntax.js";
+
+export type AgentConfigFormat = "json" | "toml";
+
+/** The agent's rule (`readConfig`): `.json` suffix means JSON, everything else is TOML. */
+export function agentConfigFormat(file: string): AgentConfigFormat {
+  return file.endsWith(".json") ? "json" : "toml";
+}
+
+/** A config file the agent itself could not parse. Names the file, and the line when known. */
+export class AgentConfigError extends Error {
+  readonly file: string;
+  readonly line: number | null;
+  readonly column: number | null;
+  readonly detail: string;
+
+  constructor(file: string, detail: string, where: { line?: number | null; column?: number | null } = {}) {
+    const line = where.line ?? null;
+    const column = where.column ?? null;
+    const loc = line === null ? file : column === null ? `${file}:${line}` : `${file}:${line}:${column}`;
+    super(`${loc}: ${detail}`);
+    this.name = "AgentConfigError";
+    this.file = file;
+    this.line = line;
+    this.column = column;
+    this.detail = detail;
+  }
+
+  toJSON(): { message: string; file: string; line: number | null; column: number | null } {
+    return { message: this.detail, file: this.file, line: this.line, column: this.column };
+  }
+}
+
+export const AGENT_LOG_LEVELS = [
+  "DebugS",
+  "InfoS",
+  "NoticeS",
+  "WarningS",
+  "ErrorS",
+  "CriticalS",
+  "AlertS",
+  "EmergencyS",
+] as const;
+export const AGENT_NIX_VERBOSITIES = [
+  "Error",
+  "Warn",
+  "Notice",
+  "Info",
+  "Talkative",
+  "Chatty",
+  "Debug",
+  "Vomit",
+] as const;
+
+/** Every key the agent reads (0.10.8). */
+export const AGENT_CONFIG_KEYS = [
+  "apiBaseUrl",
+  "nixUserIsTrusted",
+  "concurrentTasks",
+  "baseDirectory",
+  "staticSecretsDirectory",
+  "workDirectory",
+  "clusterJoinTokenPath",
+  "binaryCachesPath",
+  "secretsJsonPath",
+  "logLevel",
+  "nixVerbosity",
+  "labels",
+  "allowInsecureBuiltinFetchers",
+  "remotePlatformsWithSameFeatures",
+  "effectMountables",
+  "nixSettings",
+] as const;
+export type AgentConfigKey = (typeof AGENT_CONFIG_KEYS)[number];
+
+/** Nix setting names people put at the top level by mistake; they belong in `nixSettings`. */
+const COMMON_NIX_SETTINGS = new Set([
+  "builders",
+  "builders-use-substitutes",
+  "cores",
+  "extra-builders",
+  "extra-platforms",
+  "extra-substituters",
+  "extra-system-features",
+  "extra-trusted-public-keys",
+  "max-jobs",
+  "narinfo-cache-negative-ttl",
+  "netrc-file",
+  "sandbox",
+  "substituters",
+  "system",
+  "system-features",
+  "trusted-public-keys",
+]);
+
+export interface AgentMountable {
+  readonly source: string;
+  readonly readOnly: boolean;
+  readonly condition: unknown;
+}
+
+/** What the agent's decoder keeps from the file: keys it read successfully, nothing else. */
+export interface AgentConfigInput {
+  readonly apiBaseUrl?: string;
+  readonly nixUserIsTrusted?: boolean;
+  readonly concurrentTasks?: number | "auto";
+  readonly baseDirectory?: string;
+  readonly staticSecretsDirectory?: string;
+  readonly workDirectory?: string;
+  readonly clusterJoinTokenPath?: string;
+  readonly binaryCachesPath?: string;
+  readonly secretsJsonPath?: string;
+  readonly logLevel?: string;
+  readonly nixVerbosity?: string;
+  readonly labels?: Readonly<Record<string, unknown>>;
+  readonly allowInsecureBuiltinFetchers?: boolean;
+  readonly remotePlatformsWithSameFeatures?: readonly string[];
+  readonly effectMountables: Readonly<Record<string, AgentMountable>>;
+  readonly nixSettings: Readonly<Record<string, string>>;
+}
+
+/** The config after the agent's defaults (`finalizeConfig`). */
+export interface AgentConfig {
+  readonly file: string;
+  readonly format: AgentConfigFormat;
+  readonly apiBaseUrl: string;
+  /** "config", or the environment variable the default came from, or "default". */
+  readonly apiBaseUrlSource: "config" | "HERCULES_CI_API_BASE_URL" | "HERCULES_API_BASE_URL" | "default";
+  readonly nixUserIsTrusted: boolean;
+  readonly concurrentTasks: number;
+  readonly concurrentTasksAuto: boolean;
+  readonly baseDirectory: string;
+  readonly staticSecretsDirectory: string;
+  readonly workDirectory: string;
+  readonly clusterJoinTokenPath: string;
+  readonly binaryCachesPath: string;
+  readonly secretsJsonPath: string;
+  readonly logLevel: string;
+  readonly nixVerbosity: string;
+  readonly labels: Readonly<Record<string, unknown>>;
+  readonly allowInsecureBuiltinFetchers: boolean;
+  /** null when not set (the agent distinguishes absent from empty, but treats them alike). */
+  readonly remotePlatformsWithSameFeatures: readonly string[] | null;
+  readonly effectMountables: Readonly<Record<string, AgentMountable>>;
+  readonly nixSettings: Readonly<Record<string, string>>;
+  /** Keys the agent read from the file (after dropping mistyped ones). */
+  readonly explicitKeys: readonly AgentConfigKey[];
+}
+
+export interface AgentConfigResult {
+  readonly file: string;
+  readonly format: AgentConfigFormat;
+  /** null when the agent would refuse to start (missing `baseDirectory`, `concurrentTasks` < 1). */
+  readonly config: AgentConfig | null;
+  readonly input: AgentConfigInput;
+  readonly findings: readonly AgentFinding[];
+  /** Line of each key in the file, by dotted path (`nixSettings.builders`), where known. */
+  readonly keyLines: ReadonlyMap<string, number>;
+}
+
+export interface AgentConfigOptions {
+  /** CPU count for `concurrentTasks = "auto"`; defaults to this machine's. */
+  readonly cpus?: number;
+  /** The agent process environment, for the `apiBaseUrl` default. Defaults to an empty environment. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** If given, `nixSettings` names (without `extra-`) not in this set are flagged. */
+  readonly knownNixSettings?: ReadonlySet<string>;
+}
+
+/** Haskell `System.FilePath.</>` on POSIX: an absolute right side wins. */
+function joinPath(a: string, b: string): string {
+  if (b.startsWith("/") || a === "") return b;
+  return a.endsWith("/") ? a + b : `${a}/${b}`;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+function describeType(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (v instanceof Date) return "a date";
+  if (typeof v === "bigint") return "an integer";
+  if (typeof v === "number") return Number.isInteger(v) ? "a number" : "a float";
+  if (typeof v === "object") return "a table/object";
+  return `a ${typeof v}`;
+}
+
+function showValue(v: unknown): string {
+  if (typeof v === "bigint") return v.toString();
+  if (typeof v === "string") return JSON.stringify(v);
+  try {
+    return JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x)) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Read and parse an agent config file. `root` prefixes the path for reading (fixture trees). */
+export function loadAgentConfig(
+  file: string,
+  opts: AgentConfigOptions & { readonly root?: string } = {},
+): AgentConfigResult {
+  const readPath = opts.root ? joinPath(opts.root.replace(/\/+$/, ""), file.replace(/^\/+/, "")) : file;
+  let text: string;
+  try {
+    text = readFileSync(readPath, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new AgentConfigError(
+      file,
+      code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : String(e),
+    );
+  }
+  return parseAgentConfig(text, file, opts);
+}
+
+/**
+ * Parse config text as the agent would parse the file `file`. Throws AgentConfigError on syntax
+ * errors (as the agent does); everything else is reported as findings.
+ */
+export function parseAgentConfig(
+  text: string,
+  file: string,
+  opts: AgentConfigOptions = {},
+): AgentConfigResult {
+  const format = agentConfigFormat(file);
+  const findings: AgentFinding[] = [];
+  let root: Record<string, unknown>;
+  let keyLines: Map<string, number>;
+  if (format === "json") {
+    const scan = scanJson(text);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      if (!scan.ok) {
+        const at = lineColAt(text, scan.offset);
+        throw new AgentConfigError(file, `JSON syntax error: ${scan.message}`, at);
+      }
+      throw new AgentConfigError(file, `JSON syntax error: ${(e as Error).message}`);
+    }
+    keyLines = scan.ok ? new Map(scan.keyLines) : new Map();
+    if (!isPlainObject(value)) {
+      findings.push(
+        finding(
+          "agent-config-not-object",
+          "error",
+          `${file} holds ${describeType(value)}, not a JSON object; the agent reads no settings from it.`,
+          'Write the settings as a JSON object: { "baseDirectory": "/var/lib/hercules-ci-agent" }.',
+          { file },
+        ),
+      );
+      root = {};
+    } else root = value;
+  } else {
+    let value: Record<string, unknown>;
+    try {
+      value = parseToml(text, { integersAsBigInt: true }) as Record<string, unknown>;
+    } catch (e) {
+      if (e instanceof TomlError) {
+        const detail = e.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
+        throw new AgentConfigError(file, `TOML syntax error: ${detail}`, { line: e.line, column: e.column });
+      }
+      throw new AgentConfigError(file, `TOML syntax error: ${(e as Error).message}`);
+    }
+    const pitfalls = tomlPitfalls(text, file);
+    keyLines = pitfalls.keyLines;
+    findings.push(...pitfalls.findings);
+    root = plainify(pruneLost(value, pitfalls.lost), false) as Record<string, unknown>;
+  }
+  const lineOf = (path: string): number | null => keyLines.get(path) ?? null;
+  const { input, explicitKeys } = decode(root, format, file, lineOf, findings, opts);
+  const config = finalize(input, explicitKeys, file, format, lineOf, findings, opts);
+  return { file, format, config, input, findings, keyLines };
+}
+
+// ---------------------------------------------------------------------------------------------
+// TOML pitfalls
+
+interface TomlPitfalls {
+  readonly findings: AgentFinding[];
+  /** Paths the agent's TOML library does not see. */
+  readonly lost: string[][];
+  readonly keyLines: Map<string, number>;
+}
+
+const TABLE_KEYS = new Set(["labels", "effectMountables", "nixSettings"]);
+
+/**
+ * Replay tomland's grouping of table headers: a header belongs to the nearest preceding open
+ * header that is a prefix of it; if its name relative to that parent has more than one piece, it is
+ * stored under a dotted key that the agent's table lookups never find.
+ */
+function tomlPitfalls(text: string, file: string): TomlPitfalls {
+  const findings: AgentFinding[] = [];
+  const lost: string[][] = [];
+  const keyLines = new Map<string, number>();
+  const stack: string[][] = [];
+  let current: string[] = [];
+  let inHeader = false;
+  const isPrefix = (p: readonly string[], k: readonly string[]): boolean =>
+    p.length < k.length && p.every((x, j) => x === k[j]);
+  for (const st of scanToml(text)) {
+    if (st.kind === "kv") {
+      const path = [...current, ...st.keys];
+      const dotted = path.join(".");
+      if (!keyLines.has(dotted)) keyLines.set(dotted, st.line);
+      if (st.keys.length > 1 && TABLE_KEYS.has(path[0]!)) {
+        if (!inHeader) {
+          lost.push(path);
+          findings.push(
+            finding(
+              "agent-config-toml-dotted-key",
+              "warning",
+              `${st.keys.join(".")} is a dotted key at the top level; the agent's TOML library does not treat it as part of the table [${st.keys[0]}], so the agent ignores it without warning.`,
+              `Write a table instead: [${st.keys[0]}] on its own line, then ${st.keys.slice(1).join(".")} = … below it (or use JSON).`,
+              { file, line: st.line },
+            ),
+          );
+        } else {
+          findings.push(
+            finding(
+              "agent-config-toml-dotted-key",
+              "warning",
+              `${st.keys.join(".")} inside [${current.join(".")}] is a dotted key; the agent's TOML library keeps it as the single key "${st.keys.join(".")}", not as a nested table.`,
+              "Write the nested table as its own header, directly after its parent table (or use JSON).",
+              { file, line: st.line },
+            ),
+          );
+        }
+      }
+      continue;
+    }
+    inHeader = true;
+    const keys = [...st.keys];
+    if (!keyLines.has(keys.join("."))) keyLines.set(keys.join("."), st.line);
+    while (stack.length > 0 && !isPrefix(stack[stack.length - 1]!, keys)) stack.pop();
+    const parent = stack.length > 0 ? stack[stack.length - 1]! : [];
+    const relative = keys.slice(parent.length);
+    stack.push(keys);
+    current = keys;
+    if (relative.length > 1 && st.kind === "table") {
+      const missing = [...parent, relative[0]!].join(".");
+      if (TABLE_KEYS.has(keys[0]!)) lost.push(keys);
+      findings.push(
+        finding(
+          "agent-config-toml-intermediate-table",
+          TABLE_KEYS.has(keys[0]!) ? "warning" : "info",
+          `[${keys.join(".")}] is written without an explicit [${missing}] table before it; the agent's TOML library ignores such sub-tables without warning.`,
+          `Add a line [${missing}] directly before [${keys.join(".")}] (or switch to JSON, which the agent recommends).`,
+          { file, line: st.line },
+        ),
+      );
+    }
+  }
+  return { findings, lost, keyLines };
+}
+
+/** smol-toml tables have a null prototype; make ordinary objects. Optionally turn bigints into numbers. */
+function plainify(v: unknown, bigints: boolean): unknown {
+  if (bigints && typeof v === "bigint") return Number(v);
+  if (Array.isArray(v)) return v.map((x) => plainify(x, bigints));
+  if (typeof v === "object" && v !== null && !(v instanceof Date)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = plainify(x, bigints);
+    return out;
+  }
+  return v;
+}
+
+function pruneLost(value: Record<string, unknown>, lost: readonly string[][]): Record<string, unknown> {
+  if (lost.length === 0) return value;
+  const clone = structuredClone(value) as Record<string, unknown>;
+  for (const path of lost) {
+    let obj: unknown = clone;
+    for (let j = 0; j < path.length - 1; j++) {
+      obj = isPlainObject(obj) ? obj[path[j]!] : undefined;
+    }
+    if (isPlainObject(obj)) delete obj[path[path.length - 1]!];
+  }
+  return clone;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function decode(
+  root: Record<string, unknown>,
+  format: AgentConfigFormat,
+  file: string,
+  lineOf: (path: string) => number | null,
+  findings: AgentFinding[],
+  opts: AgentConfigOptions,
+): { input: AgentConfigInput; explicitKeys: AgentConfigKey[] } {
+  const input: Mutable<AgentConfigInput> = { effectMountables: {}, nixSettings: {} };
+  const explicitKeys: AgentConfigKey[] = [];
+  const known = new Set<string>(AGENT_CONFIG_KEYS);
+  const ignored = (key: string, v: unknown, expected: string, consequence: string): void => {
+    findings.push(
+      finding(
+        "agent-config-type",
+        "warning",
+        `${key} is ${describeType(v)} (${showValue(v)}), but the agent expects ${expected}; it ignores the value without warning and ${consequence}.`,
+        `Write ${key} as ${expected}.`,
+        { file, line: lineOf(key) },
+      ),
+    );
+  };
+  const isInt = (v: unknown): boolean =>
+    typeof v === "bigint" || (format === "json" && typeof v === "number" && Number.isInteger(v));
+  const toInt = (v: unknown): number => (typeof v === "bigint" ? Number(v) : (v as number));
+
+  for (const [key, v] of Object.entries(root)) {
+    if (!known.has(key)) {
+      const suggestion = didYouMean(key, AGENT_CONFIG_KEYS);
+      const nixLike = COMMON_NIX_SETTINGS.has(key) || opts.knownNixSettings?.has(key.replace(/^extra-/, ""));
+      findings.push(
+        finding(
+          "agent-config-unknown-key",
+          "warning",
+          `Unknown key ${key}: the agent does not read it and ignores it without warning.` +
+            (suggestion ? ` Did you mean ${suggestion}?` : "") +
+            (nixLike && !suggestion ? ` ${key} is a Nix setting.` : ""),
+          suggestion
+            ? `Rename ${key} to ${suggestion}.`
+            : nixLike
+              ? `Move it into nixSettings: "nixSettings": { "${key}": "…" } (values are strings).`
+              : `Remove ${key}, or check the key list at https://docs.hercules-ci.com/hercules-ci-agent/agent-config.`,
+          { file, line: lineOf(key) },
+        ),
+      );
+      continue;
+    }
+    const k = key as AgentConfigKey;
+    if (v === null) continue; // JSON null: absent, as the agent treats it
+    switch (k) {
+      case "apiBaseUrl":
+      case "baseDirectory":
+      case "staticSecretsDirectory":
+      case "workDirectory":
+      case "clusterJoinTokenPath":
+      case "binaryCachesPath":
+      case "secretsJsonPath":
+        if (typeof v === "string") {
+          input[k] = v;
+          explicitKeys.push(k);
+        } else ignored(k, v, "a string", k === "baseDirectory" ? "treats it as missing" : "uses the default");
+        break;
+      case "nixUserIsTrusted":
+      case "allowInsecureBuiltinFetchers":
+        if (typeof v === "boolean") {
+          input[k] = v;
+          explicitKeys.push(k);
+        } else ignored(k, v, "a boolean (true or false, unquoted)", "uses the default (false)");
+        break;
+      case "concurrentTasks":
+        if (isInt(v)) {
+          input.concurrentTasks = toInt(v);
+          explicitKeys.push(k);
+        } else if (v === "auto") {
+          input.concurrentTasks = "auto";
+          explicitKeys.push(k);
+        } else ignored(k, v, 'an integer or the string "auto"', 'uses "auto"');
+        break;
+      case "logLevel":
+      case "nixVerbosity": {
+        const allowed: readonly string[] = k === "logLevel" ? AGENT_LOG_LEVELS : AGENT_NIX_VERBOSITIES;
+        if (typeof v === "string" && allowed.includes(v)) {
+          input[k] = v;
+          explicitKeys.push(k);
+        } else {
+          const sug = typeof v === "string" ? didYouMean(v, allowed) : null;
+          findings.push(
+            finding(
+              "agent-config-enum",
+              "warning",
+              `${k} = ${showValue(v)} is not one of ${allowed.join(", ")} (case-sensitive); the agent ignores it without warning and uses ${k === "logLevel" ? "InfoS" : "Talkative"}.` +
+                (sug ? ` Did you mean ${sug}?` : ""),
+              `Set ${k} to one of ${allowed.join(", ")}.`,
+              { file, line: lineOf(k) },
+            ),
+          );
+        }
+        break;
+      }
+      case "labels":
+        if (isPlainObject(v)) {
+          input.labels = plainify(v, true) as Record<string, unknown>;
+          explicitKeys.push(k);
+        } else ignored(k, v, "a table/object", "uses no labels");
+        break;
+      case "remotePlatformsWithSameFeatures":
+        if (Array.isArray(v) && v.every((x) => typeof x === "string")) {
+          input.remotePlatformsWithSameFeatures = v as string[];
+          explicitKeys.push(k);
+          for (const p of v as string[]) {
+            if (!/^[A-Za-z0-9_.]+-[A-Za-z0-9_.-]+$/.test(p)) {
+              findings.push(
+                finding(
+                  "agent-config-platform-format",
+                  "warning",
+                  `remotePlatformsWithSameFeatures entry ${JSON.stringify(p)} does not look like a Nix system type (such as aarch64-darwin); the agent advertises it as given.`,
+                  "Use Nix system types: x86_64-linux, aarch64-linux, x86_64-darwin, aarch64-darwin.",
+                  { file, line: lineOf(k) },
+                ),
+              );
+            }
+          }
+        } else ignored(k, v, "a list of strings", "advertises no remote platforms");
+        break;
+      case "effectMountables": {
+        const problem = mountablesProblem(v);
+        if (problem === null) {
+          input.effectMountables = plainify(v, true) as Record<string, AgentMountable>;
+          explicitKeys.push(k);
+          for (const [name, m] of Object.entries(v as Record<string, Record<string, unknown>>)) {
+            for (const mk of Object.keys(m)) {
+              if (!["source", "readOnly", "condition"].includes(mk)) {
+                const sug = didYouMean(mk, ["source", "readOnly", "condition"]);
+                findings.push(
+                  finding(
+                    "agent-config-unknown-key",
+                    "warning",
+                    `Unknown key effectMountables.${name}.${mk}: the agent ignores it.` +
+                      (sug ? ` Did you mean ${sug}?` : ""),
+                    sug
+                      ? `Rename it to ${sug}.`
+                      : "Remove it; a mountable has source, readOnly and condition.",
+                    {
+                      file,
+                      line: lineOf(`effectMountables.${name}.${mk}`) ?? lineOf(`effectMountables.${name}`),
+                    },
+                  ),
+                );
+              }
+            }
+          }
+        } else {
+          findings.push(
+            finding(
+              "agent-config-mountables-dropped",
+              "error",
+              `effectMountables: ${problem}. The agent decodes the map as a whole, so it ignores every mountable without warning.`,
+              "Give each mountable a string source, a boolean readOnly and a condition.",
+              { file, line: lineOf(k) },
+            ),
+          );
+        }
+        break;
+      }
+      case "nixSettings": {
+        if (!isPlainObject(v)) {
+          ignored(k, v, "a table/object of strings", "applies no nixSettings");
+          break;
+        }
+        const bad = Object.entries(v).filter(([, x]) => typeof x !== "string");
+        if (bad.length === 0) {
+          input.nixSettings = v as Record<string, string>;
+          explicitKeys.push(k);
+        } else {
+          for (const [name, x] of bad) {
+            const suggested =
+              typeof x === "boolean"
+                ? JSON.stringify(String(x))
+                : typeof x === "bigint" || typeof x === "number"
+                  ? JSON.stringify(String(x))
+                  : Array.isArray(x)
+                    ? JSON.stringify(x.map((e) => String(e)).join(" "))
+                    : null;
+            findings.push(
+              finding(
+                "agent-config-nix-settings-non-string",
+                "error",
+                `nixSettings.${name} is ${describeType(x)} (${showValue(x)}); nixSettings values must be strings. Because of it the agent ignores ALL of nixSettings, without warning.`,
+                suggested
+                  ? `Write it as a string: ${name} = ${suggested}${Array.isArray(x) ? " (lists are space-separated)" : ""}.`
+                  : `Write ${name} as a string value, as in nix.conf.`,
+                { file, line: lineOf(`nixSettings.${name}`) ?? lineOf(k) },
+              ),
+            );
+          }
+        }
+        break;
+      }
+    }
+  }
+  return { input, explicitKeys };
+}
+
+function mountablesProblem(v: unknown): string | null {
+  if (!isPlainObject(v)) return `expected a table/object, got ${describeType(v)}`;
+  for (const [name, m] of Object.entries(v)) {
+    if (!isPlainObject(m)) return `${name} is ${describeType(m)}, not a table/object`;
+    if (typeof m.source !== "string") return `${name}.source is missing or not a string`;
+    if (typeof m.readOnly !== "boolean") return `${name}.readOnly is missing or not a boolean`;
+    if (!("condition" in m) || m.condition === undefined) return `${name}.condition is missing`;
+  }
+  return null;
+}
+
+function finalize(
+  input: AgentConfigInput,
+  explicitKeys: AgentConfigKey[],
+  file: string,
+  format: AgentConfigFormat,
+  lineOf: (path: string) => number | null,
+  findings: AgentFinding[],
+  opts: AgentConfigOptions,
+): AgentConfig | null {
+  findings.push(...agentNixSettingsFindings(input.nixSettings, file, lineOf, opts.knownNixSettings));
+  let fatal = false;
+  const baseDirectory = input.baseDirectory;
+  if (baseDirectory === undefined) {
+    fatal = true;
+    findings.push(
+      finding(
+        "agent-config-base-directory-missing",
+        "error",
+        `${file} does not set baseDirectory (as a string); the agent refuses to start without it.`,
+        format === "json"
+          ? 'Add "baseDirectory": "/var/lib/hercules-ci-agent".'
+          : 'Add baseDirectory = "/var/lib/hercules-ci-agent" at the top of the file.',
+        { file },
+      ),
+    );
+  }
+  const cpus = opts.cpus ?? osCpus().length;
+  const auto = input.concurrentTasks === undefined || input.concurrentTasks === "auto";
+  const concurrentTasks = auto ? Math.max(2, cpus) : (input.concurrentTasks as number);
+  if (concurrentTasks < 1) {
+    fatal = true;
+    findings.push(
+      finding(
+        "agent-config-concurrent-tasks",
+        "error",
+        `concurrentTasks = ${concurrentTasks}; the agent refuses to start unless it is at least 1.`,
+        'Set concurrentTasks to "auto" or a number of at least 2 (import-from-derivation needs 2).',
+        { file, line: lineOf("concurrentTasks") },
+      ),
+    );
+  } else if (concurrentTasks === 1) {
+    findings.push(
+      finding(
+        "agent-config-concurrent-tasks-one",
+        "warning",
+        "concurrentTasks = 1: evaluation with import-from-derivation needs at least 2 tasks in the cluster, or it can deadlock.",
+        'Set concurrentTasks to "auto" or at least 2.',
+        { file, line: lineOf("concurrentTasks") },
+      ),
+    );
+  }
+  for (const key of [
+    "baseDirectory",
+    "staticSecretsDirectory",
+    "workDirectory",
+    "clusterJoinTokenPath",
+    "binaryCachesPath",
+    "secretsJsonPath",
+  ] as const) {
+    const v = input[key];
+    if (v !== undefined && !v.startsWith("/")) {
+      findings.push(
+        finding(
+          "agent-config-relative-path",
+          "warning",
+          `${key} = ${JSON.stringify(v)} is relative; the agent resolves it against its working directory, which depends on how the service is started.`,
+          `Use an absolute path for ${key}.`,
+          { file, line: lineOf(key) },
+        ),
+      );
+    }
+  }
+  if (fatal || baseDirectory === undefined) return null;
+  const env = opts.env ?? {};
+  let apiBaseUrl: string;
+  let apiBaseUrlSource: AgentConfig["apiBaseUrlSource"];
+  if (input.apiBaseUrl !== undefined) {
+    apiBaseUrl = input.apiBaseUrl;
+    apiBaseUrlSource = "config";
+  } else if (env.HERCULES_CI_API_BASE_URL !== undefined) {
+    apiBaseUrl = env.HERCULES_CI_API_BASE_URL;
+    apiBaseUrlSource = "HERCULES_CI_API_BASE_URL";
+  } else if (env.HERCULES_API_BASE_URL !== undefined) {
+    apiBaseUrl = env.HERCULES_API_BASE_URL;
+    apiBaseUrlSource = "HERCULES_API_BASE_URL";
+  } else {
+    apiBaseUrl = "https://hercules-ci.com";
+    apiBaseUrlSource = "default";
+  }
+  const staticSecretsDirectory = input.staticSecretsDirectory ?? joinPath(baseDirectory, "secrets");
+  return {
+    file,
+    format,
+    apiBaseUrl,
+    apiBaseUrlSource,
+    nixUserIsTrusted: input.nixUserIsTrusted ?? false,
+    concurrentTasks,
+    concurrentTasksAuto: auto,
+    baseDirectory,
+    staticSecretsDirectory,
+    workDirectory: input.workDirectory ?? joinPath(baseDirectory, "work"),
+    clusterJoinTokenPath:
+      input.clusterJoinTokenPath ?? joinPath(staticSecretsDirectory, "cluster-join-token.key"),
+    binaryCachesPath: input.binaryCachesPath ?? joinPath(staticSecretsDirectory, "binary-caches.json"),
+    secretsJsonPath: input.secretsJsonPath ?? joinPath(staticSecretsDirectory, "secrets.json"),
+    logLevel: input.logLevel ?? "InfoS",
+    nixVerbosity: input.nixVerbosity ?? "Talkative",
+    labels: input.labels ?? {},
+    allowInsecureBuiltinFetchers: input.allowInsecureBuiltinFetchers ?? false,
+    remotePlatformsWithSameFeatures: input.remotePlatformsWithSameFeatures ?? null,
+    effectMountables: input.effectMountables,
+    nixSettings: input.nixSettings,
+    explicitKeys,
+  };
+}

@@ -1,0 +1,314 @@
+/**
+ * launchd property lists (XML form only) and the shell wrappers nix-darwin puts around the agent.
+ *
+ * nix-darwin's launchd module turns `script = "exec …/hercules-ci-agent --config FILE"` into a
+ * store script and runs it as ProgramArguments = ["/bin/sh", "-c", "/bin/wait4path /nix/store && exec
+ * <script>"]. We follow that: from ProgramArguments, through `sh -c` strings, into script files
+ * (up to a small depth), looking for a command whose program is `hercules-ci-agent` and reading
+ * its `--config`. What we do not do: run the shell, follow `source`/`.`, functions, conditionals,
+ * or variables other than plain `$NAME`/`${NAME}` from the plist's EnvironmentVariables and simple
+ * `NAME=value` lines earlier in the script. Binary plists are not parsed (`plutil -convert xml1`).
+ */
+
+export type PlistValue =
+  | string
+  | number
+  | boolean
+  | Date
+  | PlistValue[]
+  | { [k: string]: PlistValue }
+  | Uint8Array;
+
+export class PlistError extends Error {}
+
+function decodeEntities(s: string): string {
+  return s.replace(/&(#x[0-9a-fA-F]+|#\d+|amp|lt|gt|quot|apos);/g, (_all, e: string) => {
+    if (e === "amp") return "&";
+    if (e === "lt") return "<";
+    if (e === "gt") return ">";
+    if (e === "quot") return '"';
+    if (e === "apos") return "'";
+    if (e.startsWith("#x")) return String.fromCodePoint(Number.parseInt(e.slice(2), 16));
+    return String.fromCodePoint(Number.parseInt(e.slice(1), 10));
+  });
+}
+
+/** Parse an XML property list. Throws PlistError on binary plists and malformed XML. */
+export function parsePlist(text: string): PlistValue {
+  if (text.startsWith("bplist"))
+    throw new PlistError("binary property list (convert with: plutil -convert xml1)");
+  // drop prolog, doctype, comments
+  const body = text
+    .replace(/<\?xml[\s\S]*?\?>/g, "")
+    .replace(/<!DOCTYPE[\s\S]*?>/g, "")
+    .replace(/<!--[\s\S]*?-->/g, "");
+  const tokens: Array<{ kind: "open" | "close" | "empty"; name: string } | { kind: "text"; text: string }> =
+    [];
+  const re = /<(\/?)([A-Za-z][\w.-]*)([^>]*?)(\/?)>|([^<]+)/g;
+  let m: RegExpExecArray | null;
+  // biome-ignore lint/suspicious/noAssignInExpressions: tokenizer loop
+  while ((m = re.exec(body)) !== null) {
+    if (m[5] !== undefined) {
+      tokens.push({ kind: "text", text: m[5] });
+    } else if (m[1] === "/") tokens.push({ kind: "close", name: m[2]! });
+    else if (m[4] === "/") tokens.push({ kind: "empty", name: m[2]! });
+    else tokens.push({ kind: "open", name: m[2]! });
+  }
+  let i = 0;
+  const skipWs = (): void => {
+    while (i < tokens.length) {
+      const t = tokens[i]!;
+      if (t.kind === "text" && t.text.trim() === "") i++;
+      else break;
+    }
+  };
+  const textUntilClose = (name: string): string => {
+    let s = "";
+    while (i < tokens.length) {
+      const t = tokens[i]!;
+      if (t.kind === "close" && t.name === name) {
+        i++;
+        return decodeEntities(s);
+      }
+      if (t.kind !== "text") throw new PlistError(`unexpected <${t.name}> inside <${name}>`);
+      s += t.text;
+      i++;
+    }
+    throw new PlistError(`unclosed <${name}>`);
+  };
+  const value = (): PlistValue => {
+    skipWs();
+    const t = tokens[i++];
+    if (t === undefined) throw new PlistError("unexpected end of document");
+    if (t.kind === "text")
+      throw new PlistError(`unexpected text ${JSON.stringify(t.text.trim().slice(0, 20))}`);
+    if (t.kind === "close") throw new PlistError(`unexpected </${t.name}>`);
+    if (t.kind === "empty") {
+      switch (t.name) {
+        case "true":
+          return true;
+        case "false":
+          return false;
+        case "string":
+          return "";
+        case "array":
+          return [];
+        case "dict":
+          return {};
+        default:
+          throw new PlistError(`unexpected <${t.name}/>`);
+      }
+    }
+    switch (t.name) {
+      case "plist": {
+        const v = value();
+        skipWs();
+        const c = tokens[i++];
+        if (c?.kind !== "close" || c.name !== "plist") throw new PlistError("expected </plist>");
+        return v;
+      }
+      case "string":
+        return textUntilClose("string");
+      case "integer":
+        return Number.parseInt(textUntilClose("integer").trim(), 10);
+      case "real":
+        return Number.parseFloat(textUntilClose("real").trim());
+      case "date":
+        return new Date(textUntilClose("date").trim());
+      case "data":
+        return Uint8Array.from(Buffer.from(textUntilClose("data").replace(/\s+/g, ""), "base64"));
+      case "true":
+      case "false": {
+        const v = t.name === "true";
+        textUntilClose(t.name);
+        return v;
+      }
+      case "array": {
+        const arr: PlistValue[] = [];
+        while (true) {
+          skipWs();
+          const n = tokens[i];
+          if (n && n.kind === "close" && n.name === "array") {
+            i++;
+            return arr;
+          }
+          arr.push(value());
+        }
+      }
+      case "dict": {
+        const obj: { [k: string]: PlistValue } = {};
+        while (true) {
+          skipWs();
+          const n = tokens[i];
+          if (n && n.kind === "close" && n.name === "dict") {
+            i++;
+            return obj;
+          }
+          if (n?.kind !== "open" || n.name !== "key") throw new PlistError("expected <key> in <dict>");
+          i++;
+          const key = textUntilClose("key");
+          obj[key] = value();
+        }
+      }
+      default:
+        throw new PlistError(`unknown element <${t.name}>`);
+    }
+  };
+  const v = value();
+  skipWs();
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shell
+
+export interface ShellWord {
+  readonly text: string;
+  /** Contains a `$` expansion we could not resolve, or a command substitution. */
+  readonly unresolved: boolean;
+}
+
+/** A shell command: words up to an operator (`;`, `&&`, `||`, `|`, `&`, newline). */
+export type ShellCommand = readonly ShellWord[];
+
+/**
+ * Split POSIX shell text into simple commands. Handles quotes, backslashes, comments and
+ * `$NAME`/`${NAME}` from `env` (and from plain `NAME=value` commands earlier in the text).
+ */
+export function splitShellCommands(text: string, env: Readonly<Record<string, string>> = {}): ShellCommand[] {
+  const vars: Record<string, string> = { ...env };
+  const commands: ShellCommand[] = [];
+  let cur: ShellWord[] = [];
+  let i = 0;
+  const endCommand = (): void => {
+    if (cur.length === 0) return;
+    // remember plain assignments (NAME=value with nothing after)
+    if (cur.every((w) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(w.text))) {
+      for (const w of cur) {
+        const eq = w.text.indexOf("=");
+        if (!w.unresolved) vars[w.text.slice(0, eq)] = w.text.slice(eq + 1);
+      }
+    }
+    commands.push(cur);
+    cur = [];
+  };
+  const expandVar = (): { text: string; ok: boolean } => {
+    // at '$'
+    const rest = text.slice(i + 1);
+    const braced = /^\{([A-Za-z_][A-Za-z0-9_]*)\}/.exec(rest);
+    const plain = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(rest);
+    const m = braced ?? plain;
+    if (!m) {
+      if (rest.startsWith("(")) {
+        // command substitution: skip to the matching paren
+        let depth = 0;
+        let j = i + 1;
+        for (; j < text.length; j++) {
+          if (text[j] === "(") depth++;
+          else if (text[j] === ")" && --depth === 0) break;
+        }
+        const s = text.slice(i, j + 1);
+        i = j + 1;
+        return { text: s, ok: false };
+      }
+      i++;
+      return { text: "$", ok: true };
+    }
+    i += 1 + m[0].length;
+    const v = vars[m[1]!];
+    return v === undefined
+      ? { text: m[0] === m[1] ? `$${m[1]}` : `\${${m[1]}}`, ok: false }
+      : { text: v, ok: true };
+  };
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === " " || c === "\t") {
+      i++;
+      continue;
+    }
+    if (c === "\n" || c === ";") {
+      endCommand();
+      i++;
+      continue;
+    }
+    if (c === "&" || c === "|") {
+      endCommand();
+      i += text[i + 1] === c ? 2 : 1;
+      continue;
+    }
+    if (c === "#") {
+      while (i < text.length && text[i] !== "\n") i++;
+      continue;
+    }
+    if (c === "\\" && text[i + 1] === "\n") {
+      i += 2;
+      continue;
+    }
+    // a word
+    let w = "";
+    let unresolved = false;
+    while (i < text.length) {
+      const d = text[i]!;
+      if (" \t\n;&|".includes(d)) break;
+      if (d === "\\") {
+        if (text[i + 1] === "\n") {
+          i += 2;
+          continue;
+        }
+        w += text[i + 1] ?? "";
+        i += 2;
+        continue;
+      }
+      if (d === "'") {
+        const end = text.indexOf("'", i + 1);
+        const stop = end < 0 ? text.length : end;
+        w += text.slice(i + 1, stop);
+        i = stop + 1;
+        continue;
+      }
+      if (d === '"') {
+        i++;
+        while (i < text.length && text[i] !== '"') {
+          if (text[i] === "\\" && '"\\$`\n'.includes(text[i + 1] ?? "")) {
+            if (text[i + 1] !== "\n") w += text[i + 1];
+            i += 2;
+            continue;
+          }
+          if (text[i] === "$") {
+            const x = expandVar();
+            w += x.text;
+            if (!x.ok) unresolved = true;
+            continue;
+          }
+          w += text[i];
+          i++;
+        }
+        i++;
+        continue;
+      }
+      if (d === "$") {
+        const x = expandVar();
+        w += x.text;
+        if (!x.ok) unresolved = true;
+        continue;
+      }
+      if (d === "`") unresolved = true;
+      w += d;
+      i++;
+    }
+    cur.push({ text: w, unresolved });
+  }
+  endCommand();
+  return commands;
+}
+
+const SHELLS = new Set(["sh", "bash", "zsh", "dash"]);
+
+export function basename(p: string): string {
+  const i = p.lastIndexOf("/");
+  return i < 0 ? p : p.slice(i + 1);
+}
+
+export function isShell(program: string): boolean {
+  return SHELLS.has(basename(program));
+}
