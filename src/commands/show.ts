@@ -7,11 +7,13 @@ import type { Command } from "commander";
 import type { Machine } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
-import { EXIT, type Io, json } from "./io.js";
+import { type AgentReport, agentReport } from "./agent-checks.js";
+import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
+import { EXIT, type Io, json, UsageError } from "./io.js";
 import { originJson, originsText, plural, table } from "./render.js";
 import { type UserView, userView } from "./view.js";
 
-export interface ShowOptions {
+export interface ShowOptions extends AgentOptions {
   user?: string;
   builders?: string;
   nixVersion?: string;
@@ -133,15 +135,53 @@ function renderShow(v: UserView): string {
   return out;
 }
 
+export function agentJson(sel: AgentSelection, r: AgentReport): Record<string, unknown> {
+  return {
+    name: sel.agent.name,
+    kind: sel.agent.kind,
+    definitionFile: sel.agent.definitionFile,
+    configFile: sel.agent.configFile,
+    user: sel.user,
+    nixUserIsTrusted: sel.config?.config?.nixUserIsTrusted ?? null,
+    nixSettings: sel.config?.config?.nixSettings ?? {},
+    advertisedPlatforms: r.advertisement.platforms,
+    advertisedFeatures: r.advertisement.systemFeatures,
+    findings: r.findings,
+    otherInstances: sel.others,
+  };
+}
+
+export function renderAgent(sel: AgentSelection, r: AgentReport): string {
+  let out = `\nhercules-ci-agent ${sel.agent.name} (${sel.agent.kind}${sel.agent.definitionFile ? `: ${sel.agent.definitionFile}` : ""})\n`;
+  out += `  config: ${sel.agent.configFile ?? "not found"} · user ${sel.user}`;
+  out += ` · nixUserIsTrusted ${sel.config?.config?.nixUserIsTrusted ?? "?"}\n`;
+  out += `  advertises platforms: ${r.advertisement.platforms.join(" ") || "-"}\n`;
+  out += `  advertises features:  ${r.advertisement.systemFeatures.join(" ") || "-"}\n`;
+  for (const f of r.findings) {
+    out += `  ${f.severity}: ${f.message}\n`;
+    if (f.fix) out += `    fix: ${f.fix}\n`;
+  }
+  return out;
+}
+
 export async function runShow(opts: ShowOptions, io: Io): Promise<number> {
+  const sel = selectAgent(opts);
+  if (sel && opts.user && opts.user !== sel.user)
+    throw new UsageError(`--user ${opts.user} and --agent (user ${sel.user}) name different users`);
   const v = await userView({
-    user: opts.user,
+    user: sel ? sel.user : opts.user,
     nixVersion: opts.nixVersion,
     builders: opts.builders,
     env: io.env,
+    ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
   });
   const code = viewErrors(v).length ? EXIT.errors : EXIT.ok;
-  io.out(opts.json ? json(showJson(v)) : renderShow(v));
+  const report = sel ? agentReport(v, sel) : null;
+  if (opts.json) {
+    io.out(json({ ...showJson(v), ...(sel && report ? { agent: agentJson(sel, report) } : {}) }));
+  } else {
+    io.out(renderShow(v) + (sel && report ? renderAgent(sel, report) : ""));
+  }
   return code;
 }
 
@@ -150,6 +190,14 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .command("show")
     .description("the builders a user's builds really get, with origins and the daemon's trust verdict")
     .option("--user <name>", "compute the view of this user, with a service's clean environment")
+    .option(
+      "--agent [name]",
+      "show the view of the hercules-ci-agent service (its user, environment and nixSettings)",
+    )
+    .option(
+      "--agent-config <file>",
+      "the hercules-ci-agent configuration file, when no service definition names it",
+    )
     .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
     .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
     .option("--json", "print one JSON document")

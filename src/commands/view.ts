@@ -34,7 +34,7 @@ export interface ViewOptions {
   /** --builders SPEC: like Nix's flag, a client-side setting (subject to the daemon's trust). */
   builders?: string;
   /** Extra client settings (e.g. hercules-ci-agent's nixSettings), applied like command-line options. */
-  clientOverrides?: { name: string; value: string }[];
+  clientOverrides?: { name: string; value: string; origin?: Origin }[];
   /** Extra environment for the user (e.g. a service's Environment= lines). */
   userEnv?: Record<string, string>;
   /** The environment of this process (used when no --user is given). */
@@ -186,7 +186,8 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     : { ...opts.env, ...(opts.userEnv ?? {}) };
 
   const flags: ConfigFlag[] = [];
-  for (const o of opts.clientOverrides ?? []) flags.push({ name: o.name, value: o.value, via: "option" });
+  for (const o of opts.clientOverrides ?? [])
+    flags.push({ name: o.name, value: o.value, via: "option", ...(o.origin ? { origin: o.origin } : {}) });
   if (opts.builders !== undefined) flags.push({ name: "builders", value: opts.builders });
   const client = loadUserConfig(ctx, user, env, flags);
 

@@ -52,6 +52,8 @@ export interface ConfigFlag {
   value?: string;
   /** `flag` (default) = `--NAME VALUE`; `option` = `--option NAME VALUE`. */
   via?: "flag" | "option";
+  /** Where the override really comes from (e.g. hercules-ci-agent's nixSettings); default: the flag itself. */
+  origin?: Origin;
 }
 
 export interface LoadConfigInput {
@@ -636,7 +638,7 @@ class Engine {
   /** A command-line flag (after all files). */
   applyFlag(f: ConfigFlag): void {
     const via = f.via ?? "flag";
-    const origin: Origin = {
+    const origin: Origin = f.origin ?? {
       kind: "flag",
       flag:
         via === "option"
