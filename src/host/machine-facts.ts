@@ -42,10 +42,16 @@ export function x86Levels(flags: ReadonlySet<string>): number[] {
 /** Nix's `system` double for a Node platform/arch pair. */
 export function nixSystemFor(platform: string, arch: string): string {
   const cpu =
-    ({ x64: "x86_64", arm64: "aarch64", ia32: "i686", arm: "armv7l", riscv64: "riscv64", ppc64: "powerpc64le" } as Record<
-      string,
-      string
-    >)[arch] ?? arch;
+    (
+      {
+        x64: "x86_64",
+        arm64: "aarch64",
+        ia32: "i686",
+        arm: "armv7l",
+        riscv64: "riscv64",
+        ppc64: "powerpc64le",
+      } as Record<string, string>
+    )[arch] ?? arch;
   const os = platform === "darwin" ? "darwin" : platform;
   return `${cpu}-${os}`;
 }
@@ -106,7 +112,9 @@ export function computeLocalFacts(): MachineFacts {
 }
 
 /** Turn `nix show-config --json` output (run with an empty configuration) into facts. */
-export function factsFromShowConfig(json: Record<string, { defaultValue?: unknown; value?: unknown }>): MachineFacts {
+export function factsFromShowConfig(
+  json: Record<string, { defaultValue?: unknown; value?: unknown }>,
+): MachineFacts {
   const get = (k: string): unknown => json[k]?.defaultValue ?? json[k]?.value;
   const strings = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
   const cores = Number(get("cores"));
@@ -143,12 +151,15 @@ export async function machineFacts(nix: NixInstall | null): Promise<MachineFacts
   mkdirSync(empty, { recursive: true });
   let facts: MachineFacts;
   try {
-    const out = await run([nix.nixPath, "--extra-experimental-features", "nix-command", "show-config", "--json"], {
-      PATH: process.env["PATH"] ?? "/usr/bin:/bin",
-      NIX_CONF_DIR: empty,
-      NIX_USER_CONF_FILES: "",
-      HOME: empty,
-    });
+    const out = await run(
+      [nix.nixPath, "--extra-experimental-features", "nix-command", "show-config", "--json"],
+      {
+        PATH: process.env["PATH"] ?? "/usr/bin:/bin",
+        NIX_CONF_DIR: empty,
+        NIX_USER_CONF_FILES: "",
+        HOME: empty,
+      },
+    );
     facts = factsFromShowConfig(JSON.parse(out));
   } catch {
     return computeLocalFacts();

@@ -17,7 +17,12 @@ export interface NixInstall {
   versionText: string;
 }
 
-const WELL_KNOWN = ["/nix/var/nix/profiles/default/bin", "/run/current-system/sw/bin", "/usr/bin", "/usr/local/bin"];
+const WELL_KNOWN = [
+  "/nix/var/nix/profiles/default/bin",
+  "/run/current-system/sw/bin",
+  "/usr/bin",
+  "/usr/local/bin",
+];
 
 function isExecutable(p: string): boolean {
   try {

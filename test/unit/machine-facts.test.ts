@@ -32,8 +32,14 @@ describe("machine facts", () => {
     const base = { platform: "linux", arch: "x64", cpuFlags: new Set<string>(), hardwareThreads: 4 };
     assert.ok(computeFacts({ ...base, kvmAccessible: true }).systemFeatures.includes("kvm"));
     assert.ok(!computeFacts({ ...base, kvmAccessible: false }).systemFeatures.includes("kvm"));
-    assert.deepEqual(computeFacts({ ...base, kvmAccessible: false }).extraPlatforms, ["i686-linux", "x86_64-v1-linux"]);
-    assert.deepEqual(computeFacts({ ...base, platform: "darwin", arch: "arm64", kvmAccessible: true }).extraPlatforms, []);
+    assert.deepEqual(computeFacts({ ...base, kvmAccessible: false }).extraPlatforms, [
+      "i686-linux",
+      "x86_64-v1-linux",
+    ]);
+    assert.deepEqual(
+      computeFacts({ ...base, platform: "darwin", arch: "arm64", kvmAccessible: true }).extraPlatforms,
+      [],
+    );
   });
 
   it("agrees with the installed Nix's own defaults on this machine", async (t) => {
@@ -41,10 +47,14 @@ describe("machine facts", () => {
     if (!nix) return t.skip("Nix is not installed");
     const empty = mkdtempSync(join(tmpdir(), "nb-facts-"));
     try {
-      const out = execFileSync(nix.nixPath, ["--extra-experimental-features", "nix-command", "show-config", "--json"], {
-        env: { PATH: process.env["PATH"], NIX_CONF_DIR: empty, NIX_USER_CONF_FILES: "", HOME: empty },
-        encoding: "utf8",
-      });
+      const out = execFileSync(
+        nix.nixPath,
+        ["--extra-experimental-features", "nix-command", "show-config", "--json"],
+        {
+          env: { PATH: process.env["PATH"], NIX_CONF_DIR: empty, NIX_USER_CONF_FILES: "", HOME: empty },
+          encoding: "utf8",
+        },
+      );
       const fromNix = factsFromShowConfig(JSON.parse(out));
       const computed = computeLocalFacts();
       assert.equal(computed.system, fromNix.system);
