@@ -2,11 +2,12 @@
 /** The nix-builders command line: one module per command, wired here. */
 import { Command, CommanderError } from "commander";
 import { register as registerConfig } from "./commands/config.js";
+import { register as registerExplain } from "./commands/explain.js";
 import { EXIT, processIo, UsageError } from "./commands/io.js";
 import { register as registerShow } from "./commands/show.js";
 
 const io = processIo;
-let exitCode: number = EXIT.ok;
+let exitCode: number | undefined;
 const exit = (code: number): void => {
   exitCode = code;
 };
@@ -21,10 +22,11 @@ program
 
 registerConfig(program, io, exit);
 registerShow(program, io, exit);
+registerExplain(program, io);
 
 try {
   await program.parseAsync(process.argv);
-  process.exitCode = exitCode;
+  if (exitCode !== undefined) process.exitCode = exitCode;
 } catch (e) {
   if (e instanceof CommanderError) {
     process.exitCode = e.exitCode === 0 ? 0 : EXIT.usage;
