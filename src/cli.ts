@@ -4,6 +4,7 @@ import { Command, CommanderError } from "commander";
 import { register as registerConfig } from "./commands/config.js";
 import { register as registerExplain } from "./commands/explain.js";
 import { EXIT, processIo, UsageError } from "./commands/io.js";
+import { register as registerLint } from "./commands/lint.js";
 import { register as registerShow } from "./commands/show.js";
 
 const io = processIo;
@@ -22,6 +23,7 @@ program
 
 registerConfig(program, io, exit);
 registerShow(program, io, exit);
+registerLint(program, io, exit);
 registerExplain(program, io);
 
 try {
