@@ -5,6 +5,8 @@ import { register as registerConfig } from "./commands/config.js";
 import { register as registerExplain } from "./commands/explain.js";
 import { EXIT, processIo, UsageError } from "./commands/io.js";
 import { register as registerLint } from "./commands/lint.js";
+import { register as registerPlan } from "./commands/plan.js";
+import { register as registerRoute } from "./commands/route.js";
 import { register as registerShow } from "./commands/show.js";
 
 const io = processIo;
@@ -24,6 +26,8 @@ program
 registerConfig(program, io, exit);
 registerShow(program, io, exit);
 registerLint(program, io, exit);
+registerRoute(program, io, exit);
+registerPlan(program, io, exit);
 registerExplain(program, io);
 
 try {

@@ -1,0 +1,537 @@
+/**
+ * `nix-builders plan [--user U] DRV|INSTALLABLE... [--builders SPEC] [--nix-version X.Y] [--store DIR] [--json]`:
+ * the pre-flight check a CI job runs. It takes the closure of derivations whose outputs are not valid
+ * yet, routes each one, and prints a summary per builder (count, systems, features) and the list of
+ * derivations that no builder and not the local machine can build, each with the reason.
+ *
+ * Routing ignores load: plan is about capability, so every derivation is routed as if every slot
+ * were free. A derivation Nix would postpone even then (the only machines of the right type have
+ * maxJobs 0, and the local machine cannot build it) waits forever: it is reported as unbuildable.
+ *
+ * Exit codes: 0 everything can be built; 2 some derivation cannot (or a configuration error).
+ * See docs/plan.md.
+ */
+import { execFile } from "node:child_process";
+import type { Command } from "commander";
+import { type ReadMode, readClosure } from "../host/closure.js";
+import { openValidity, type ValidityMethod } from "../host/store.js";
+import { NixError } from "../nix/errors.js";
+import { type RouteResult, route } from "../nix/route.js";
+import { formatNixVersion } from "../nix/version.js";
+import { EXIT, type Io, json, UsageError } from "./io.js";
+import { plural, table } from "./render.js";
+import { type RouteContext, routeContext } from "./route.js";
+import { userView } from "./view.js";
+
+export interface PlanOptions {
+  user?: string;
+  builders?: string;
+  nixVersion?: string;
+  store?: string;
+  json?: boolean;
+  /** How to read the .drv files (default sync; see bench/RESULTS.md). */
+  read?: ReadMode;
+  /** How to ask the store which outputs are valid (default: daemon socket, else nix-daemon --stdio). */
+  validity?: ValidityMethod;
+}
+
+export interface BuilderSummary {
+  /** A machine's store URI, or "local". */
+  readonly builder: string;
+  count: number;
+  readonly systems: Map<string, number>;
+  readonly features: Map<string, number>;
+}
+
+export interface Unbuildable {
+  readonly drvPath: string;
+  readonly system: string;
+  readonly requiredFeatures: readonly string[];
+  /** "none": Nix fails; "postponed-forever": Nix waits for a machine that never takes it. */
+  readonly kind: "none" | "postponed-forever";
+  /** Plain words: why no machine and not the local machine. */
+  readonly reason: string;
+  /** What Nix prints (the error, or the waiting line). */
+  readonly message: string;
+}
+
+export interface PlanResult {
+  readonly roots: readonly string[];
+  /** Derivations in the closure of the roots. */
+  readonly closure: number;
+  /** Derivations reached whose wanted outputs are all valid (not built, inputs not needed). */
+  readonly valid: number;
+  /** Derivations Nix has to build. */
+  readonly toBuild: number;
+  readonly builders: BuilderSummary[];
+  readonly unbuildable: Unbuildable[];
+  /** Derivations that could be built but depend (transitively) on an unbuildable one. */
+  readonly blocked: number;
+  readonly ms: { read: number; validity: number; route: number };
+}
+
+export interface PlanInput {
+  readonly roots: readonly string[];
+  readonly ctx: RouteContext;
+  /** Which of these paths are valid. */
+  readonly valid: (paths: readonly string[]) => Promise<Set<string>>;
+  readonly readMode?: ReadMode;
+  readonly onProgress?: (stage: string, done: number, total: number | null) => void;
+}
+
+interface Decided {
+  /** The builder's store URI, "local", or null when nothing can build it. */
+  readonly builder: string | null;
+  readonly kind: Unbuildable["kind"];
+  readonly reason: string;
+  /** Nix's message with '<unknown>' where the derivation's path or name goes. */
+  readonly message: string;
+}
+
+/**
+ * Put the derivation into a message computed without it: the waiting line and the local-fallback
+ * error quote the full path ('<unknown>'); the "Failed to find a machine" text names the base name.
+ */
+function nameIn(message: string, drvPath: string): string {
+  if (!message.includes("<unknown>")) return message;
+  const base = drvPath.slice(drvPath.lastIndexOf("/") + 1);
+  return message
+    .replaceAll("'<unknown>'", `'${drvPath}'`)
+    .replaceAll("derivation: <unknown>", `derivation: ${base}`);
+}
+
+function reasonText(r: RouteResult, kind: Unbuildable["kind"]): string {
+  const parts: string[] = [];
+  if (r.machines.length === 0) parts.push("no remote builders are configured");
+  for (const m of r.machines) parts.push(`${m.storeUri}: ${m.reasons.join(", ") || "eligible"}`);
+  parts.push(`local: ${r.local.reasons.join(", ") || "capable"}`);
+  if (kind === "postponed-forever") {
+    const waiting = r.machines.filter((m) => m.rightType).map((m) => m.storeUri);
+    return `postponed forever: only ${waiting.join(", ")} can take it and ${waiting.length === 1 ? "it has" : "they have"} maxJobs 0; ${parts.join("; ")}`;
+  }
+  return parts.join("; ");
+}
+
+/** The core of plan: closure → validity → route each derivation to build (ignoring load). */
+export async function planClosure(input: PlanInput): Promise<PlanResult> {
+  const { ctx } = input;
+  const progress = input.onProgress;
+  const t0 = performance.now();
+  const loc = { storeDir: ctx.store.storeDir, realStoreDir: ctx.store.realStoreDir };
+  // Validity queries go out batch by batch while the next batch is read (one round trip each).
+  const queries: Promise<Set<string>>[] = [];
+  let outputs = 0;
+  const closure = await readClosure(input.roots, {
+    loc,
+    mode: input.readMode ?? "sync",
+    onBatch: (nodes) => {
+      const paths: string[] = [];
+      for (const n of nodes) for (const p of n.outputPaths) if (p !== "") paths.push(p);
+      outputs += paths.length;
+      const q = input.valid(paths);
+      q.catch(() => {}); // awaited below; avoid an unhandled rejection while reading
+      queries.push(q);
+    },
+    ...(progress ? { onProgress: (n: number) => progress("reading derivations", n, null) } : {}),
+  });
+  const t1 = performance.now();
+  progress?.("checking validity", 0, outputs);
+  const validSet = new Set<string>();
+  for (const q of queries) for (const p of await q) validSet.add(p);
+  const t2 = performance.now();
+
+  const nodes = closure.nodes;
+  const N = nodes.length;
+  // Post-order (inputs first) over the closure, iteratively, on ids.
+  const post = new Int32Array(N);
+  let postLen = 0;
+  {
+    const seen = new Uint8Array(N);
+    const stackNode = new Int32Array(N);
+    const stackPos = new Int32Array(N);
+    for (const root of input.roots) {
+      const rid = closure.index.get(root)!;
+      if (seen[rid]) continue;
+      seen[rid] = 1;
+      let sp = 0;
+      stackNode[0] = rid;
+      stackPos[0] = 0;
+      while (sp >= 0) {
+        const ids = nodes[stackNode[sp]!]!.inputIds;
+        const i = stackPos[sp]!;
+        if (i < ids.length) {
+          stackPos[sp] = i + 1;
+          const dep = ids[i]!;
+          if (!seen[dep]) {
+            seen[dep] = 1;
+            sp++;
+            stackNode[sp] = dep;
+            stackPos[sp] = 0;
+          }
+        } else {
+          post[postLen++] = stackNode[sp]!;
+          sp--;
+        }
+      }
+    }
+  }
+
+  // Wanted outputs flow from the roots (all outputs) down, as a bit mask over each derivation's
+  // outputs (-1: all). A derivation is built when one of its wanted outputs is not valid; an output
+  // whose path is not known in advance (CA, deferred, impure) counts as not valid.
+  const wanted = new Int32Array(N);
+  for (const r of input.roots) wanted[closure.index.get(r)!] = -1;
+  const build = new Uint8Array(N);
+  let toBuild = 0;
+  let valid = 0;
+  for (let k = postLen - 1; k >= 0; k--) {
+    const id = post[k]!;
+    const w = wanted[id]!;
+    if (w === 0) continue;
+    const node = nodes[id]!;
+    let needed = false;
+    for (let j = 0; j < node.outputPaths.length && !needed; j++) {
+      if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
+      const p = node.outputPaths[j]!;
+      if (p === "" || !validSet.has(p)) needed = true;
+    }
+    if (!needed) {
+      valid++;
+      continue;
+    }
+    build[id] = 1;
+    toBuild++;
+    const ids = node.inputIds;
+    for (let j = 0; j < ids.length; j++) {
+      const dep = ids[j]!;
+      if (wanted[dep] === -1) continue;
+      const names = nodes[dep]!.outputNames;
+      let mask = wanted[dep]!;
+      for (const o of node.inputOutputs[j]!) {
+        const x = names.length === 1 && names[0] === o ? 0 : names.indexOf(o);
+        if (x < 0) continue;
+        mask = x > 30 ? -1 : mask | (1 << x);
+        if (mask === -1) break;
+      }
+      wanted[dep] = mask;
+    }
+  }
+
+  // Route each derivation to build, as if every slot were free. Decisions depend only on
+  // (system, features, preferLocalBuild, builtin) apart from the messages: memoise on that.
+  const memo = new Map<string, Decided>();
+  const summaries = new Map<string, BuilderSummary>();
+  const unbuildable: Unbuildable[] = [];
+  const bad = new Uint8Array(N);
+  let routed = 0;
+  for (let k = 0; k < postLen; k++) {
+    const id = post[k]!;
+    if (!build[id]) continue;
+    const node = nodes[id]!;
+    const key = `${node.system}\u0000${node.requiredFeatures.join(",")}\u0000${node.preferLocalBuild ? 1 : 0}${node.isBuiltin ? 1 : 0}`;
+    let m = memo.get(key);
+    if (m === undefined) {
+      // Routed without a path: the messages say '<unknown>' where Nix names the derivation.
+      const r = route({
+        version: ctx.version,
+        drv: {
+          system: node.system,
+          requiredFeatures: node.requiredFeatures,
+          preferLocalBuild: node.preferLocalBuild,
+          isBuiltin: node.isBuiltin,
+        },
+        machines: ctx.machines,
+        local: ctx.local,
+      });
+      const kind = r.decision.kind;
+      const builder = kind === "remote" ? r.decision.storeUri! : kind === "local" ? "local" : null;
+      const unbuildableKind = kind === "postpone" ? "postponed-forever" : "none";
+      m = {
+        builder,
+        kind: unbuildableKind,
+        reason: builder === null ? reasonText(r, unbuildableKind) : "",
+        message: r.decision.message ?? "",
+      };
+      memo.set(key, m);
+    }
+    if (m.builder !== null) {
+      let s = summaries.get(m.builder);
+      if (s === undefined) {
+        s = { builder: m.builder, count: 0, systems: new Map(), features: new Map() };
+        summaries.set(m.builder, s);
+      }
+      s.count++;
+      s.systems.set(node.system, (s.systems.get(node.system) ?? 0) + 1);
+      for (const f of node.requiredFeatures) s.features.set(f, (s.features.get(f) ?? 0) + 1);
+    } else {
+      unbuildable.push({
+        drvPath: node.path,
+        system: node.system,
+        requiredFeatures: node.requiredFeatures,
+        kind: m.kind,
+        reason: m.reason,
+        message: nameIn(m.message, node.path),
+      });
+      bad[id] = 1;
+    }
+    routed++;
+    if (progress && routed % 5000 === 0) progress("routing", routed, toBuild);
+  }
+
+  // Blocked: buildable, but an input (transitively) cannot be built. Post-order sees inputs first.
+  let blocked = 0;
+  for (let k = 0; k < postLen; k++) {
+    const id = post[k]!;
+    if (!build[id] || bad[id]) continue;
+    const ids = nodes[id]!.inputIds;
+    for (let j = 0; j < ids.length; j++) {
+      if (bad[ids[j]!]) {
+        bad[id] = 2;
+        blocked++;
+        break;
+      }
+    }
+  }
+  const t3 = performance.now();
+
+  const builders = [...summaries.values()].sort((a, b) =>
+    a.builder === "local"
+      ? 1
+      : b.builder === "local"
+        ? -1
+        : b.count - a.count || (a.builder < b.builder ? -1 : 1),
+  );
+  unbuildable.sort((a, b) => (a.drvPath < b.drvPath ? -1 : a.drvPath > b.drvPath ? 1 : 0));
+  return {
+    roots: input.roots,
+    closure: closure.size,
+    valid,
+    toBuild,
+    builders,
+    unbuildable,
+    blocked,
+    ms: { read: t1 - t0, validity: t2 - t1, route: t3 - t2 },
+  };
+}
+
+/* ---------- installables ---------- */
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    execFile(cmd, args, { env, maxBuffer: 1 << 26 }, (err, stdout, stderr) => {
+      if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${stderr.trim() || err.message}`));
+      else resolvePromise(stdout);
+    });
+  });
+}
+
+/**
+ * Turn the arguments into .drv paths. A store path ending in `.drv` is taken as is. An installable
+ * with `#` (a flake reference) goes through `nix eval --raw <it>.drvPath`; anything else (a file, a
+ * directory with default.nix) through `nix-instantiate <it>`. Both run as children with argv, no shell,
+ * pointed at the same store.
+ */
+export async function resolveInstallables(
+  args: readonly string[],
+  ctx: RouteContext,
+  env: NodeJS.ProcessEnv,
+): Promise<string[]> {
+  const out: string[] = [];
+  const storeArgs = [...ctx.store.nixArgs];
+  for (const a of args) {
+    const bare = a.split("!")[0]!;
+    if (bare.endsWith(".drv") && bare.startsWith(`${ctx.store.storeDir}/`)) {
+      out.push(bare);
+      continue;
+    }
+    let text: string;
+    if (a.includes("#")) {
+      text = await run(
+        "nix",
+        [
+          ...storeArgs,
+          "--extra-experimental-features",
+          "nix-command flakes",
+          "eval",
+          "--raw",
+          `${a}.drvPath`,
+        ],
+        env,
+      );
+    } else {
+      text = await run("nix-instantiate", [...storeArgs, a], env);
+    }
+    for (const line of text.split("\n")) {
+      const p = line.trim().split("!")[0]!;
+      if (p === "") continue;
+      if (!p.endsWith(".drv") || !p.startsWith(`${ctx.store.storeDir}/`))
+        throw new UsageError(`'${a}' did not give a derivation path (got '${p}')`);
+      out.push(p);
+    }
+  }
+  return [...new Set(out)];
+}
+
+/* ---------- output ---------- */
+
+function counts(m: ReadonlyMap<string, number>): Record<string, number> {
+  return Object.fromEntries([...m].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)));
+}
+
+function countsText(m: ReadonlyMap<string, number>): string {
+  if (m.size === 0) return "-";
+  return Object.entries(counts(m))
+    .map(([k, n]) => `${k} ${n}`)
+    .join(", ");
+}
+
+export function planJson(p: PlanResult, ctx: RouteContext): Record<string, unknown> {
+  return {
+    nixVersion: formatNixVersion(ctx.version),
+    user: ctx.user,
+    store: ctx.store.description,
+    roots: p.roots,
+    routingIgnoresLoad: true,
+    closure: p.closure,
+    valid: p.valid,
+    toBuild: p.toBuild,
+    builders: p.builders.map((b) => ({
+      builder: b.builder,
+      count: b.count,
+      systems: counts(b.systems),
+      features: counts(b.features),
+    })),
+    unbuildable: p.unbuildable.map((u) => ({
+      drvPath: u.drvPath,
+      system: u.system,
+      requiredFeatures: u.requiredFeatures,
+      kind: u.kind,
+      reason: u.reason,
+      message: u.message,
+    })),
+    blocked: p.blocked,
+    ms: {
+      read: Math.round(p.ms.read),
+      validity: Math.round(p.ms.validity),
+      route: Math.round(p.ms.route),
+    },
+  };
+}
+
+const LIST_LIMIT = 50;
+
+export function renderPlan(p: PlanResult, ctx: RouteContext): string {
+  let out = `Nix ${formatNixVersion(ctx.version)} rules · user ${ctx.user} · ${ctx.store.description}\n`;
+  out += `${plural(p.closure, "derivation")} in the closure of ${plural(p.roots.length, "root")}: ${p.valid} already built, ${p.toBuild} to build.\n`;
+  out += "Routing ignores load: each derivation is routed as if every build slot were free.\n\n";
+  if (p.builders.length > 0 || p.unbuildable.length > 0) {
+    const rows: string[][] = [["builder", "drvs", "systems", "features"]];
+    for (const b of p.builders)
+      rows.push([b.builder, String(b.count), countsText(b.systems), countsText(b.features)]);
+    if (p.unbuildable.length > 0) {
+      const sys = new Map<string, number>();
+      const feat = new Map<string, number>();
+      for (const u of p.unbuildable) {
+        sys.set(u.system, (sys.get(u.system) ?? 0) + 1);
+        for (const f of u.requiredFeatures) feat.set(f, (feat.get(f) ?? 0) + 1);
+      }
+      rows.push(["(nowhere)", String(p.unbuildable.length), countsText(sys), countsText(feat)]);
+    }
+    out += table(rows);
+  }
+  if (p.unbuildable.length === 0) {
+    out += "\nEvery derivation to build has a builder.\n";
+    return out;
+  }
+  out += `\n${plural(p.unbuildable.length, "derivation")} no builder and not the local machine can build`;
+  out += p.blocked > 0 ? ` (and ${p.blocked} more that depend on them):\n` : ":\n";
+  for (const u of p.unbuildable.slice(0, LIST_LIMIT)) {
+    const f = u.requiredFeatures.length ? ` {${u.requiredFeatures.join(", ")}}` : "";
+    out += `  ${u.drvPath}  (${u.system}${f})${u.kind === "postponed-forever" ? " — Nix would wait forever" : ""}\n`;
+    out += `    ${u.reason}\n`;
+  }
+  if (p.unbuildable.length > LIST_LIMIT)
+    out += `  … and ${p.unbuildable.length - LIST_LIMIT} more (--json lists all)\n`;
+  return out;
+}
+
+function progressPrinter(io: Io): PlanInput["onProgress"] {
+  if (!io.isTTY) return undefined;
+  let last = 0;
+  return (stage, done, total) => {
+    const now = Date.now();
+    if (now - last < 100 && done !== 0) return;
+    last = now;
+    io.err(`\r\x1b[K${stage}: ${done}${total !== null ? `/${total}` : ""}`);
+  };
+}
+
+export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io): Promise<number> {
+  if (args.length === 0) throw new UsageError("plan: give at least one .drv path or installable");
+  const v = await userView({
+    user: opts.user,
+    nixVersion: opts.nixVersion,
+    builders: opts.builders,
+    env: io.env,
+  });
+  const ctx = routeContext(v, opts.store === undefined ? {} : { store: opts.store });
+  if (ctx.fatal !== null) {
+    io.err(`error: ${ctx.fatal}\n(Nix stops every build with this error)\n`);
+    return EXIT.errors;
+  }
+  const roots = await resolveInstallables(args, ctx, io.env);
+  const onProgress = progressPrinter(io);
+  // Start the store connection now: it comes up while the first derivations are read.
+  const checker = openValidity(ctx.store, opts.validity);
+  checker.catch(() => {});
+  let result: PlanResult;
+  try {
+    result = await planClosure({
+      roots,
+      ctx,
+      valid: async (paths) => (await checker).valid(paths),
+      ...(opts.read ? { readMode: opts.read } : {}),
+      ...(onProgress ? { onProgress } : {}),
+    });
+  } catch (e) {
+    if (onProgress) io.err("\r\x1b[K");
+    if (e instanceof NixError) {
+      io.err(`error: ${e.nixMessage}\n`);
+      return EXIT.errors;
+    }
+    if (e instanceof Error && e.name === "StoreAccessError") {
+      io.err(`error: cannot ask the store which outputs are valid: ${e.message}\n`);
+      return EXIT.errors;
+    }
+    throw e;
+  } finally {
+    checker.then(
+      (c) => c.close(),
+      () => {},
+    );
+  }
+  if (onProgress) io.err("\r\x1b[K");
+  io.out(opts.json ? json(planJson(result, ctx)) : renderPlan(result, ctx));
+  return result.unbuildable.length > 0 ? EXIT.errors : EXIT.ok;
+}
+
+export function register(program: Command, io: Io, exit: (code: number) => void): void {
+  program
+    .command("plan")
+    .description("pre-flight check: route every derivation still to build; list what nothing can build")
+    .argument("<drv-or-installable...>", ".drv paths, files for nix-instantiate, or flake installables")
+    .option("--user <name>", "compute the view of this user, with a service's clean environment")
+    .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
+    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option("--store <dir>", "a chroot store (its drvs, validity and state)")
+    .option("--read <mode>", "how to read .drv files: sync (default) or pool")
+    .option("--validity <method>", "daemon, stdio (nix-daemon --stdio) or nix-store (--check-validity)")
+    .option("--json", "print one JSON document")
+    .action(async (args: string[], opts: PlanOptions) => {
+      if (opts.read !== undefined && opts.read !== "sync" && opts.read !== "pool")
+        throw new UsageError(`--read: expected sync or pool, not '${opts.read}'`);
+      if (opts.validity !== undefined && !["daemon", "stdio", "nix-store"].includes(opts.validity))
+        throw new UsageError(`--validity: expected daemon, stdio or nix-store, not '${opts.validity}'`);
+      exit(await runPlan(opts, args, io));
+    });
+}

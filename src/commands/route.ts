@@ -1,0 +1,317 @@
+/**
+ * `nix-builders route [--user U] [--system S] [--feature F]... [--prefer-local] [DRV] [--builders SPEC]
+ * [--nix-version X.Y] [--store DIR] [--json]`: where Nix would build one derivation right now, with one
+ * row per machine (eligible or not, every reason, live load, free slots, score) and a row for the
+ * local machine.
+ *
+ * The settings that matter are those of the process that runs the build: the daemon's under a daemon
+ * (system, extra-platforms, system-features, experimental-features), except `max-jobs`, which the
+ * client always sends as a fixed field. Load is read live from the current-load lock files (stat +
+ * /proc/locks; no lock is ever taken).
+ *
+ * Exit codes: 0 when Nix builds it now (remote or local), 1 postpone, 2 none (or a configuration error).
+ */
+import type { Command } from "commander";
+import { type CurrentLoad, loadMap, readCurrentLoad } from "../host/current-load.js";
+import { resolveStore, type StoreTarget } from "../host/store.js";
+import { readDerivation } from "../nix/derivation.js";
+import { NixError } from "../nix/errors.js";
+import type { Machine } from "../nix/machines.js";
+import { type RouteDrv, type RouteLocal, type RouteResult, route } from "../nix/route.js";
+import { formatNixVersion, type NixVersion } from "../nix/version.js";
+import { EXIT, type Io, json, UsageError } from "./io.js";
+import { table } from "./render.js";
+import { viewErrors } from "./show.js";
+import { settingText, type UserView, userView } from "./view.js";
+
+export interface RouteOptions {
+  user?: string;
+  system?: string;
+  feature?: string[];
+  preferLocal?: boolean;
+  builders?: string;
+  nixVersion?: string;
+  store?: string;
+  json?: boolean;
+}
+
+/** What routing needs from the host, computed once from a user's view. */
+export interface RouteContext {
+  readonly version: NixVersion;
+  readonly user: string;
+  readonly storeMode: string;
+  readonly machines: readonly Machine[];
+  readonly local: RouteLocal;
+  readonly store: StoreTarget;
+  /** The error that stops Nix for this user (config or machines), if any. */
+  readonly fatal: string | null;
+}
+
+function list(v: unknown): string[] {
+  if (Array.isArray(v)) return v.map(String);
+  if (typeof v === "string") return v.split(/\s+/).filter(Boolean);
+  return [];
+}
+
+/** The routing context of a user's builds: the parent's settings, the machines the hook parses, the store. */
+export function routeContext(v: UserView, opts: { store?: string } = {}): RouteContext {
+  const conf = v.daemon ?? v.client;
+  const get = (name: string): unknown => conf.settings.get(name)?.value;
+  // max-jobs is a fixed field of SetOptions: the client's value always applies, daemon or not.
+  const maxJobsRaw = v.client.settings.get("max-jobs")?.value ?? 1;
+  const maxJobs = Number(maxJobsRaw);
+  const local: RouteLocal = {
+    system: settingText(get("system") ?? v.facts.system),
+    extraPlatforms: list(get("extra-platforms")),
+    systemFeatures: list(get("system-features")),
+    maxJobs: Number.isFinite(maxJobs) ? maxJobs : 1,
+    experimentalFeatures: list(get("experimental-features")),
+  };
+  let store: StoreTarget;
+  try {
+    store = resolveStore({
+      store: opts.store,
+      storeSetting: settingText(v.client.settings.get("store")?.value ?? ""),
+      storeMode: v.storeMode,
+      env: v.env,
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const errors = viewErrors(v);
+  return {
+    version: v.version,
+    user: v.user.name,
+    storeMode: v.storeMode,
+    machines: v.machines.error ? [] : v.machines.machines,
+    local,
+    store,
+    fatal: errors.length > 0 ? errors[0]!.message : null,
+  };
+}
+
+export interface RouteReport {
+  readonly drvPath: string | null;
+  readonly drv: RouteDrv;
+  readonly result: RouteResult;
+  readonly load: CurrentLoad;
+  readonly ctx: RouteContext;
+}
+
+/** Route one derivation with the live load. Pure apart from reading the lock files' state. */
+export function routeNow(ctx: RouteContext, drv: RouteDrv, procLocks?: string): RouteReport {
+  const load = readCurrentLoad(
+    ctx.machines,
+    procLocks === undefined ? { stateDir: ctx.store.stateDir } : { stateDir: ctx.store.stateDir, procLocks },
+  );
+  const result = route({
+    version: ctx.version,
+    drv,
+    machines: ctx.machines,
+    load: loadMap(load),
+    local: ctx.local,
+  });
+  return { drvPath: drv.path ?? null, drv, result, load, ctx };
+}
+
+/** The exit code for a decision: 0 built now (remote or local), 1 postponed, 2 not at all. */
+export function decisionExit(kind: RouteResult["decision"]["kind"], fatal: boolean): number {
+  if (fatal) return EXIT.errors;
+  return kind === "postpone" ? 1 : kind === "none" ? 2 : 0;
+}
+
+export function routeJson(r: RouteReport): Record<string, unknown> {
+  const { result, ctx } = r;
+  const fatal = ctx.fatal;
+  const d = result.decision;
+  const decision: Record<string, unknown> = { kind: fatal ? "none" : d.kind };
+  if (!fatal && d.kind === "remote") decision.storeUri = d.storeUri;
+  if (fatal) decision.message = fatal;
+  else if (d.message !== undefined) {
+    if (d.kind === "none" || d.kind === "postpone") decision.message = d.message;
+    else decision.note = d.message;
+  }
+  const byUri = new Map(ctx.machines.map((m) => [m.storeUri, m]));
+  return {
+    nixVersion: formatNixVersion(ctx.version),
+    user: ctx.user,
+    storeMode: ctx.storeMode,
+    drvPath: r.drvPath,
+    system: r.drv.system,
+    requiredFeatures: [...r.drv.requiredFeatures],
+    preferLocalBuild: r.drv.preferLocalBuild,
+    isBuiltin: r.drv.isBuiltin ?? r.drv.system === "builtin",
+    decision,
+    hook: {
+      asked: result.hook.asked,
+      why: result.hook.why,
+      reply: result.hook.reply,
+      noMachineMessage: result.hook.noMachineMessage,
+    },
+    local: {
+      capable: result.local.capable,
+      reasons: result.local.reasons,
+      system: ctx.local.system,
+      extraPlatforms: ctx.local.extraPlatforms,
+      systemFeatures: ctx.local.systemFeatures,
+      maxJobs: ctx.local.maxJobs,
+    },
+    machines: result.machines.map((m) => ({
+      storeUri: m.storeUri,
+      eligible: m.eligible,
+      rightType: m.rightType,
+      reasons: m.reasons,
+      load: m.load,
+      maxJobs: byUri.get(m.storeUri)?.maxJobs ?? null,
+      freeSlots: m.freeSlots,
+      speedFactor: byUri.get(m.storeUri)?.speedFactor ?? null,
+      score: m.score,
+    })),
+    stateDir: r.load.stateDir,
+    locksReadable: r.load.locksReadable,
+  };
+}
+
+function yesNo(b: boolean): string {
+  return b ? "yes" : "no";
+}
+
+export function renderRoute(r: RouteReport): string {
+  const { result, ctx, drv } = r;
+  const d = result.decision;
+  const feats = drv.requiredFeatures.length ? `{${drv.requiredFeatures.join(", ")}}` : "no features";
+  let out = `Nix ${formatNixVersion(ctx.version)} rules · user ${ctx.user} · ${r.drvPath ?? "(no derivation: from flags)"}\n`;
+  out += `needs ${drv.system} with ${feats}${drv.preferLocalBuild ? ", preferLocalBuild" : ""}${drv.isBuiltin ? ", builtin" : ""}\n\n`;
+  if (ctx.fatal) {
+    out += `Decision: none — Nix stops before routing:\n  error: ${ctx.fatal}\n`;
+    return out;
+  }
+  switch (d.kind) {
+    case "remote":
+      out += `Decision: remote, on ${d.storeUri}\n`;
+      break;
+    case "local":
+      out += `Decision: local${d.message ? ` (${d.message})` : ""}\n`;
+      break;
+    case "postpone":
+      out += `Decision: postpone — Nix prints: ${d.message ?? ""}\n`;
+      break;
+    case "none":
+      out += `Decision: none — Nix fails with:\n${(d.message ?? "")
+        .split("\n")
+        .map((l, i) => `  ${i === 0 ? "error: " : ""}${l}`)
+        .join("\n")}\n`;
+      break;
+  }
+  out += `  the hook is ${result.hook.asked ? `asked (${result.hook.why}) and replies ${result.hook.reply}` : `not asked (${result.hook.why})`}\n`;
+  if (!r.load.locksReadable) out += "  warning: /proc/locks is not readable: every slot reads as free\n";
+  out += "\n";
+  const rows: string[][] = [["machine", "eligible", "load", "free", "score", "why not"]];
+  const byUri = new Map(ctx.machines.map((m) => [m.storeUri, m]));
+  for (const m of result.machines) {
+    const max = byUri.get(m.storeUri)?.maxJobs ?? 0;
+    rows.push([
+      m.storeUri,
+      yesNo(m.eligible),
+      `${m.load}/${max}`,
+      String(m.freeSlots),
+      m.score === null ? "-" : String(m.score),
+      m.reasons.join("; "),
+    ]);
+  }
+  rows.push([
+    `local (${ctx.local.system}, max-jobs ${ctx.local.maxJobs})`,
+    yesNo(result.local.capable),
+    "-",
+    "-",
+    "-",
+    result.local.reasons.join("; "),
+  ]);
+  out += table(rows);
+  if (result.hook.noMachineMessage && d.kind !== "none") {
+    const lvl = result.hook.noMachineMessage.level;
+    out += `\nThe hook ${lvl === "warn" ? "warns" : "logs (at -vvvv)"}:\n${result.hook.noMachineMessage.text
+      .split("\n")
+      .map((l) => `  ${l}`)
+      .join("\n")}\n`;
+  }
+  return out;
+}
+
+/** The derivation to route, from a .drv (read from the store) and/or flags. Flags override the drv. */
+export function routeDrv(opts: RouteOptions, ctx: RouteContext, drvArg: string | undefined): RouteDrv {
+  let base: RouteDrv = {
+    system: ctx.local.system,
+    requiredFeatures: [],
+    preferLocalBuild: false,
+    isBuiltin: false,
+  };
+  if (drvArg !== undefined) {
+    if (!drvArg.endsWith(".drv"))
+      throw new UsageError(`not a .drv path: '${drvArg}' (use nix-instantiate, or nix-builders plan)`);
+    const path = drvArg.startsWith("/") ? drvArg : `${ctx.store.storeDir}/${drvArg}`;
+    const d = readDerivation(path, { storeDir: ctx.store.storeDir, realStoreDir: ctx.store.realStoreDir });
+    base = {
+      path,
+      system: d.system,
+      requiredFeatures: d.facts.requiredSystemFeatures,
+      preferLocalBuild: d.facts.preferLocalBuild,
+      isBuiltin: d.facts.isBuiltin,
+    };
+  }
+  const system = opts.system ?? base.system;
+  const features = [...new Set([...base.requiredFeatures, ...(opts.feature ?? [])])].sort();
+  return {
+    ...(base.path !== undefined ? { path: base.path } : {}),
+    system,
+    requiredFeatures: features,
+    preferLocalBuild: base.preferLocalBuild || opts.preferLocal === true,
+    isBuiltin:
+      opts.system !== undefined
+        ? (base.isBuiltin ?? false) || system === "builtin"
+        : (base.isBuiltin ?? false),
+  };
+}
+
+export async function runRoute(opts: RouteOptions, drvArg: string | undefined, io: Io): Promise<number> {
+  const v = await userView({
+    user: opts.user,
+    nixVersion: opts.nixVersion,
+    builders: opts.builders,
+    env: io.env,
+  });
+  const ctx = routeContext(v, opts.store === undefined ? {} : { store: opts.store });
+  let drv: RouteDrv;
+  try {
+    drv = routeDrv(opts, ctx, drvArg);
+  } catch (e) {
+    if (e instanceof NixError) {
+      io.err(`error: ${e.nixMessage}\n`);
+      return EXIT.errors;
+    }
+    throw e;
+  }
+  const r = routeNow(ctx, drv);
+  io.out(opts.json ? json(routeJson(r)) : renderRoute(r));
+  return decisionExit(r.result.decision.kind, ctx.fatal !== null);
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+export function register(program: Command, io: Io, exit: (code: number) => void): void {
+  program
+    .command("route")
+    .description("where Nix would build one derivation right now, and why each machine is (not) eligible")
+    .argument("[drv]", "a .drv store path (its system, features and preferLocalBuild)")
+    .option("--user <name>", "compute the view of this user, with a service's clean environment")
+    .option("--system <system>", "the derivation's system (default: the drv's, else the local system)")
+    .option("--feature <feature>", "a required system feature (repeatable; added to the drv's)", collect)
+    .option("--prefer-local", "the derivation sets preferLocalBuild")
+    .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
+    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option("--store <dir>", "a chroot store (its drvs and its current-load folder)")
+    .option("--json", "print one JSON document")
+    .action(async (drv: string | undefined, opts: RouteOptions) => exit(await runRoute(opts, drv, io)));
+}
