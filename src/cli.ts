@@ -6,8 +6,11 @@ import { register as registerExplain } from "./commands/explain.js";
 import { EXIT, processIo, UsageError } from "./commands/io.js";
 import { register as registerLint } from "./commands/lint.js";
 import { register as registerPlan } from "./commands/plan.js";
+import { register as registerReset } from "./commands/reset.js";
 import { register as registerRoute } from "./commands/route.js";
 import { register as registerShow } from "./commands/show.js";
+import { register as registerUse } from "./commands/use.js";
+import { register as registerVerify } from "./commands/verify.js";
 
 const io = processIo;
 let exitCode: number | undefined;
@@ -28,6 +31,9 @@ registerShow(program, io, exit);
 registerLint(program, io, exit);
 registerRoute(program, io, exit);
 registerPlan(program, io, exit);
+registerVerify(program, io, exit);
+registerUse(program, io, exit);
+registerReset(program, io, exit);
 registerExplain(program, io);
 
 try {
