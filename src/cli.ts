@@ -2,6 +2,7 @@
 /** The nix-builders command line: one module per command, wired here. */
 import { Command, CommanderError } from "commander";
 import { register as registerConfig } from "./commands/config.js";
+import { register as registerDoctor } from "./commands/doctor.js";
 import { register as registerExplain } from "./commands/explain.js";
 import { EXIT, processIo, UsageError } from "./commands/io.js";
 import { register as registerLint } from "./commands/lint.js";
@@ -31,6 +32,7 @@ registerShow(program, io, exit);
 registerLint(program, io, exit);
 registerRoute(program, io, exit);
 registerPlan(program, io, exit);
+registerDoctor(program, io, exit);
 registerVerify(program, io, exit);
 registerUse(program, io, exit);
 registerReset(program, io, exit);

@@ -1,0 +1,83 @@
+/**
+ * `nix-builders doctor [--user U | --agent] [--builder NAME]... [--json] [--timeout S]`: test every link
+ * from a user to each builder the way Nix really connects, and explain every failure. See docs/doctor.md.
+ * Exit 0 when every check passes, 1 on warnings, 2 on failures.
+ */
+import type { Command } from "commander";
+import { doctor } from "../doctor/doctor.js";
+import { reportJson, reportText } from "../doctor/report.js";
+import { EXIT, type Io, json, UsageError } from "./io.js";
+
+export interface DoctorCommandOptions {
+  user?: string;
+  agent?: boolean;
+  builder?: string[];
+  json?: boolean;
+  timeout?: string;
+  jobs?: string;
+  slowMs?: string;
+  nixVersion?: string;
+  verbose?: boolean;
+}
+
+function positive(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name}: not a positive number: '${v}'`);
+  return n;
+}
+
+export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<number> {
+  if (opts.user !== undefined && opts.agent) throw new UsageError("--user and --agent exclude each other");
+  const timeoutSec = positive("--timeout", opts.timeout, 10);
+  const concurrency = Math.floor(positive("--jobs", opts.jobs, 16));
+  const slowMs = positive("--slow-ms", opts.slowMs, 5000);
+  const progress = io.isTTY && !opts.json;
+  // Belt and braces for "never hangs": every step has its own deadline, so this only fires on a bug.
+  const watchdogMs = (timeoutSec * 6 + 30) * 1000;
+  const watchdog = setTimeout(() => {
+    io.err(`nix-builders doctor: gave up after ${watchdogMs / 1000} s (internal deadline; this is a bug)\n`);
+    process.exit(EXIT.internal);
+  }, watchdogMs);
+  watchdog.unref();
+  const report = await doctor({
+    ...(opts.user !== undefined ? { user: opts.user } : {}),
+    ...(opts.agent ? { agent: true } : {}),
+    ...(opts.builder?.length ? { builders: opts.builder } : {}),
+    ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
+    timeoutSec,
+    concurrency,
+    slowMs,
+    env: io.env,
+    ...(progress
+      ? {
+          onProgress: (d: number, t: number, b: string) =>
+            io.err(`\r\x1b[Kdoctor: ${d}/${t} builders checked (${b})`),
+        }
+      : {}),
+  });
+  clearTimeout(watchdog);
+  if (progress) io.err("\r\x1b[K");
+  io.out(opts.json ? json(reportJson(report)) : reportText(report, { verbose: opts.verbose ?? false }));
+  return report.summary.exitCode;
+}
+
+export function register(program: Command, io: Io, exit: (code: number) => void): void {
+  program
+    .command("doctor")
+    .description("test every link from a user to each builder, the way Nix connects, and explain failures")
+    .option("--user <name>", "check as this user (a service's clean environment)")
+    .option("--agent", "check as the hercules-ci-agent service user")
+    .option(
+      "--builder <name>",
+      "only this builder (store URI, user@host or host); repeatable",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option("--json", "print one JSON document")
+    .option("--timeout <seconds>", "deadline for each network step and each ssh session (default 10)")
+    .option("--jobs <n>", "builders checked at once (default 16)")
+    .option("--slow-ms <ms>", "warn when ssh + handshake take longer (default 5000)")
+    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option("--verbose", "show evidence for passing checks too")
+    .action(async (opts: DoctorCommandOptions) => exit(await runDoctor(opts, io)));
+}

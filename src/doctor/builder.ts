@@ -1,0 +1,743 @@
+/**
+ * Checks for one builder, run as the identity that runs ssh for Nix (root under a daemon), with Nix's
+ * exact ssh argv for the version in force (plus BatchMode, ConnectTimeout and -v), in dependency order:
+ *
+ *   ssh-argv → ssh-config → dns → tcp ─┐
+ *                         └──── key ───┴→ host-key → auth → remote-command → handshake ─┬→ remote-config → trust → signatures
+ *                                                                       └→ remote-daemon ─┘              ├→ systems
+ *                                                                                                          └→ features
+ *                                                   handshake → latency
+ *
+ * One ssh session (the "main probe": Nix's argv, the handshake of the store's protocol, one
+ * QueryValidPaths so that the remote store is really opened) answers host-key … remote-daemon: the stage
+ * it reached decides which of them fails (classify.ts). A second session with a fixed command reads the
+ * builder's configuration (remote-config). See docs/doctor.md.
+ */
+import { chownSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type RunAsIdentity, runAs, runAsArgv, serviceEnv } from "../host/run-as.js";
+import type { Machine } from "../nix/machines.js";
+import { sshAuthority } from "../nix/store-uri.js";
+import { matchUserList } from "../nix/trust.js";
+import { atLeast, type NixVersion } from "../nix/version.js";
+import { type ProbeResult, probe } from "../remote/probe.js";
+import { type NixSshArgv, type NixSshArgvInput, probeSshArgv, shellEscape } from "../remote/ssh-argv.js";
+import { type Classification, classifyProbe, FIXES, parseSshTrace } from "./classify.js";
+import { resolveHost, tcpConnect } from "./net.js";
+import { type CheckDef, type CheckOutcome, type Evidence, truncate } from "./types.js";
+
+/** What every builder check needs to know about this machine. */
+export interface SshEnvironment {
+  version: NixVersion;
+  /** Who runs ssh (root under a daemon, the user without one); we run as it when we can. */
+  identity: RunAsIdentity;
+  /** The environment ssh gets (the daemon's, or the user's), before probe adjustments. */
+  env: Record<string, string>;
+  /** Absolute path of `ssh` on that PATH (null: the ssh-path check failed). */
+  sshPath: string | null;
+  /** Deadline for each network step and each ssh session. */
+  timeoutMs: number;
+  /** A handshake slower than this is reported as slow (warn). */
+  slowMs: number;
+}
+
+interface SshG {
+  hostname: string;
+  port: number;
+  user: string;
+  identityFiles: string[];
+  hostKeyAlias: string | null;
+  proxy: string | null;
+  strictHostKeyChecking: string;
+  userKnownHostsFiles: string[];
+}
+
+export interface RemoteConfig {
+  nixVersion: string | null;
+  user: string | null;
+  groups: string[];
+  settings: Record<string, unknown> | null;
+  raw: { stdout: string; stderr: string; code: number | null };
+}
+
+export interface BuilderCtx {
+  env: SshEnvironment;
+  machine: Machine;
+  input?: Omit<NixSshArgvInput, "hostKeyFile">;
+  argv?: NixSshArgv;
+  sshG?: SshG;
+  probe?: Promise<{ result: ProbeResult; cls: Classification; argv: string[] }>;
+  remote?: RemoteConfig;
+}
+
+const DUMMY_PATH = "/nix/store/00000000000000000000000000000000-nix-builders-doctor-probe";
+
+function q(argv: readonly string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : shellEscape(a))).join(" ");
+}
+
+/** The command part of a Nix ssh argv replaced by `command` (one string, sent to the remote shell). */
+function withCommand(a: NixSshArgv, version: NixVersion, command: string | null): string[] {
+  // Before 2.20 the command is the last word; since, it is every word after the last `--`.
+  const words = atLeast(version, 2, 20);
+  const dd = a.args.lastIndexOf("--");
+  const head = words && dd >= 0 ? a.args.slice(0, dd) : a.args.slice(0, -1);
+  if (command === null) return head;
+  return words ? [...head, "--", command] : [...head, command];
+}
+
+function envFor(ctx: BuilderCtx, extra: Record<string, string> = {}): Record<string, string | undefined> {
+  const e: Record<string, string | undefined> = { ...ctx.env.env, ...extra };
+  e["SSH_AUTH_SOCK"] = undefined;
+  e["DISPLAY"] = undefined;
+  e["SSH_ASKPASS"] = undefined;
+  return e;
+}
+
+async function runAsIdentity(
+  ctx: BuilderCtx,
+  argv: string[],
+  extraEnv: Record<string, string> = {},
+  timeoutMs = ctx.env.timeoutMs,
+) {
+  return runAs(ctx.env.identity, argv, { env: envFor(ctx, extraEnv), timeoutMs });
+}
+
+function parseSshG(text: string, home: string): SshG {
+  const g: SshG = {
+    hostname: "",
+    port: 22,
+    user: "",
+    identityFiles: [],
+    hostKeyAlias: null,
+    proxy: null,
+    strictHostKeyChecking: "ask",
+    userKnownHostsFiles: [],
+  };
+  const tilde = (p: string) => (p.startsWith("~/") ? join(home, p.slice(2)) : p);
+  for (const line of text.split("\n")) {
+    const sp = line.indexOf(" ");
+    if (sp < 0) continue;
+    const k = line.slice(0, sp).toLowerCase();
+    const v = line.slice(sp + 1).trim();
+    if (k === "hostname") g.hostname = v;
+    else if (k === "port") g.port = Number(v);
+    else if (k === "user") g.user = v;
+    else if (k === "identityfile") g.identityFiles.push(tilde(v));
+    else if (k === "hostkeyalias") g.hostKeyAlias = v;
+    else if ((k === "proxyjump" || k === "proxycommand") && v !== "none") g.proxy = `${k} ${v}`;
+    else if (k === "stricthostkeychecking") g.strictHostKeyChecking = v;
+    else if (k === "userknownhostsfile") g.userKnownHostsFiles = v.split(/\s+/).map(tilde);
+  }
+  return g;
+}
+
+/** The main probe, run once per builder (memoised on the context). */
+function mainProbe(ctx: BuilderCtx): Promise<{ result: ProbeResult; cls: Classification; argv: string[] }> {
+  if (ctx.probe) return ctx.probe;
+  ctx.probe = (async () => {
+    const env = ctx.env;
+    const dir = await mkdtemp(join(tmpdir(), "nix-builders-doctor-"));
+    try {
+      const file = join(dir, "host-key");
+      const a = probeSshArgv(
+        { ...ctx.input!, hostKeyFile: file, verbose: !ctx.argv!.fakeSsh },
+        { connectTimeoutSec: Math.max(1, Math.ceil(env.timeoutMs / 1000)) },
+      );
+      if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
+      if (process.getuid?.() === 0 && env.identity.uid !== 0) {
+        chownSync(dir, env.identity.uid, env.identity.gid);
+        if (a.knownHostsContent !== undefined) chownSync(file, env.identity.uid, env.identity.gid);
+      }
+      const program = a.program === "ssh" ? (env.sshPath ?? "ssh") : a.program;
+      const full = runAsArgv(env.identity, [program, ...a.args]);
+      const e = serviceEnv(env.identity, envFor(ctx, a.env));
+      const result = await probe({
+        program: full[0]!,
+        args: full.slice(1),
+        env: e,
+        cwd: "/",
+        protocol: a.protocol,
+        host: a.host,
+        storeUri: ctx.machine.storeUri.split("?")[0]!,
+        expectStartedLine: a.expectStartedLine,
+        timeoutMs: env.timeoutMs,
+        queryValidPaths: [DUMMY_PATH],
+      });
+      const cls = classifyProbe(result, env.version, { fakeSsh: a.fakeSsh });
+      return { result, cls, argv: [program, ...a.args] };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  })();
+  return ctx.probe;
+}
+
+function probeEvidence(p: { result: ProbeResult; argv: string[] }): Evidence[] {
+  const r = p.result;
+  const trace = parseSshTrace(r.stderr);
+  const ev: Evidence[] = [
+    {
+      what: `ran (as the identity that runs ssh for Nix): ${q(p.argv)}`,
+      result:
+        `${r.ok ? "handshake ok" : `failed: ${r.failure?.kind}: ${r.failure?.nixMessage}`}; ` +
+        `exit ${r.exitCode ?? r.signal ?? "?"}${r.killed ? " (killed at the deadline)" : ""}; ` +
+        `handshake ${r.timings.handshakeMs ?? "-"} ms, total ${r.timings.totalMs} ms`,
+    },
+  ];
+  if (trace.plain.trim() !== "")
+    ev.push({
+      what: "stderr (ssh and the remote command, without -v lines)",
+      result: truncate(trace.plain, 1500),
+    });
+  return ev;
+}
+
+function probeFail(
+  p: { result: ProbeResult; cls: Classification; argv: string[] },
+  prefix: string,
+): CheckOutcome {
+  return {
+    status: "fail",
+    cause: p.cls.cause,
+    message: `${prefix}${p.cls.summary}`,
+    evidence: probeEvidence(p),
+    fix: p.cls.fix,
+  };
+}
+
+/** Stages in order; a check at stage S passes when the probe got past S. */
+const STAGE_ORDER = ["spawn", "connect", "host-key", "auth", "exec", "handshake", "store", "ok"] as const;
+function reached(cls: Classification, stage: (typeof STAGE_ORDER)[number]): boolean {
+  return STAGE_ORDER.indexOf(cls.stage) > STAGE_ORDER.indexOf(stage);
+}
+
+function notSsh(ctx: BuilderCtx): CheckOutcome | null {
+  if (!ctx.argv?.fakeSsh) return null;
+  return {
+    status: "pass",
+    message: `not applicable: for '${ctx.argv.host}' Nix ${atLeast(ctx.env.version, 2, 20) ? "runs the remote program directly" : "runs `bash -c` locally"}, without ssh`,
+  };
+}
+
+function remoteCommandText(ctx: BuilderCtx): string {
+  const uri = ctx.machine.storeUri;
+  const qpos = uri.indexOf("?");
+  let prefix = "";
+  if (qpos >= 0) {
+    const rp = new URLSearchParams(uri.slice(qpos + 1)).get("remote-program");
+    if (rp?.includes("/")) prefix = shellEscape(rp.slice(0, rp.lastIndexOf("/") + 1));
+  }
+  const p = (name: string) => (prefix === "" ? name : `${prefix}${name}`);
+  // A fixed command: no machine field is interpolated except an escaped remote-program directory.
+  return `${p("nix-store")} --version && id -un && id -Gn && ${p("nix")} --extra-experimental-features nix-command show-config --json`;
+}
+
+function settingValue(s: Record<string, unknown> | null, name: string): unknown {
+  const v = s?.[name];
+  if (v && typeof v === "object" && "value" in (v as Record<string, unknown>))
+    return (v as { value: unknown }).value;
+  return undefined;
+}
+
+function strList(v: unknown): string[] {
+  if (Array.isArray(v)) return v.map(String);
+  if (typeof v === "string") return v.split(/\s+/).filter(Boolean);
+  return [];
+}
+
+export function builderChecks(): CheckDef<BuilderCtx>[] {
+  return [
+    {
+      id: "builder.ssh-argv",
+      deps: ["ssh-path"],
+      async run(ctx) {
+        const m = ctx.machine;
+        const a = sshAuthority(m.storeUri, ctx.env.version);
+        if (!m.storeUri.startsWith("ssh://") && !m.storeUri.startsWith("ssh-ng://"))
+          return {
+            status: "warn",
+            cause: "local-config",
+            message: `'${m.storeUri}' is not an ssh store; the doctor only checks ssh:// and ssh-ng:// builders`,
+          };
+        if ((a.host ?? "").startsWith("-") || (a.user ?? "").startsWith("-"))
+          return {
+            status: "fail",
+            cause: "local-config",
+            message: `refusing to run ssh for '${m.storeUri}': the user or host starts with '-' (it would be read as an option)`,
+            fix: "Fix the store URI in the machines line.",
+          };
+        const input: Omit<NixSshArgvInput, "hostKeyFile"> = {
+          version: ctx.env.version,
+          storeUri: m.storeUri,
+          sshKey: m.sshKey,
+          base64PublicHostKey: m.sshPublicHostKey,
+        };
+        const opts = ctx.env.env["NIX_SSHOPTS"];
+        if (opts !== undefined) input.nixSshOpts = opts;
+        const argv = probeSshArgv(
+          { ...input, hostKeyFile: "<tmp>/host-key" },
+          { connectTimeoutSec: Math.max(1, Math.ceil(ctx.env.timeoutMs / 1000)) },
+        );
+        if (argv.error)
+          return {
+            status: "fail",
+            cause: "local-config",
+            message: `Nix refuses this store before running anything: ${argv.error}`,
+            fix: FIXES["local-config"],
+          };
+        ctx.input = input;
+        ctx.argv = argv;
+        const local = argv.fakeSsh
+          ? ` Nix does not use ssh for it: it runs '${argv.remoteCommand}' on this machine as ${ctx.env.identity.name}.`
+          : a.host === "localhost"
+            ? ` (host localhost with a user: Nix ${atLeast(ctx.env.version, 2, 32) ? "≥2.32 connects with real ssh" : "2.8 uses real ssh for 'user@localhost', 2.31 would not"})`
+            : "";
+        return {
+          status: "pass",
+          message: `Nix ${ctx.env.version.major}.${ctx.env.version.minor} runs: ${q([argv.program, ...argv.args])}${local}`,
+          evidence: [
+            {
+              what: "NIX_SSHOPTS in the environment of the identity that runs ssh",
+              result: opts === undefined ? "(unset)" : opts,
+            },
+          ],
+        };
+      },
+    },
+    {
+      id: "builder.ssh-config",
+      deps: ["builder.ssh-argv", "ssh-identity"],
+      async run(ctx) {
+        const na = notSsh(ctx);
+        if (na) return na;
+        const argv = [ctx.env.sshPath ?? "ssh", "-G", ...withCommand(ctx.argv!, ctx.env.version, null)];
+        const r = await runAsIdentity(ctx, argv);
+        const ev = { what: `ran: ${q(argv)}`, result: r.code === 0 ? "ok" : truncate(r.stderr.trim(), 800) };
+        if (r.code !== 0)
+          return {
+            status: "fail",
+            cause: "local-config",
+            message: `ssh rejects its options or configuration: ${r.stderr.trim().split("\n").pop() ?? ""}`,
+            evidence: [ev],
+            fix: "Fix NIX_SSHOPTS or the ssh_config of the identity that runs ssh.",
+          };
+        const g = parseSshG(r.stdout, ctx.env.identity.home);
+        ctx.sshG = g;
+        const via = g.proxy ? `, via ${g.proxy}` : "";
+        return {
+          status: "pass",
+          message: `as ${ctx.env.identity.name}: ${g.user}@${g.hostname} port ${g.port}${via}; keys tried: ${g.identityFiles.join(", ") || "(none)"}; known_hosts: ${g.userKnownHostsFiles.join(" ")}${g.hostKeyAlias ? `; HostKeyAlias ${g.hostKeyAlias}` : ""}`,
+          evidence: [ev],
+        };
+      },
+    },
+    {
+      id: "builder.dns",
+      deps: ["builder.ssh-config"],
+      async run(ctx) {
+        const na = notSsh(ctx);
+        if (na) return na;
+        const g = ctx.sshG!;
+        if (g.proxy) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
+        const r = await resolveHost(g.hostname, ctx.env.timeoutMs);
+        const ev = [
+          { what: `getaddrinfo(${g.hostname})`, result: r.ok ? r.addresses.join(" ") : (r.error ?? "") },
+        ];
+        if (!r.ok)
+          return {
+            status: "fail",
+            cause: r.error?.includes("no answer") ? "timeout" : "unreachable",
+            message: `cannot resolve ${g.hostname}: ${r.error}`,
+            evidence: ev,
+            fix: "Fix the host name (machines line or ssh_config HostName) or the resolver (/etc/hosts, DNS) of this machine.",
+          };
+        return {
+          status: "pass",
+          message: `${g.hostname} → ${r.addresses.join(", ")} (${r.ms} ms)`,
+          evidence: ev,
+        };
+      },
+    },
+    {
+      id: "builder.tcp",
+      deps: ["builder.dns"],
+      async run(ctx) {
+        const na = notSsh(ctx);
+        if (na) return na;
+        const g = ctx.sshG!;
+        if (g.proxy) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
+        const r0 = await resolveHost(g.hostname, ctx.env.timeoutMs);
+        const ev: Evidence[] = [];
+        let last = null;
+        for (const addr of r0.addresses) {
+          const r = await tcpConnect(addr, g.port, ctx.env.timeoutMs);
+          ev.push({
+            what: `TCP connect ${addr} port ${g.port}`,
+            result: r.ok ? `connected in ${r.ms} ms` : `${r.error}: ${r.message}`,
+          });
+          last = r;
+          if (r.ok)
+            return {
+              status: "pass",
+              message: `${addr} port ${g.port} accepts connections (${r.ms} ms)`,
+              evidence: ev,
+            };
+        }
+        const timeout = last?.error === "timeout";
+        return {
+          status: "fail",
+          cause: timeout ? "timeout" : "unreachable",
+          message: timeout
+            ? `no answer from ${g.hostname} port ${g.port} within ${ctx.env.timeoutMs} ms (packets dropped?)`
+            : `${g.hostname} port ${g.port}: ${last?.message ?? "no address"}`,
+          evidence: ev,
+          fix: FIXES[timeout ? "timeout" : "unreachable"],
+        };
+      },
+    },
+    {
+      id: "builder.key",
+      deps: ["builder.ssh-config"],
+      async run(ctx) {
+        const na = notSsh(ctx);
+        if (na) return na;
+        const explicit = ctx.machine.sshKey ?? null;
+        const candidates = explicit ? [explicit] : ctx.sshG!.identityFiles;
+        const ev: Evidence[] = [];
+        const usable: string[] = [];
+        for (const f of candidates) {
+          // `ssh-keygen -y` as the identity: reads the key like ssh does (permissions, passphrase). The
+          // public key it prints is discarded.
+          const argv = ["ssh-keygen", "-y", "-P", "", "-f", f];
+          const r = await runAsIdentity(ctx, argv, {}, Math.min(ctx.env.timeoutMs, 10_000));
+          const err = r.stderr.trim();
+          if (r.code === 0) {
+            usable.push(f);
+            ev.push({ what: `ran: ${q(argv)} (output discarded)`, result: "readable, no passphrase" });
+            continue;
+          }
+          const missing = /No such file or directory/.test(err);
+          if (!explicit && missing) continue;
+          ev.push({ what: `ran: ${q(argv)} (output discarded)`, result: truncate(err, 400) });
+          if (!explicit) continue;
+          const why = /incorrect passphrase|passphrase/.test(err)
+            ? "has a passphrase (the daemon cannot type it, and has no agent)"
+            : /UNPROTECTED|bad permissions/.test(err)
+              ? "is readable by others, so ssh refuses it"
+              : missing
+                ? "does not exist"
+                : /Permission denied/.test(err)
+                  ? `is not readable by ${ctx.env.identity.name}`
+                  : `cannot be loaded (${err.split("\n").pop()})`;
+          return {
+            status: "fail",
+            cause: "auth",
+            message: `the key ${f} ${why}`,
+            evidence: ev,
+            fix: FIXES.auth,
+          };
+        }
+        if (usable.length === 0)
+          return {
+            status: "warn",
+            cause: "auth",
+            message: `no usable key file for ${ctx.env.identity.name} (${candidates.join(", ")}); ssh could only use an agent, and the daemon has none`,
+            evidence: ev,
+            fix: FIXES.auth,
+          };
+        return {
+          status: "pass",
+          message: `key ${usable.join(", ")}: readable by ${ctx.env.identity.name}, no passphrase`,
+          evidence: ev,
+        };
+      },
+    },
+    {
+      id: "builder.host-key",
+      deps: ["builder.tcp", "builder.key"],
+      async run(ctx) {
+        const p = await mainProbe(ctx);
+        const na = notSsh(ctx);
+        if (na) return na;
+        const g = ctx.sshG!;
+        const pinned = ctx.machine.sshPublicHostKey !== null || ctx.argv?.knownHostsContent !== undefined;
+        const a = sshAuthority(ctx.machine.storeUri, ctx.env.version);
+        const pinnedName = (a.hostForKnownHosts ?? "").replace(/:\d+$/, "");
+        let rewrite = "";
+        if (pinned && g.hostname !== pinnedName && (g.hostKeyAlias === null || g.hostKeyAlias !== pinnedName))
+          rewrite = ` ssh_config rewrites the host '${pinnedName}' to HostName ${g.hostname}, and ssh looks the pinned key up under ${g.hostname}: add \`HostKeyAlias ${pinnedName}\` for that Host.`;
+        if (!reached(p.cls, "host-key")) {
+          const out = probeFail(
+            p,
+            pinned ? "with the pinned host key: " : "with the known_hosts of the identity: ",
+          );
+          if (rewrite) out.message += rewrite;
+          return out;
+        }
+        const where = pinned
+          ? "the host key pinned in the machines line matches"
+          : `the host key is in the known_hosts of ${ctx.env.identity.name}`;
+        if (!pinned && g.strictHostKeyChecking === "false")
+          return {
+            status: "warn",
+            cause: "host-key",
+            message: `StrictHostKeyChecking is off for ${g.hostname} in ${ctx.env.identity.name}'s ssh_config: any host key is accepted`,
+            evidence: probeEvidence(p),
+            fix: FIXES["host-key"],
+          };
+        return { status: "pass", message: where, evidence: probeEvidence(p).slice(0, 1) };
+      },
+    },
+    {
+      id: "builder.auth",
+      deps: ["builder.host-key"],
+      async run(ctx) {
+        const na = notSsh(ctx);
+        if (na) return na;
+        const p = await mainProbe(ctx);
+        if (!reached(p.cls, "auth")) return probeFail(p, "");
+        return { status: "pass", message: `authenticated as ${ctx.sshG?.user ?? "?"}` };
+      },
+    },
+    {
+      id: "builder.remote-command",
+      deps: ["builder.auth"],
+      async run(ctx) {
+        const p = await mainProbe(ctx);
+        if (!reached(p.cls, "exec")) return probeFail(p, `'${ctx.argv!.remoteCommand}': `);
+        return { status: "pass", message: `'${ctx.argv!.remoteCommand}' started without output on stdout` };
+      },
+    },
+    {
+      id: "builder.handshake",
+      deps: ["builder.remote-command"],
+      async run(ctx) {
+        const p = await mainProbe(ctx);
+        if (p.cls.stage === "store" && !p.result.serve?.ok && !p.result.worker?.ok)
+          return {
+            status: "skip",
+            message: "not reached: the remote command could not open its store (see builder.remote-daemon)",
+          };
+        if (!reached(p.cls, "handshake")) return probeFail(p, "");
+        const r = p.result;
+        const proto = r.serve?.ok
+          ? `nix-store --serve protocol ${r.serve.serverVersion}`
+          : r.worker?.ok
+            ? `worker protocol ${r.worker.protocolVersion}, Nix ${r.worker.daemonNixVersion ?? "?"}${r.worker.trusted ? `, trust flag: ${r.worker.trusted}` : ""}`
+            : "?";
+        return {
+          status: "pass",
+          message: `${proto} (handshake after ${r.timings.handshakeMs} ms)`,
+          evidence: probeEvidence(p).slice(0, 1),
+        };
+      },
+    },
+    {
+      id: "builder.remote-daemon",
+      deps: ["builder.remote-command"],
+      async run(ctx) {
+        const p = await mainProbe(ctx);
+        if (p.cls.stage === "handshake")
+          return { status: "skip", message: "not reached: the handshake failed (see builder.handshake)" };
+        if (!reached(p.cls, "store")) return probeFail(p, "the builder's store: ");
+        return {
+          status: "pass",
+          message: `the builder's store answers a query (QueryValidPaths of one absent path, ${p.result.timings.queryMs} ms)`,
+        };
+      },
+    },
+    {
+      id: "builder.latency",
+      deps: ["builder.handshake"],
+      async run(ctx) {
+        const p = await mainProbe(ctx);
+        const ms = p.result.timings.handshakeMs ?? 0;
+        if (ms > ctx.env.slowMs)
+          return {
+            status: "warn",
+            cause: "slow",
+            message: `ssh + handshake took ${ms} ms (more than ${ctx.env.slowMs} ms)`,
+            fix: FIXES.slow,
+          };
+        return { status: "pass", message: `ssh + handshake in ${ms} ms` };
+      },
+    },
+    {
+      id: "builder.remote-config",
+      deps: ["builder.handshake", "builder.remote-daemon"],
+      async run(ctx) {
+        const env = ctx.env;
+        const cmd = remoteCommandText(ctx);
+        let argv: string[];
+        const dir = await mkdtemp(join(tmpdir(), "nix-builders-doctor-"));
+        try {
+          const file = join(dir, "host-key");
+          const a = probeSshArgv(
+            { ...ctx.input!, hostKeyFile: file },
+            { connectTimeoutSec: Math.max(1, Math.ceil(env.timeoutMs / 1000)) },
+          );
+          if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
+          if (process.getuid?.() === 0 && env.identity.uid !== 0) {
+            chownSync(dir, env.identity.uid, env.identity.gid);
+            if (a.knownHostsContent !== undefined) chownSync(file, env.identity.uid, env.identity.gid);
+          }
+          argv = a.fakeSsh
+            ? ["bash", "-c", cmd]
+            : [env.sshPath ?? "ssh", ...withCommand(a, env.version, cmd)];
+          const r = await runAsIdentity(ctx, argv, a.env);
+          let out = r.stdout;
+          if (a.expectStartedLine && out.startsWith("started\n")) out = out.slice(8);
+          const lines = out.split("\n");
+          const rc: RemoteConfig = {
+            nixVersion: /\(Nix\) (\S+)/.exec(lines[0] ?? "")?.[1] ?? null,
+            user: lines[1]?.trim() || null,
+            groups: (lines[2] ?? "").trim().split(/\s+/).filter(Boolean),
+            settings: null,
+            raw: { stdout: truncate(r.stdout, 400), stderr: truncate(r.stderr.trim(), 800), code: r.code },
+          };
+          try {
+            rc.settings = JSON.parse(lines.slice(3).join("\n")) as Record<string, unknown>;
+          } catch {
+            rc.settings = null;
+          }
+          ctx.remote = rc;
+          const ev: Evidence[] = [
+            {
+              what: `ran (second ssh session, fixed command): ${q(argv)}`,
+              result: `exit ${r.code ?? r.signal}${r.timedOut ? " (timed out)" : ""}${rc.raw.stderr ? `; stderr: ${rc.raw.stderr}` : ""}`,
+            },
+          ];
+          if (!rc.settings)
+            return {
+              status: "warn",
+              cause: null,
+              message: `could not read the builder's configuration (${rc.raw.stderr.split("\n").pop() || `exit ${r.code}`}); systems, features and trust are not checked`,
+              evidence: ev,
+              fix: "Make `nix` (2.4 or later) available next to nix-store on the builder's non-login PATH.",
+            };
+          const sys = String(settingValue(rc.settings, "system") ?? "?");
+          return {
+            status: "pass",
+            message: `builder runs Nix ${rc.nixVersion ?? "?"} as ${rc.user ?? "?"}; system ${sys}, extra-platforms ${strList(settingValue(rc.settings, "extra-platforms")).join(" ") || "(none)"}; system-features ${strList(settingValue(rc.settings, "system-features")).join(" ")}`,
+            evidence: ev,
+          };
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      },
+    },
+    {
+      id: "builder.trust",
+      deps: ["builder.remote-config"],
+      async run(ctx) {
+        const p = await mainProbe(ctx);
+        const flag = p.result.worker?.ok ? p.result.worker.trusted : null;
+        const rc = ctx.remote;
+        if (flag === "trusted")
+          return { status: "pass", message: "the builder's daemon says: trusted (protocol trust flag)" };
+        if (flag === "not-trusted")
+          return {
+            status: "fail",
+            cause: "remote-untrusted",
+            message: `the builder's daemon does not trust ${rc?.user ?? "the ssh user"} (protocol trust flag)`,
+            fix: FIXES["remote-untrusted"],
+          };
+        if (!rc?.settings || !rc.user)
+          return { status: "skip", message: "the builder's configuration is unknown" };
+        const list = strList(settingValue(rc.settings, "trusted-users"));
+        const m = matchUserList(list, {
+          name: rc.user,
+          primaryGroup: rc.groups[0] ?? rc.user,
+          supplementaryGroups: rc.groups.slice(1),
+        });
+        const ev = [
+          {
+            what: "builder's trusted-users (nix show-config --json, as the ssh user) and `id -un`/`id -Gn`",
+            result: `trusted-users = ${list.join(" ") || "(empty)"}; user ${rc.user}; groups ${rc.groups.join(" ")}`,
+          },
+        ];
+        if (!m.matched)
+          return {
+            status: "fail",
+            cause: "remote-untrusted",
+            message: `the builder does not trust ${rc.user}: trusted-users = ${list.join(" ") || "(empty)"}; it will refuse unsigned paths and input-addressed derivations`,
+            evidence: ev,
+            fix: FIXES["remote-untrusted"],
+          };
+        return {
+          status: "pass",
+          message: `${rc.user} is trusted on the builder (${m.by} ${m.entry})`,
+          evidence: ev,
+        };
+      },
+    },
+    {
+      id: "builder.systems",
+      deps: ["builder.remote-config"],
+      async run(ctx) {
+        const s = ctx.remote?.settings ?? null;
+        if (!s) return { status: "skip", message: "the builder's configuration is unknown" };
+        const have = [
+          String(settingValue(s, "system") ?? ""),
+          ...strList(settingValue(s, "extra-platforms")),
+        ].filter(Boolean);
+        const declared = ctx.machine.systemTypes;
+        const missing = declared.filter((x) => !have.includes(x));
+        const evidence = [
+          { what: "builder's system + extra-platforms (nix show-config --json)", result: have.join(" ") },
+        ];
+        if (missing.length)
+          return {
+            status: "fail",
+            cause: "system-mismatch",
+            evidence,
+            message: `declared ${missing.join(", ")}, but the builder only has ${have.join(" ")}: builds for ${missing.join(", ")} sent there fail`,
+            fix: FIXES["system-mismatch"],
+          };
+        return {
+          status: "pass",
+          message: `declared systems ${declared.join(" ")} ⊆ builder's ${have.join(" ")}`,
+        };
+      },
+    },
+    {
+      id: "builder.features",
+      deps: ["builder.remote-config"],
+      async run(ctx) {
+        const s = ctx.remote?.settings ?? null;
+        if (!s) return { status: "skip", message: "the builder's configuration is unknown" };
+        const have = strList(settingValue(s, "system-features"));
+        const declared = [...new Set([...ctx.machine.supportedFeatures, ...ctx.machine.mandatoryFeatures])];
+        const missing = declared.filter((x) => !have.includes(x));
+        const evidence = [
+          { what: "builder's system-features (nix show-config --json)", result: have.join(" ") },
+        ];
+        if (missing.length)
+          return {
+            status: "fail",
+            cause: "feature-mismatch",
+            evidence,
+            message: `declared feature${missing.length > 1 ? "s" : ""} ${missing.join(", ")}, but the builder's system-features are ${have.join(" ")}`,
+            fix: FIXES["feature-mismatch"],
+          };
+        return {
+          status: "pass",
+          message: `declared features ${declared.join(" ") || "(none)"} ⊆ builder's ${have.join(" ")}`,
+        };
+      },
+    },
+    {
+      id: "builder.signatures",
+      deps: ["builder.trust"],
+      async run(ctx) {
+        return {
+          status: "pass",
+          message: `the builder trusts ${ctx.remote?.user ?? "the ssh user"}, so it imports our unsigned paths; outputs come back through the build hook without signature checks (build-remote copies with NoCheckSigs)`,
+        };
+      },
+    },
+  ];
+}

@@ -1,0 +1,63 @@
+/** The doctor's output: one JSON document, or plain text grouped by builder. */
+import type { DoctorReport } from "./doctor.js";
+import type { CheckResult } from "./types.js";
+
+export function reportJson(r: DoctorReport): Record<string, unknown> {
+  return {
+    checks: r.checks.map((c) => ({
+      id: c.id,
+      builder: c.builder,
+      status: c.status,
+      cause: c.cause,
+      message: c.message,
+      evidence: c.evidence,
+      fix: c.fix,
+      deps: c.deps,
+      durationMs: c.durationMs,
+    })),
+    summary: r.summary,
+  };
+}
+
+const LABEL: Record<CheckResult["status"], string> = {
+  pass: "ok  ",
+  warn: "WARN",
+  fail: "FAIL",
+  skip: "skip",
+};
+
+function line(c: CheckResult, indent: string, verbose: boolean): string {
+  let out = `${indent}${LABEL[c.status]}  ${c.id}${c.cause ? ` [${c.cause}]` : ""}: ${c.message}\n`;
+  if (c.status === "fail" || c.status === "warn" || verbose) {
+    for (const e of c.evidence) {
+      const res = e.result.includes("\n")
+        ? `\n${e.result.replace(/^/gm, `${indent}        `)}`
+        : ` ${e.result}`;
+      out += `${indent}      · ${e.what}:${res}\n`;
+    }
+    if (c.fix) out += `${indent}      fix: ${c.fix}\n`;
+  }
+  return out;
+}
+
+export function reportText(r: DoctorReport, opts: { verbose?: boolean } = {}): string {
+  const s = r.summary;
+  let out = `nix-builders doctor: user ${s.user} (${s.userSource}), Nix ${s.nixVersion} rules, ssh runs as ${s.sshIdentity}\n\n`;
+  for (const c of r.checks.filter((x) => x.builder === null)) out += line(c, "", opts.verbose ?? false);
+  const builders = [...new Set(r.checks.filter((x) => x.builder !== null).map((x) => x.builder!))];
+  for (const b of builders) {
+    const cs = r.checks.filter((x) => x.builder === b);
+    const worst = cs.some((c) => c.status === "fail")
+      ? "FAIL"
+      : cs.some((c) => c.status === "warn")
+        ? "WARN"
+        : "ok";
+    out += `\n${b}  (${worst}, ${s.builderDurationsMs[b] ?? "?"} ms)\n`;
+    for (const c of cs) {
+      // Keep passing lines short; failures and warnings get evidence and a fix.
+      out += line(c, "  ", opts.verbose ?? false);
+    }
+  }
+  out += `\n${s.pass} ok, ${s.warn} warning${s.warn === 1 ? "" : "s"}, ${s.fail} failed, ${s.skip} skipped; ${s.builders} builder${s.builders === 1 ? "" : "s"} in ${(s.durationMs / 1000).toFixed(1)} s\n`;
+  return out;
+}

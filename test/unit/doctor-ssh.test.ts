@@ -1,0 +1,281 @@
+/**
+ * The doctor against a real OpenSSH server on 127.0.0.1 (temp host key, temp authorized key) with the
+ * real Nix 2.8 on the far side (`nix-store --serve`, `nix-daemon --stdio`, chroot stores). One doctor
+ * run over a machines file in which every line breaks one link; each line must fail exactly the check
+ * that names its fault, with the right cause, and nothing else. 2.8 has no ports in store URIs, so the
+ * port comes from NIX_SSHOPTS, as for a 2.8 user.
+ *
+ * Needs root (sshd, login as root) and /usr/sbin/sshd.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type DoctorReport, doctor } from "../../src/doctor/doctor.js";
+import { reportJson, reportText } from "../../src/doctor/report.js";
+import { DOCTOR_CAUSES } from "../../src/doctor/types.js";
+
+const SSHD = "/usr/sbin/sshd";
+function canRun(): string | false {
+  if (process.getuid?.() !== 0) return "needs root";
+  if (!existsSync(SSHD)) return "no /usr/sbin/sshd";
+  try {
+    execFileSync("nix-store", ["--version"], { stdio: "ignore" });
+  } catch {
+    return "nix-store missing";
+  }
+  return false;
+}
+const skip = canRun();
+
+const tmp = mkdtempSync(join(tmpdir(), "nb-doctor-"));
+const store = join(tmp, "store");
+let port = 0;
+let sshd: ChildProcess | undefined;
+let silent: Server | undefined;
+let report: DoctorReport;
+const b64 = (s: string) => Buffer.from(s).toString("base64");
+
+function keygen(name: string, passphrase = ""): { priv: string; pub: string } {
+  const priv = join(tmp, name);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", passphrase, "-C", `${name}@test`, "-f", priv]);
+  return { priv, pub: readFileSync(`${priv}.pub`, "utf8") };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const p = typeof a === "object" && a ? a.port : 0;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** name → [machines line, expected failing check id or null, expected cause]. */
+const cases: Record<string, { line: string; check: string | null; cause?: string; uri: string }> = {};
+
+before(async () => {
+  if (skip) return;
+  const hostKey = keygen("hostkey");
+  const client = keygen("client");
+  const other = keygen("other");
+  const locked = keygen("locked", "secret-passphrase");
+  writeFileSync(join(tmp, "authorized_keys"), client.pub + locked.pub, { mode: 0o600 });
+  if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
+  const conf = join(tmp, "sshd_config");
+  writeFileSync(
+    conf,
+    [
+      "ListenAddress 127.0.0.1",
+      `HostKey ${hostKey.priv}`,
+      `AuthorizedKeysFile ${join(tmp, "authorized_keys")}`,
+      "PidFile none",
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "PermitRootLogin prohibit-password",
+      "MaxStartups 100:30:200",
+      "",
+    ].join("\n"),
+  );
+  writeFileSync(join(tmp, "payload"), "payload\n");
+  mkdirSync(join(tmp, "conf"));
+  writeFileSync(join(tmp, "conf", "nix.conf"), "sandbox = false\n");
+  execFileSync("nix-store", ["--store", store, "--add", join(tmp, "payload")], {
+    env: { ...process.env, NIX_CONF_DIR: join(tmp, "conf"), NIX_USER_CONF_FILES: join(tmp, "none") },
+  });
+
+  let up = false;
+  let log = "";
+  for (let attempt = 0; attempt < 5 && !up; attempt++) {
+    port = await freePort();
+    log = "";
+    const proc = spawn(SSHD, ["-D", "-e", "-f", conf, "-p", String(port)], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    sshd = proc;
+    up = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 5000);
+      proc.stderr?.on("data", (b: Buffer) => {
+        log += b.toString();
+        if (log.includes("Server listening")) {
+          clearTimeout(t);
+          resolve(true);
+        }
+      });
+      proc.once("exit", () => {
+        clearTimeout(t);
+        resolve(false);
+      });
+    });
+    if (!up) proc.kill("SIGKILL");
+  }
+  if (!up) throw new Error(`sshd did not start: ${log}`);
+  // A TCP listener that never speaks ssh: the banner exchange times out.
+  silent = createServer(() => {});
+  await new Promise<void>((r) => silent!.listen(port, "127.0.0.3", r));
+
+  const pin = b64(hostKey.pub);
+  const rs = `remote-store=${store}`;
+  const ok = (
+    uri: string,
+    extra: Partial<{ systems: string; key: string; features: string; pin: string }> = {},
+  ) =>
+    `${uri} ${extra.systems ?? "x86_64-linux"} ${extra.key ?? client.priv} 1 1 ${extra.features ?? "-"} - ${extra.pin ?? pin}`;
+  const add = (name: string, uri: string, line: string, check: string | null, cause?: string) => {
+    cases[name] = { uri, line, check, ...(cause ? { cause } : {}) };
+  };
+  const h = `ssh://root@127.0.0.1?${rs}`;
+  add("healthy ssh://", h, ok(h), null);
+  const ng = `ssh-ng://root@127.0.0.1?${rs}`;
+  add("healthy ssh-ng://", ng, ok(ng), null);
+  const lh = `ssh://localhost?${rs}`;
+  add("localhost (no ssh in 2.8)", lh, ok(lh), null);
+  const hk = `ssh://root@127.0.0.1?${rs}&x=hk`;
+  add("wrong pinned host key", hk, ok(hk, { pin: b64(other.pub) }), "builder.host-key", "host-key");
+  const au = `ssh://root@127.0.0.1?${rs}&x=au`;
+  add("key not authorized", au, ok(au, { key: other.priv }), "builder.auth", "auth");
+  const pp = `ssh://root@127.0.0.1?${rs}&x=pp`;
+  add("key with a passphrase", pp, ok(pp, { key: locked.priv }), "builder.key", "auth");
+  const nm = `ssh://root@127.0.0.1?${rs}&remote-program=/nonexistent/bin/nix-store`;
+  add("nix-store not found", nm, ok(nm), "builder.remote-command", "remote-nix-missing");
+  const bn = `ssh://root@127.0.0.1?${rs}&remote-program=echo%20Welcome%20to%20the%20builder%3B%20nix-store`;
+  add("banner on stdout", bn, ok(bn), "builder.remote-command", "remote-shell");
+  const nl = `ssh://root@127.0.0.1?${rs}&remote-program=echo%20This%20account%20is%20currently%20not%20available.%3B%20exit%201%3B`;
+  add("nologin-like shell", nl, ok(nl), "builder.remote-command", "remote-shell");
+  const pr = `ssh-ng://root@127.0.0.1?remote-program=nix-store%20--serve%20--write%20%23`;
+  add("serve protocol for an ssh-ng client", pr, ok(pr), "builder.handshake", "protocol");
+  const dd = `ssh-ng://root@127.0.0.1?remote-store=unix://${tmp}/no-daemon/socket`;
+  add("ssh-ng: remote daemon down", dd, ok(dd), "builder.remote-daemon", "remote-daemon-down");
+  const ds = `ssh://root@127.0.0.1?remote-store=unix://${tmp}/no-daemon/socket`;
+  add("ssh: remote daemon down", ds, ok(ds), "builder.remote-daemon", "remote-daemon-down");
+  const sy = `ssh://root@127.0.0.1?${rs}&x=sy`;
+  add(
+    "undeclared system",
+    sy,
+    ok(sy, { systems: "x86_64-linux,riscv64-linux" }),
+    "builder.systems",
+    "system-mismatch",
+  );
+  const fe = `ssh://root@127.0.0.1?${rs}&x=fe`;
+  add(
+    "missing feature",
+    fe,
+    ok(fe, { features: "big-parallel,doctor-test-feature" }),
+    "builder.features",
+    "feature-mismatch",
+  );
+  const dn = `ssh://root@127.0.0.2?${rs}`;
+  add("nothing listens", dn, ok(dn), "builder.tcp", "unreachable");
+  const to = `ssh://root@127.0.0.3?${rs}`;
+  add("peer never speaks ssh", to, ok(to), "builder.host-key", "timeout");
+
+  writeFileSync(
+    join(tmp, "machines"),
+    `${Object.values(cases)
+      .map((c) => c.line)
+      .join("\n")}\n`,
+  );
+  writeFileSync(join(tmp, "conf", "nix.conf"), `sandbox = false\nbuilders = @${join(tmp, "machines")}\n`);
+  report = await doctor({
+    env: {
+      PATH: process.env["PATH"] ?? "/usr/bin:/bin",
+      HOME: "/root",
+      NIX_CONF_DIR: join(tmp, "conf"),
+      NIX_USER_CONF_FILES: join(tmp, "none"),
+      NIX_SSHOPTS: `-p ${port}`,
+    },
+    timeoutSec: 8,
+  });
+});
+
+after(async () => {
+  silent?.close();
+  if (sshd && sshd.exitCode === null && sshd.signalCode === null) {
+    const gone = new Promise((r) => sshd?.once("exit", r));
+    sshd.kill("SIGTERM");
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
+    if (sshd.exitCode === null && sshd.signalCode === null) sshd.kill("SIGKILL");
+  }
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe("doctor over a real sshd on 127.0.0.1 (Nix 2.8)", { skip }, () => {
+  it("local checks pass (root, no daemon: the hook runs ssh as root)", () => {
+    const local = report.checks.filter((c) => c.builder === null);
+    assert.deepEqual(
+      local.map((c) => c.id),
+      ["nix", "user-trust", "daemon", "builders", "lint", "ssh-path", "ssh-identity"],
+    );
+    for (const c of local) assert.equal(c.status, "pass", `${c.id}: ${c.message}`);
+    assert.equal(report.summary.builders, Object.keys(cases).length);
+    console.log(`# doctor over ${report.summary.builders} builders: ${report.summary.durationMs} ms`);
+  });
+
+  for (const name of [
+    "healthy ssh://",
+    "healthy ssh-ng://",
+    "localhost (no ssh in 2.8)",
+    "wrong pinned host key",
+    "key not authorized",
+    "key with a passphrase",
+    "nix-store not found",
+    "banner on stdout",
+    "nologin-like shell",
+    "serve protocol for an ssh-ng client",
+    "ssh-ng: remote daemon down",
+    "ssh: remote daemon down",
+    "undeclared system",
+    "missing feature",
+    "nothing listens",
+    "peer never speaks ssh",
+  ]) {
+    it(name, () => {
+      const c = cases[name]!;
+      const mine = report.checks.filter((x) => x.builder === c.uri);
+      assert.ok(mine.length > 10, `no checks for ${c.uri}`);
+      const bad = mine.filter((x) => x.status === "fail" || x.status === "warn");
+      const show = () => reportText({ ...report, checks: mine });
+      if (c.check === null) {
+        assert.deepEqual(bad, [], show());
+        assert.equal(mine.filter((x) => x.status === "skip").length, 0, show());
+        return;
+      }
+      assert.deepEqual(
+        bad.map((x) => [x.id, x.status, x.cause]),
+        [[c.check, "fail", c.cause]],
+        show(),
+      );
+      const failed = bad[0]!;
+      assert.ok(failed.fix && failed.fix.length > 20, "a failure has a fix");
+      assert.ok(failed.evidence.length > 0, "a failure has evidence");
+      // Everything after the failed check is skipped, and says why.
+      const after = mine.slice(mine.indexOf(failed) + 1).filter((x) => x.deps.includes(failed.id));
+      for (const x of after) assert.equal(x.status, "skip", `${x.id} after ${failed.id}`);
+    });
+  }
+
+  it("the JSON report has the documented shape, causes from the contract, and no key material", () => {
+    const j = reportJson(report) as { checks: Record<string, unknown>[]; summary: Record<string, unknown> };
+    for (const c of j.checks) {
+      for (const k of ["id", "builder", "status", "cause", "message", "evidence", "fix"])
+        assert.ok(k in c, k);
+      if (c["cause"] !== null) assert.ok((DOCTOR_CAUSES as readonly string[]).includes(c["cause"] as string));
+    }
+    assert.equal(j.summary["exitCode"], 2);
+    const text = JSON.stringify(j);
+    assert.ok(!text.includes("PRIVATE KEY"));
+    for (const k of ["client", "other", "locked"]) {
+      const pub = readFileSync(join(tmp, `${k}.pub`), "utf8").split(" ")[1]!;
+      assert.ok(!text.includes(pub), `public key ${k} printed`);
+    }
+    assert.ok(!/StrictHostKeyChecking/i.test(text));
+  });
+});
