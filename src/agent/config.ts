@@ -230,7 +230,8 @@ export function loadAgentConfig(
   file: string,
   opts: AgentConfigOptions & { readonly root?: string } = {},
 ): AgentConfigResult {
-  const readPath = opts.root ? joinPath(opts.root.replace(/\/+$/, ""), file.replace(/^\/+/, "")) : file;
+  const root = (opts.root ?? "").replace(/\/+$/, "");
+  const readPath = root ? joinPath(root, file.replace(/^\/+/, "")) : file;
   let text: string;
   try {
     text = readFileSync(readPath, "utf8");

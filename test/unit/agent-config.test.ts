@@ -422,3 +422,20 @@ describe("nixSettings as overrides", () => {
     assert.match(f[0]!.message, /buidlers/);
   });
 });
+
+describe("loadAgentConfig with the real root", () => {
+  it("reads an absolute path when the root is /", () => {
+    const dir = mkdtempSync(join(tmpdir(), "nb-agentcfg-"));
+    try {
+      const file = join(dir, "agent.json");
+      writeFileSync(
+        file,
+        JSON.stringify({ baseDirectory: "/var/lib/hercules-ci-agent", nixUserIsTrusted: true }),
+      );
+      const r = loadAgentConfig(file, { root: "/" });
+      assert.equal(r.config?.nixUserIsTrusted, true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
