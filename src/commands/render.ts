@@ -25,7 +25,11 @@ export function originsText(os: readonly Origin[]): string {
 export function table(rows: string[][], indent = "  "): string {
   if (rows.length === 0) return "";
   const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  for (const r of rows) {
+    r.forEach((c, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, c.length);
+    });
+  }
   return rows
     .map(
       (r) =>

@@ -3,10 +3,11 @@
  * configuration errors, `ssh` on the daemon's PATH, and the identity that runs ssh.
  */
 import { accessSync, constants, statSync } from "node:fs";
-import { viewErrors } from "../commands/show.js";
+import { lint } from "../commands/lint.js";
 import type { UserView } from "../commands/view.js";
 import { type DaemonProcess, findOnPath } from "../host/daemon-proc.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
+import type { Finding } from "../nix/lint.js";
 import { formatOrigin } from "../nix/origin.js";
 import { matchUserList } from "../nix/trust.js";
 import { formatNixVersion } from "../nix/version.js";
@@ -237,40 +238,37 @@ export function localChecks(): CheckDef<LocalCtx>[] {
       id: "lint",
       deps: ["nix"],
       async run({ view }) {
-        const errors = viewErrors(view);
-        const warnings = [
-          ...view.client.warnings.map((w) => `user config: ${w.message}`),
-          ...(view.daemon?.warnings ?? []).map((w) => `daemon config: ${w.message}`),
-          ...view.machines.problems
-            .filter((p) => p !== view.machines.error)
-            .map((p) => `machines: ${p.message}`),
-        ];
-        const ev = [
-          ...errors.map((e) => ({
-            what: `${e.where}${e.file ? ` ${e.file}${e.line ? `:${e.line}` : ""}` : ""}`,
-            result: `error: ${e.message}`,
-          })),
-          ...warnings.map((w) => ({ what: "warning", result: w })),
-        ];
+        const quiet = { out() {}, err() {}, env: {}, isTTY: false };
+        const result = await lint({}, quiet, view);
+        const where = (f: Finding): string =>
+          f.file ? `${f.file}${f.line ? `:${f.line}` : ""}` : "configuration";
+        const errors = result.findings.filter((f) => f.severity === "error");
+        const warnings = result.findings.filter((f) => f.severity === "warning");
+        const ev = [...errors, ...warnings].map((f) => ({
+          what: `${f.severity} ${f.id} (${where(f)})`,
+          result: f.message,
+        }));
         if (errors.length)
           return {
             status: "fail",
             cause: "local-config",
-            message: `Nix stops with: error: ${errors[0]!.message}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ""}`,
+            message: `${where(errors[0]!)}: ${errors[0]!.message}${errors.length > 1 ? ` (and ${errors.length - 1} more; see nix-builders lint)` : ""}`,
             evidence: ev,
-            fix: "Fix the line named in the evidence; meanwhile `--builders ''` builds locally.",
+            fix:
+              errors[0]!.fix ||
+              "Fix the line named in the evidence; meanwhile `--builders ''` builds locally.",
           };
         if (warnings.length)
           return {
             status: "warn",
             cause: "local-config",
-            message: warnings[0]!,
+            message: `${where(warnings[0]!)}: ${warnings[0]!.message}${warnings.length > 1 ? ` (and ${warnings.length - 1} more; see nix-builders lint)` : ""}`,
             evidence: ev,
-            fix: FIXES["local-config"],
+            fix: warnings[0]!.fix || FIXES["local-config"],
           };
         return {
           status: "pass",
-          message: "the configuration and machines list parse without errors or warnings",
+          message: "nix-builders lint finds no errors or warnings in the configuration, machines and keys",
         };
       },
     },
