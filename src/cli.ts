@@ -1,17 +1,27 @@
 #!/usr/bin/env node
-/** The nix-builders command line: one module per command, wired here. */
+/**
+ * The nix-builders command line: one module per command, wired here. A command's module (and all it
+ * imports) is loaded only when that command runs, so every command starts faster; help, the version
+ * and anything that is not a command name load them all, in the same order as before.
+ */
 import { Command, CommanderError } from "commander";
-import { register as registerConfig } from "./commands/config.js";
-import { register as registerDoctor } from "./commands/doctor.js";
-import { register as registerExplain } from "./commands/explain.js";
-import { EXIT, processIo, UsageError } from "./commands/io.js";
-import { register as registerLint } from "./commands/lint.js";
-import { register as registerPlan } from "./commands/plan.js";
-import { register as registerReset } from "./commands/reset.js";
-import { register as registerRoute } from "./commands/route.js";
-import { register as registerShow } from "./commands/show.js";
-import { register as registerUse } from "./commands/use.js";
-import { register as registerVerify } from "./commands/verify.js";
+import { EXIT, type Io, processIo, UsageError } from "./commands/io.js";
+
+type Register = (program: Command, io: Io, exit: (code: number) => void) => void;
+
+/** The commands, in the order help lists them. */
+const COMMANDS: [string, () => Promise<Register>][] = [
+  ["config", async () => (await import("./commands/config.js")).register],
+  ["show", async () => (await import("./commands/show.js")).register],
+  ["lint", async () => (await import("./commands/lint.js")).register],
+  ["route", async () => (await import("./commands/route.js")).register],
+  ["plan", async () => (await import("./commands/plan.js")).register],
+  ["doctor", async () => (await import("./commands/doctor.js")).register],
+  ["verify", async () => (await import("./commands/verify.js")).register],
+  ["use", async () => (await import("./commands/use.js")).register],
+  ["reset", async () => (await import("./commands/reset.js")).register],
+  ["explain", async () => (await import("./commands/explain.js")).register],
+];
 
 const io = processIo;
 let exitCode: number | undefined;
@@ -27,18 +37,9 @@ program
   .exitOverride()
   .showHelpAfterError();
 
-registerConfig(program, io, exit);
-registerShow(program, io, exit);
-registerLint(program, io, exit);
-registerRoute(program, io, exit);
-registerPlan(program, io, exit);
-registerDoctor(program, io, exit);
-registerVerify(program, io, exit);
-registerUse(program, io, exit);
-registerReset(program, io, exit);
-registerExplain(program, io);
-
 try {
+  const one = COMMANDS.find(([name]) => name === process.argv[2]);
+  for (const [, load] of one ? [one] : COMMANDS) (await load())(program, io, exit);
   await program.parseAsync(process.argv);
   if (exitCode !== undefined) process.exitCode = exitCode;
 } catch (e) {

@@ -123,6 +123,8 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
   let outputs = 0;
   const closure = await readClosure(input.roots, {
     loc,
+    // Small batches: the query of the last one is the only part of validity not hidden by reading.
+    batchSize: 500,
     mode: input.readMode ?? "sync",
     onBatch: (nodes) => {
       const paths: string[] = [];
@@ -141,6 +143,8 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
   const t2 = performance.now();
 
   const nodes = closure.nodes;
+  const edges = closure.edges;
+  const edgeOutputs = closure.edgeOutputs;
   const N = nodes.length;
   // Post-order (inputs first) over the closure, iteratively, on ids.
   const post = new Int32Array(N);
@@ -155,18 +159,17 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
       seen[rid] = 1;
       let sp = 0;
       stackNode[0] = rid;
-      stackPos[0] = 0;
+      stackPos[0] = nodes[rid]!.inputStart;
       while (sp >= 0) {
-        const ids = nodes[stackNode[sp]!]!.inputIds;
         const i = stackPos[sp]!;
-        if (i < ids.length) {
+        if (i < nodes[stackNode[sp]!]!.inputEnd) {
           stackPos[sp] = i + 1;
-          const dep = ids[i]!;
+          const dep = edges[i]!;
           if (!seen[dep]) {
             seen[dep] = 1;
             sp++;
             stackNode[sp] = dep;
-            stackPos[sp] = 0;
+            stackPos[sp] = nodes[dep]!.inputStart;
           }
         } else {
           post[postLen++] = stackNode[sp]!;
@@ -201,13 +204,14 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     }
     build[id] = 1;
     toBuild++;
-    const ids = node.inputIds;
-    for (let j = 0; j < ids.length; j++) {
-      const dep = ids[j]!;
+    for (let j = node.inputStart; j < node.inputEnd; j++) {
+      const dep = edges[j]!;
       if (wanted[dep] === -1) continue;
       const names = nodes[dep]!.outputNames;
       let mask = wanted[dep]!;
-      for (const o of node.inputOutputs[j]!) {
+      const outs = edgeOutputs[j]!;
+      for (let k2 = 0; k2 < outs.length; k2++) {
+        const o = outs[k2]!;
         const x = names.length === 1 && names[0] === o ? 0 : names.indexOf(o);
         if (x < 0) continue;
         mask = x > 30 ? -1 : mask | (1 << x);
@@ -219,7 +223,8 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
 
   // Route each derivation to build, as if every slot were free. Decisions depend only on
   // (system, features, preferLocalBuild, builtin) apart from the messages: memoise on that.
-  const memo = new Map<string, Decided>();
+  // System strings and feature lists are interned by the reader, so they key the memo by identity.
+  const memo = new Map<string, Map<readonly string[], (Decided | undefined)[]>>();
   const summaries = new Map<string, BuilderSummary>();
   const unbuildable: Unbuildable[] = [];
   const bad = new Uint8Array(N);
@@ -228,8 +233,18 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     const id = post[k]!;
     if (!build[id]) continue;
     const node = nodes[id]!;
-    const key = `${node.system}\u0000${node.requiredFeatures.join(",")}\u0000${node.preferLocalBuild ? 1 : 0}${node.isBuiltin ? 1 : 0}`;
-    let m = memo.get(key);
+    let bySystem = memo.get(node.system);
+    if (bySystem === undefined) {
+      bySystem = new Map();
+      memo.set(node.system, bySystem);
+    }
+    let slots = bySystem.get(node.requiredFeatures);
+    if (slots === undefined) {
+      slots = [undefined, undefined, undefined, undefined];
+      bySystem.set(node.requiredFeatures, slots);
+    }
+    const slot = (node.preferLocalBuild ? 2 : 0) + (node.isBuiltin ? 1 : 0);
+    let m = slots[slot];
     if (m === undefined) {
       // Routed without a path: the messages say '<unknown>' where Nix names the derivation.
       const r = route({
@@ -252,7 +267,7 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
         reason: builder === null ? reasonText(r, unbuildableKind) : "",
         message: r.decision.message ?? "",
       };
-      memo.set(key, m);
+      slots[slot] = m;
     }
     if (m.builder !== null) {
       let s = summaries.get(m.builder);
@@ -283,9 +298,9 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
   for (let k = 0; k < postLen; k++) {
     const id = post[k]!;
     if (!build[id] || bad[id]) continue;
-    const ids = nodes[id]!.inputIds;
-    for (let j = 0; j < ids.length; j++) {
-      if (bad[ids[j]!]) {
+    const node = nodes[id]!;
+    for (let j = node.inputStart; j < node.inputEnd; j++) {
+      if (bad[edges[j]!]) {
         bad[id] = 2;
         blocked++;
         break;

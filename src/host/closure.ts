@@ -1,19 +1,16 @@
 /**
  * Read the derivation closure of some roots straight from the store directory, keeping only what
- * `plan` needs per derivation (the parsed environment and arguments are dropped at once).
+ * `plan` needs per derivation. Files are scanned as bytes by src/nix/drv-scan.ts (the facts-only
+ * scanner that agrees with parseDerivation): no text, env Map or args are built.
  *
  * Two readers, measured in bench/RESULTS.md:
- *   - "sync": readFileSync-style loop with one shared buffer (readDerivation), no promise per file;
+ *   - "sync": open/read/close into one shared buffer, usually one read per file, no promise per file;
  *   - "pool": fs.promises.readFile with a pool of `concurrency` reads in flight.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import {
-  type ParsedDerivation,
-  parseDerivation,
-  readDerivation,
-  realPathOf,
-  type StoreLocation,
-} from "../nix/derivation.js";
+import { realPathOf, type StoreLocation } from "../nix/derivation.js";
+import { type DrvScan, scanDerivation } from "../nix/drv-scan.js";
 import { NixError } from "../nix/errors.js";
 
 export interface DrvNode {
@@ -27,10 +24,9 @@ export interface DrvNode {
   readonly outputNames: readonly string[];
   /** Output paths, parallel to outputNames; "" when not known in advance (CA, deferred, impure). */
   readonly outputPaths: readonly string[];
-  /** The input derivations, as indices into the closure's `nodes`. */
-  readonly inputIds: Int32Array;
-  /** Parallel to inputIds: the outputs wanted from each input. */
-  readonly inputOutputs: readonly (readonly string[])[];
+  /** The input derivations are `edges[inputStart .. inputEnd)` of the closure (ids into `nodes`). */
+  readonly inputStart: number;
+  readonly inputEnd: number;
 }
 
 /** A closure with every derivation numbered, so that graph walks need no string lookups. */
@@ -39,10 +35,16 @@ export interface DrvClosure {
   readonly nodes: DrvNode[];
   readonly index: Map<string, number>;
   readonly size: number;
+  /** All input edges, node after node: the input's id. */
+  readonly edges: readonly number[];
+  /** Parallel to edges: the outputs wanted from that input (interned, shared: do not mutate). */
+  readonly edgeOutputs: readonly (readonly string[])[];
   get(path: string): DrvNode | undefined;
+  /** The ids of a node's inputs, in file order. */
+  inputsOf(node: DrvNode): number[];
+  /** The outputs wanted from each of a node's inputs. */
+  inputOutputsOf(node: DrvNode): (readonly string[])[];
 }
-
-const NO_IDS = new Int32Array(0);
 
 export type ReadMode = "sync" | "pool";
 
@@ -96,33 +98,30 @@ class Interner {
   }
 }
 
-function toNode(
-  path: string,
-  d: ParsedDerivation,
-  index: Map<string, number>,
-  pending: string[],
-  intern: Interner,
-): DrvNode {
-  const outputNames: string[] = [];
-  const outputPaths: string[] = [];
-  for (const [name, o] of d.outputs) {
-    outputNames.push(intern.str(name));
-    outputPaths.push(o.path === "" ? "" : flat(o.path));
-  }
-  const n = d.inputDrvs.size;
-  const inputIds = n === 0 ? NO_IDS : new Int32Array(n);
-  const inputOutputs: (readonly string[])[] = [];
-  let j = 0;
-  for (const [dep, outs] of d.inputDrvs) {
+/** The growing graph: ids by path, paths in discovery order, edges. */
+interface Builder {
+  readonly index: Map<string, number>;
+  readonly pending: string[];
+  readonly edges: number[];
+  readonly edgeOutputs: (readonly string[])[];
+  readonly intern: Interner;
+}
+
+function toNode(path: string, d: DrvScan, g: Builder): DrvNode {
+  const deps = d.inputDrvs;
+  const { index, pending, edges, edgeOutputs, intern } = g;
+  const inputStart = edges.length;
+  for (let j = 0; j < deps.length; j++) {
+    // The scanner's strings are fresh copies (not slices of the file), so they can be kept as keys.
+    const dep = deps[j]!;
     let id = index.get(dep);
     if (id === undefined) {
-      const key = flat(dep);
       id = index.size;
-      index.set(key, id);
-      pending.push(key);
+      index.set(dep, id);
+      pending.push(dep);
     }
-    inputIds[j++] = id;
-    inputOutputs.push(intern.list(outs));
+    edges.push(id);
+    edgeOutputs.push(intern.list(d.inputOutputs[j]!));
   }
   return {
     path,
@@ -130,28 +129,82 @@ function toNode(
     requiredFeatures: intern.list(d.facts.requiredSystemFeatures),
     preferLocalBuild: d.facts.preferLocalBuild,
     isBuiltin: d.facts.isBuiltin,
-    outputNames,
-    outputPaths,
-    inputOutputs,
-    inputIds,
+    outputNames: intern.list(d.outputNames),
+    outputPaths: d.outputPaths,
+    inputStart,
+    inputEnd: edges.length,
   };
 }
 
-function makeClosure(nodes: DrvNode[], index: Map<string, number>): DrvClosure {
+/** One shared read buffer (grown when a file does not fit). */
+let readBuf = Buffer.allocUnsafe(1 << 20);
+
+function systemError(file: string, e: unknown): NixError {
+  return new NixError("system", `getting status of '${file}': ${(e as Error).message}`, { file });
+}
+
+/**
+ * Read and scan one .drv: open, read, close. A regular file's first read returns all of it, and a
+ * successful scan of a prefix is the scan of the whole file (the scanner stops at the closing
+ * parenthesis and trailing bytes are ignored), so the read that would return 0 is only made when
+ * the scan fails (then the error stands only once the end of the file is reached).
+ */
+export function readScan(drvPath: string, loc?: StoreLocation): DrvScan {
+  const file = realPathOf(drvPath, loc);
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch (e) {
+    throw systemError(file, e);
+  }
+  try {
+    let n = 0;
+    for (;;) {
+      let k: number;
+      try {
+        k = readSync(fd, readBuf, n, readBuf.length - n, null);
+      } catch (e) {
+        throw systemError(file, e);
+      }
+      if (k === 0) return scanDerivation(readBuf, 0, n, drvPath);
+      n += k;
+      if (n === readBuf.length) {
+        const bigger = Buffer.allocUnsafe(readBuf.length * 2);
+        readBuf.copy(bigger, 0, 0, n);
+        readBuf = bigger;
+        continue;
+      }
+      try {
+        return scanDerivation(readBuf, 0, n, drvPath);
+      } catch {
+        // Maybe a short read: read on; the error is given once the end of the file is reached.
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function makeClosure(nodes: DrvNode[], g: Builder): DrvClosure {
+  const { index, edges, edgeOutputs } = g;
   return {
     nodes,
     index,
     size: nodes.length,
+    edges,
+    edgeOutputs,
     get: (path) => {
       const i = index.get(path);
       return i === undefined ? undefined : nodes[i];
     },
+    inputsOf: (node) => edges.slice(node.inputStart, node.inputEnd),
+    inputOutputsOf: (node) => edgeOutputs.slice(node.inputStart, node.inputEnd),
   };
 }
 
 async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions): Promise<DrvClosure> {
-  const { index, pending } = start(roots);
-  const intern = new Interner();
+  const g = start(roots);
+  const pending = g.pending;
   // Ids are handed out in discovery order and derivations read in that order (breadth-first).
   const nodes: DrvNode[] = [];
   const every = o.progressEvery ?? 1000;
@@ -159,7 +212,7 @@ async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions):
   let batchStart = 0;
   while (nodes.length < pending.length) {
     const p = pending[nodes.length]!;
-    nodes.push(toNode(p, readDerivation(p, o.loc), index, pending, intern));
+    nodes.push(toNode(p, readScan(p, o.loc), g));
     if (o.onProgress && nodes.length % every === 0) o.onProgress(nodes.length);
     if (o.onBatch && nodes.length - batchStart >= batchSize) {
       o.onBatch(nodes.slice(batchStart));
@@ -168,10 +221,10 @@ async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions):
     }
   }
   if (o.onBatch && nodes.length > batchStart) o.onBatch(nodes.slice(batchStart));
-  return makeClosure(nodes, index);
+  return makeClosure(nodes, g);
 }
 
-function start(roots: readonly string[]): { index: Map<string, number>; pending: string[] } {
+function start(roots: readonly string[]): Builder {
   const index = new Map<string, number>();
   const pending: string[] = [];
   for (const r of roots) {
@@ -180,13 +233,13 @@ function start(roots: readonly string[]): { index: Map<string, number>; pending:
       pending.push(r);
     }
   }
-  return { index, pending };
+  return { index, pending, edges: [], edgeOutputs: [], intern: new Interner() };
 }
 
 /** Reads in waves of `concurrency` files in flight (fs.promises), parsed in discovery order. */
 async function readPoolClosure(roots: readonly string[], o: ReadClosureOptions): Promise<DrvClosure> {
-  const { index, pending } = start(roots);
-  const intern = new Interner();
+  const g = start(roots);
+  const pending = g.pending;
   const nodes: DrvNode[] = [];
   const width = Math.max(1, o.concurrency ?? 64);
   const every = o.progressEvery ?? 1000;
@@ -195,19 +248,20 @@ async function readPoolClosure(roots: readonly string[], o: ReadClosureOptions):
     const texts = await Promise.all(
       wave.map((p) => {
         const file = realPathOf(p, o.loc);
-        return readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => {
+        return readFile(file).catch((e: NodeJS.ErrnoException) => {
           throw new NixError("system", `getting status of '${file}': ${e.message}`, { file });
         });
       }),
     );
     const before = nodes.length;
     for (let i = 0; i < wave.length; i++) {
-      nodes.push(toNode(wave[i]!, parseDerivation(texts[i]!, wave[i]), index, pending, intern));
+      const buf = texts[i]!;
+      nodes.push(toNode(wave[i]!, scanDerivation(buf, 0, buf.length, wave[i]), g));
       if (o.onProgress && nodes.length % every === 0) o.onProgress(nodes.length);
     }
     o.onBatch?.(nodes.slice(before));
   }
-  return makeClosure(nodes, index);
+  return makeClosure(nodes, g);
 }
 
 /** The closure of `roots` (roots included), every derivation read and parsed once. */
