@@ -3,7 +3,7 @@
 // Usage: node delay-proxy.mjs LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT DELAY_MS
 import net from "node:net";
 
-const [listenHost, listenPort, targetHost, targetPort, delayMs] = process.argv.slice(2);
+const [listenHost, listenPort, targetHost, targetPort, delayMs] = process.argv.slice(-5); // run as a file or with -e
 const delay = Number(delayMs);
 
 function pipeDelayed(from, to) {
