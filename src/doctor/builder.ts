@@ -41,6 +41,11 @@ export interface SshEnvironment {
   timeoutMs: number;
   /** A handshake slower than this is reported as slow (warn). */
   slowMs: number;
+  /**
+   * `ssh-keygen -y` results per key file, shared by every builder of one run: builders usually share
+   * one key, and the answer does not depend on the builder.
+   */
+  keyChecks?: Map<string, Promise<{ code: number | null; stderr: string }>>;
 }
 
 interface SshG {
@@ -412,7 +417,16 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
           // `ssh-keygen -y` as the identity: reads the key like ssh does (permissions, passphrase). The
           // public key it prints is discarded.
           const argv = ["ssh-keygen", "-y", "-P", "", "-f", f];
-          const r = await runAsIdentity(ctx, argv, {}, Math.min(ctx.env.timeoutMs, 10_000));
+          const cache = ctx.env.keyChecks;
+          let pending = cache?.get(f);
+          if (!pending) {
+            pending = runAsIdentity(ctx, argv, {}, Math.min(ctx.env.timeoutMs, 10_000)).then((x) => ({
+              code: x.code,
+              stderr: x.stderr,
+            }));
+            cache?.set(f, pending);
+          }
+          const r = await pending;
           const err = r.stderr.trim();
           if (r.code === 0) {
             usable.push(f);

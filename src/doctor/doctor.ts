@@ -139,6 +139,7 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
   const durations: Record<string, number> = {};
   let done = 0;
   const defs = builderChecks();
+  const keyChecks: NonNullable<BuilderCtx["env"]["keyChecks"]> = new Map();
   const perBuilder = await mapLimit(machines, opts.concurrency ?? 16, async (m) => {
     const b0 = performance.now();
     const ctx: BuilderCtx = {
@@ -150,6 +151,7 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
         sshPath: lctx.sshPath,
         timeoutMs,
         slowMs: opts.slowMs ?? 5000,
+        keyChecks,
       },
     };
     const r = await runChecks(defs, ctx, m.storeUri, prior);
