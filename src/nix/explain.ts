@@ -770,7 +770,12 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     id: "serve-protocol-garbage",
     cause: "remote-shell",
     title: "text on the builder's stdout broke the ssh:// handshake",
-    patterns: [/'nix-store --serve' protocol mismatch from '([^']*)', got '(.*)'/],
+    // 2.8 reports what it read so far: the banner, then the binary handshake, which can end the message
+    // before the closing quote (lab `banner` fault: `got 'Welcome …` + newline + `       ��RT`).
+    patterns: [
+      /'nix-store --serve' protocol mismatch from '([^']*)', got '(.*)'/,
+      /'nix-store --serve' protocol mismatch from '([^']*)', got '(.*)$/,
+    ],
     versions: "all",
     source: "spec §4.6, §3.6; landscape §3 #16",
     // Above the ssh connection entries: text on stdout proves ssh got through (2.8 appends ssh's stderr).
@@ -793,7 +798,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     id: "daemon-protocol-garbage",
     cause: "remote-shell",
     title: "text on the builder's stdout broke the ssh-ng:// handshake",
-    patterns: [/protocol mismatch, got '(.*)'/],
+    patterns: [/protocol mismatch, got '(.*)'/, /protocol mismatch, got '(.*)$/],
     versions: "all",
     source: "spec §4.7, §3.6; landscape §3 #16",
     priority: 101,
@@ -1682,6 +1687,44 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     }),
   }),
   // ----- the build itself -------------------------------------------------------------------------------
+  entry({
+    id: "remote-build-refused-platform",
+    cause: "system-mismatch",
+    title: "the builder refused the derivation: the machines line claims a system or feature it lacks",
+    // The inner text is the *builder's* Nix (2.8–2.29 wording); the wrapper is the local one's.
+    patterns: [
+      /build of '([^']*)' on '([^']*)' failed: (?:error: )?a '([^']+)' with features \{([^}]*)\} is required to build '[^']*', but I am a '([^']+)' with features \{([^}]*)\}/,
+    ],
+    versions: "all",
+    source: "spec §3.5, §3.7; lab faults wrong-system / missing-feature",
+    // Above remote-build-failed (45) and the local-fallback wording it contains (10).
+    priority: 70,
+    explain: (m) => {
+      const need = splitList(m[4]!);
+      const have = new Set(splitList(m[6]!));
+      const missing = need.filter((f) => !have.has(f));
+      // "I am a 'x86_64-linux'" does not list extra-platforms: a system that differs may still be fine
+      // (lab builders are x86_64-linux with extra-platforms aarch64-linux). Missing features are certain.
+      const sys = missing.length === 0;
+      return {
+        summary: sys
+          ? `The hook sent '${m[1]}' (${m[3]}) to '${m[2]}', which is a ${m[5]} and refused it: its machines line lists ${m[3]}, the builder cannot build it.`
+          : `The hook sent '${m[1]}' to '${m[2]}', which refused it: its machines line lists the features ${missing.join(", ")}, the builder does not have them.`,
+        detail:
+          "The build hook chooses machines by the systems and features columns of the machines line only; the builder checks its own `system`, `extra-platforms` and `system-features` when the build arrives. Here the line promises more than the builder's nix.conf gives.",
+        fix: sys
+          ? [
+              "Make the machines line's systems column match the builder: `ssh USER@HOST nix show-config | grep -E '^(system|extra-platforms) '`.",
+              "Or give the builder that platform (`extra-platforms`, with binfmt/qemu for a foreign CPU) and restart its nix-daemon.",
+            ]
+          : [
+              "Make the machines line's features column match the builder's `system-features` (`ssh USER@HOST nix show-config | grep system-features`).",
+              "Or add the features to the builder's `system-features` (e.g. kvm needs /dev/kvm) and restart its nix-daemon.",
+            ],
+        cause: sys ? "system-mismatch" : "feature-mismatch",
+      };
+    },
+  }),
   entry({
     id: "remote-build-failed",
     cause: "build-failed",
