@@ -1,28 +1,11 @@
 /** The doctor's vocabulary: checks, their outcomes and causes. See docs/doctor.md. */
+import { FAILURE_CAUSES } from "../nix/explain.js";
 
 /**
  * Why a check failed. The first group is the contract of `doctor --json` (shared with src/nix/explain.ts);
  * `slow` is ours (a warning: a builder that answers, but slowly).
  */
-export const DOCTOR_CAUSES = [
-  "unreachable",
-  "timeout",
-  "host-key",
-  "auth",
-  "remote-nix-missing",
-  "remote-shell",
-  "protocol",
-  "remote-untrusted",
-  "remote-daemon-down",
-  "system-mismatch",
-  "feature-mismatch",
-  "signature",
-  "local-config",
-  "local-untrusted",
-  "daemon-unreachable",
-  "ssh-missing",
-  "slow",
-] as const;
+export const DOCTOR_CAUSES = [...FAILURE_CAUSES, "slow"] as const;
 export type DoctorCause = (typeof DOCTOR_CAUSES)[number];
 
 export type CheckStatus = "pass" | "warn" | "fail" | "skip";

@@ -300,7 +300,7 @@ function derivationType(outputs: ReadonlyMap<string, DerivationOutput>): Derivat
 }
 
 /** Nix's whitespace tokenizer for non-structured string-list attributes (" \t\n\r"). */
-function tokenize(s: string): string[] {
+export function tokenize(s: string): string[] {
   const res: string[] = [];
   let start = -1;
   for (let i = 0; i < s.length; i++) {
@@ -317,7 +317,7 @@ function tokenize(s: string): string[] {
   return res;
 }
 
-const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+export const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 // Shared (frozen) results for the common cases, so most derivations allocate nothing here.
 const NO_FEATURES: string[] = Object.freeze([]) as unknown as string[];

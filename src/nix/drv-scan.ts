@@ -14,7 +14,13 @@
  * cut out of the decoded file. Strings are decoded only when needed (latin1 when all bytes are
  * ASCII, UTF-8 otherwise), which also makes them independent of the file buffer.
  */
-import type { DerivationFacts, DerivationType, OutputKind } from "./derivation.js";
+import {
+  byCodeUnit,
+  type DerivationFacts,
+  type DerivationType,
+  type OutputKind,
+  tokenize,
+} from "./derivation.js";
 import { NixError } from "./errors.js";
 
 /** What plan needs from one derivation. Arrays are parallel; shared ones are frozen. */
@@ -287,26 +293,6 @@ function outputKind(path: string, hashAlgo: string, hash: string): OutputKind {
   }
   return path === "" ? "deferred" : "inputAddressed";
 }
-
-/** Nix's whitespace tokenizer for non-structured string-list attributes (" \t\n\r"). */
-function tokenize(s: string): string[] {
-  const res: string[] = [];
-  let start = -1;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    const ws = c === 32 || c === 9 || c === 10 || c === 13;
-    if (ws) {
-      if (start >= 0) {
-        res.push(s.slice(start, i));
-        start = -1;
-      }
-    } else if (start < 0) start = i;
-  }
-  if (start >= 0) res.push(s.slice(start));
-  return res;
-}
-
-const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /** One scanner, reset per file (scanning is synchronous and not re-entrant). */
 const shared = new ByteScanner();

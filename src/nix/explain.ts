@@ -26,7 +26,8 @@ import { atLeast, type NixVersion, parseNixVersion } from "./version.js";
  * Causes. The first group is the doctor's vocabulary (shared with `doctor` / `verify`); the second group
  * names cases none of those describes.
  */
-export const CAUSES = [
+/** Why a remote-build link fails: the contract of `doctor --json` causes, shared by doctor and verify. */
+export const FAILURE_CAUSES = [
   "unreachable",
   "timeout",
   "host-key",
@@ -43,6 +44,10 @@ export const CAUSES = [
   "local-untrusted",
   "daemon-unreachable",
   "ssh-missing",
+] as const;
+
+export const CAUSES = [
+  ...FAILURE_CAUSES,
   // explain-only
   "machines-syntax",
   "no-builders",
