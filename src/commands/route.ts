@@ -21,8 +21,7 @@ import { type RouteDrv, type RouteLocal, type RouteResult, route } from "../nix/
 import { formatNixVersion, type NixVersion } from "../nix/version.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 import { table } from "./render.js";
-import { viewErrors } from "./show.js";
-import { settingText, type UserView, userView } from "./view.js";
+import { settingText, type UserView, userView, viewErrors } from "./view.js";
 
 export interface RouteOptions {
   user?: string;

@@ -11,7 +11,7 @@ import { type AgentReport, agentReport } from "./agent-checks.js";
 import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 import { originJson, originsText, plural, table } from "./render.js";
-import { type UserView, userView } from "./view.js";
+import { type UserView, userView, viewErrors } from "./view.js";
 
 export interface ShowOptions extends AgentOptions {
   user?: string;
@@ -32,35 +32,6 @@ export function machineJson(m: Machine): Record<string, unknown> {
     sshPublicHostKey: m.sshPublicHostKey,
     origin: { file: m.origin.file, line: m.origin.line },
   };
-}
-
-/** Every error that stops Nix for this user: config errors (client and daemon) and the machines error. */
-export function viewErrors(
-  v: UserView,
-): { message: string; file: string | null; line: number | null; where: string }[] {
-  const errors: { message: string; file: string | null; line: number | null; where: string }[] = [];
-  if (v.client.error)
-    errors.push({
-      message: v.client.error.nixMessage,
-      file: v.client.error.file,
-      line: v.client.error.line,
-      where: "user config",
-    });
-  if (v.daemon?.error)
-    errors.push({
-      message: v.daemon.error.nixMessage,
-      file: v.daemon.error.file,
-      line: v.daemon.error.line,
-      where: "daemon config",
-    });
-  if (v.machines.error)
-    errors.push({
-      message: v.machines.error.message,
-      file: v.machines.error.file,
-      line: v.machines.error.line,
-      where: "machines",
-    });
-  return errors;
 }
 
 export function showJson(v: UserView): Record<string, unknown> {

@@ -299,3 +299,32 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     machines,
   };
 }
+
+/** Every error that stops Nix for this user: config errors (client and daemon) and the machines error. */
+export function viewErrors(
+  v: UserView,
+): { message: string; file: string | null; line: number | null; where: string }[] {
+  const errors: { message: string; file: string | null; line: number | null; where: string }[] = [];
+  if (v.client.error)
+    errors.push({
+      message: v.client.error.nixMessage,
+      file: v.client.error.file,
+      line: v.client.error.line,
+      where: "user config",
+    });
+  if (v.daemon?.error)
+    errors.push({
+      message: v.daemon.error.nixMessage,
+      file: v.daemon.error.file,
+      line: v.daemon.error.line,
+      where: "daemon config",
+    });
+  if (v.machines.error)
+    errors.push({
+      message: v.machines.error.message,
+      file: v.machines.error.file,
+      line: v.machines.error.line,
+      where: "machines",
+    });
+  return errors;
+}
