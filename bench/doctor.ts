@@ -3,19 +3,29 @@
  *
  *   1. `doctor` over N lab builders (default 16), all at once (bounded concurrency 16);
  *   2. `doctor --builder <one>` (one builder, same local checks);
- *   3. `nix store ping --store <pinned ssh:// URI>` as root for the same N builders, one after another
- *      (what an operator does by hand; it covers ssh + handshake only, far less than the doctor).
+ *   3. `nix store ping --store <pinned ssh:// URI>` as root: for one builder, for the N one after
+ *      another (what an operator does by hand), and for the N all at once (background jobs). Ping only
+ *      covers ssh + handshake, far less than the doctor; the parallel ping shows what N of Nix's own
+ *      connections cost on this box.
  *
- * Everything runs on the lab's agent machine as root, `--user hercules-ci-agent`, median of BENCH_RUNS
- * (default 3) wall times, interleaved. Target: N builders take at most 1.5× the wall time of one.
+ * Everything runs on the lab's agent machine as root, `--user hercules-ci-agent`, with the built CLI
+ * (`node dist/cli.js`, what the `nix-builders` bin runs; built first when missing), median of the runs,
+ * interleaved. Target: N builders take at most 1.5× the wall time of one.
+ *
+ * The lab's builders run on this machine's CPUs, so the whole machine's CPU time (/proc/stat: user,
+ * nice, system, irq, softirq) is measured around each doctor run, client and builders together. With
+ * `cpus` CPUs, a run that needs C CPU-seconds cannot take less than C / cpus of wall time: `floorRatio`
+ * is that bound for the N-builder run divided by the one-builder wall time, the best ratio this box
+ * allows for the work the doctor does.
  *
  *   node --import tsx bench/doctor.ts [--builders 16] [--runs 3]
  *
  * Brings the lab up with N builders when it has fewer (`test/lab/lab up --builders N`), and leaves it up.
- * Prints one JSON object on stdout. To hook into bench/run.ts: `import { benchDoctor } from "./doctor.js"`
- * and print its result (it needs root and the lab; skip it otherwise).
+ * Prints one JSON object on stdout. bench/run.ts calls `benchDoctor()` when run as root.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { resolve } from "node:path";
 
 const repo = resolve(import.meta.dirname, "..");
@@ -34,10 +44,41 @@ function labStatus(): LabJson | null {
   return j.up ? j : null;
 }
 
-function timed(argv: string[]): { ms: number; code: number | null; stdout: string; stderr: string } {
+/** CPU time of the whole machine so far, in ms (user + nice + system + irq + softirq). */
+function machineCpuMs(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).map(Number);
+  const ticks = f[1]! + f[2]! + f[3]! + f[6]! + f[7]!;
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+interface Timed {
+  ms: number;
+  cpuMs: number;
+  code: number | null;
+  stdout: string;
+}
+
+function timed(argv: string[]): Timed {
+  const c0 = machineCpuMs();
   const t0 = performance.now();
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8", maxBuffer: 1 << 28, cwd: repo });
-  return { ms: performance.now() - t0, code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  return { ms: performance.now() - t0, cpuMs: machineCpuMs() - c0, code: r.status, stdout: r.stdout ?? "" };
+}
+
+/** Run every argv at once; wall time until the last exits. */
+async function timedParallel(argvs: string[][]): Promise<number> {
+  const t0 = performance.now();
+  await Promise.all(
+    argvs.map(
+      (argv) =>
+        new Promise<void>((done) => {
+          const c = spawn(argv[0]!, argv.slice(1), { stdio: "ignore", cwd: repo });
+          c.on("close", () => done());
+          c.on("error", () => done());
+        }),
+    ),
+  );
+  return performance.now() - t0;
 }
 
 function median(xs: number[]): number {
@@ -48,20 +89,37 @@ function median(xs: number[]): number {
 export interface DoctorBench {
   builders: number;
   runs: number;
+  cpus: number;
   doctorAllMs: number;
   doctorOneMs: number;
   /** doctorAll / doctorOne; target ≤ 1.5. */
   ratio: number;
+  /** Machine CPU time (client and lab builders) of the N-builder and one-builder doctor runs. */
+  doctorAllCpuMs: number;
+  doctorOneCpuMs: number;
+  /** (doctorAllCpuMs − doctorOneCpuMs) / (N − 1): what one more builder costs, both sides. */
+  cpuPerBuilderMs: number;
+  /** (doctorAllCpuMs / cpus) / doctorOneMs: no run of this work can have a lower ratio on this box. */
+  floorRatio: number;
+  pingOneMs: number;
   pingSequentialMs: number;
+  pingParallelMs: number;
+  /** pingParallel / pingOne: N of Nix's own connections at once, against one. */
+  pingParallelRatio: number;
   /** Per-builder time inside the doctor (median over builders of the last all-builders run). */
   perBuilderMedianMs: number;
   exitCodes: { all: number | null; one: number | null };
-  samples: { all: number[]; one: number[]; ping: number[] };
+  samples: { all: number[]; one: number[]; pingSequential: number[]; pingParallel: number[] };
 }
 
-export function benchDoctor(opts: { builders?: number; runs?: number } = {}): DoctorBench {
+export async function benchDoctor(opts: { builders?: number; runs?: number } = {}): Promise<DoctorBench> {
   const n = opts.builders ?? 16;
   const runs = opts.runs ?? 3;
+  const cli = `${repo}/dist/cli.js`;
+  if (!existsSync(cli)) {
+    const b = spawnSync("npm", ["run", "build"], { cwd: repo, encoding: "utf8" });
+    if (b.status !== 0) throw new Error(`npm run build failed: ${b.stderr}`);
+  }
   let s = labStatus();
   if (!s || s.builders.length < n) {
     const up = spawnSync(LAB, ["up", "--builders", String(n)], { encoding: "utf8" });
@@ -74,48 +132,40 @@ export function benchDoctor(opts: { builders?: number; runs?: number } = {}): Do
   const exec = s.agent.exec;
   const wd = [...exec.slice(0, -1), `--wd=${repo}`, "--"];
   const doctor = (extra: string[]) =>
-    timed([
-      ...wd,
-      "node",
-      "--import",
-      "tsx",
-      "src/cli.ts",
-      "doctor",
-      "--user",
-      "hercules-ci-agent",
-      "--json",
-      ...extra,
-    ]);
+    timed([...wd, "node", cli, "doctor", "--user", "hercules-ci-agent", "--json", ...extra]);
   const builders = s.builders.slice(0, n);
   const only = builders.length < s.builders.length ? builders.flatMap((b) => ["--builder", b.address]) : [];
-  const all: number[] = [];
-  const one: number[] = [];
-  const ping: number[] = [];
+  const ping = (uri: string) => [
+    ...exec,
+    "nix",
+    "--extra-experimental-features",
+    "nix-command",
+    "store",
+    "ping",
+    "--store",
+    uri,
+  ];
+  const all: Timed[] = [];
+  const one: Timed[] = [];
+  const pingOne: number[] = [];
+  const pingSeq: number[] = [];
+  const pingPar: number[] = [];
   let lastAll = "";
   const codes: { all: number | null; one: number | null } = { all: null, one: null };
-  doctor(["--builder", builders[0]!.address]); // warm-up (tsx compile cache, ssh host state)
+  doctor(["--builder", builders[0]!.address]); // warm-up (page cache, ssh host state)
   for (let i = 0; i < runs; i++) {
     const a = doctor(only);
-    all.push(a.ms);
+    all.push(a);
     lastAll = a.stdout;
     codes.all = a.code;
     const o = doctor(["--builder", builders[0]!.address]);
-    one.push(o.ms);
+    one.push(o);
     codes.one = o.code;
+    pingOne.push(timed(ping(builders[0]!.storeUriPinned)).ms);
     const t0 = performance.now();
-    for (const b of builders) {
-      timed([
-        ...exec,
-        "nix",
-        "--extra-experimental-features",
-        "nix-command",
-        "store",
-        "ping",
-        "--store",
-        b.storeUriPinned,
-      ]);
-    }
-    ping.push(performance.now() - t0);
+    for (const b of builders) timed(ping(b.storeUriPinned));
+    pingSeq.push(performance.now() - t0);
+    pingPar.push(await timedParallel(builders.map((b) => ping(b.storeUriPinned))));
   }
   let perBuilder = 0;
   try {
@@ -125,16 +175,35 @@ export function benchDoctor(opts: { builders?: number; runs?: number } = {}): Do
     // no JSON: exit codes tell
   }
   const r = (x: number) => Math.round(x);
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  const ncpu = cpus().length;
+  const allMs = median(all.map((x) => x.ms));
+  const oneMs = median(one.map((x) => x.ms));
+  const allCpu = median(all.map((x) => x.cpuMs));
+  const oneCpu = median(one.map((x) => x.cpuMs));
   return {
     builders: builders.length,
     runs,
-    doctorAllMs: r(median(all)),
-    doctorOneMs: r(median(one)),
-    ratio: Math.round((median(all) / median(one)) * 100) / 100,
-    pingSequentialMs: r(median(ping)),
+    cpus: ncpu,
+    doctorAllMs: r(allMs),
+    doctorOneMs: r(oneMs),
+    ratio: r2(allMs / oneMs),
+    doctorAllCpuMs: r(allCpu),
+    doctorOneCpuMs: r(oneCpu),
+    cpuPerBuilderMs: builders.length > 1 ? r((allCpu - oneCpu) / (builders.length - 1)) : 0,
+    floorRatio: r2(allCpu / ncpu / oneMs),
+    pingOneMs: r(median(pingOne)),
+    pingSequentialMs: r(median(pingSeq)),
+    pingParallelMs: r(median(pingPar)),
+    pingParallelRatio: r2(median(pingPar) / median(pingOne)),
     perBuilderMedianMs: r(perBuilder),
     exitCodes: codes,
-    samples: { all: all.map(r), one: one.map(r), ping: ping.map(r) },
+    samples: {
+      all: all.map((x) => r(x.ms)),
+      one: one.map((x) => r(x.ms)),
+      pingSequential: pingSeq.map(r),
+      pingParallel: pingPar.map(r),
+    },
   };
 }
 
@@ -143,7 +212,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const i = process.argv.indexOf(name);
     return i >= 0 ? Number(process.argv[i + 1]) : undefined;
   };
-  const res = benchDoctor({
+  const res = await benchDoctor({
     ...(arg("--builders") !== undefined ? { builders: arg("--builders")! } : {}),
     ...(arg("--runs") !== undefined ? { runs: arg("--runs")! } : {}),
   });

@@ -9,6 +9,9 @@
  *   2. At 20,000: the .drv reader (sync loop vs a pool of 64 fs.promises reads) and the validity
  *      method (nix-daemon --stdio vs nix-store --check-validity), as plan's own phase timings.
  *   3. Startup: `node dist/cli.js show --json` vs `node -e 0`, median of 7, as a ratio. Target < 2.
+ *   4. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
+ *      bench/DOCTOR.md). Target ≤ 1.5×. Brings the lab up and down again unless it was up. BENCH_DOCTOR=0
+ *      skips it.
  *
  * It runs the built CLI (`npm run build` first). Until src/cli.ts wires `plan`, a small harness
  * calls dist/commands/plan.js's runPlan directly (same code, no commander). Must run as root or as a
@@ -17,6 +20,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { benchDoctor } from "./doctor.js";
 import { makeClosure } from "./make-closure.js";
 
 const repo = resolve(import.meta.dirname, "..");
@@ -108,7 +112,7 @@ function planArgs(
   return [...pc.pre, JSON.stringify({ builders: BUILDERS, store, json: true, ...extra }), root];
 }
 
-function main(): void {
+async function main(): Promise<void> {
   process.stderr.write("building dist/ …\n");
   execFileSync("npm", ["run", "build"], { cwd: repo, stdio: ["ignore", "ignore", "inherit"] });
   const pc = planCommand();
@@ -198,6 +202,25 @@ function main(): void {
   process.stdout.write(
     `\nstartup: node -e 0 ${startup.nodeMs} ms, show --json ${startup.showJsonMs} ms, ratio ${startup.ratio}\n`,
   );
+
+  // The doctor over 16 lab builders (bench/doctor.ts): needs root (the lab); BENCH_DOCTOR=0 skips it.
+  if (process.env.BENCH_DOCTOR === "0") return;
+  if (process.getuid?.() !== 0) {
+    process.stdout.write("\ndoctor: skipped (the lab needs root)\n");
+    return;
+  }
+  const lab = join(repo, "test", "lab", "lab");
+  const wasUp = spawnSync(lab, ["status", "--json"], { encoding: "utf8" }).status === 0;
+  try {
+    const d = await benchDoctor({ builders: 16, runs });
+    process.stdout.write(`\n${JSON.stringify({ doctor: d }, null, 2)}\n`);
+    process.stdout.write(
+      `\ndoctor: 16 builders ${d.doctorAllMs} ms, one ${d.doctorOneMs} ms, ratio ${d.ratio} (target ≤ 1.5; CPU floor on ${d.cpus} CPUs ${d.floorRatio}); ` +
+        `nix store ping: one ${d.pingOneMs} ms, 16 sequential ${d.pingSequentialMs} ms, 16 parallel ${d.pingParallelMs} ms (${d.pingParallelRatio}× one)\n`,
+    );
+  } finally {
+    if (!wasUp) spawnSync(lab, ["down"]);
+  }
 }
 
-main();
+await main();

@@ -10,8 +10,10 @@
  *
  * One ssh session (the "main probe": Nix's argv, the handshake of the store's protocol, one
  * QueryValidPaths so that the remote store is really opened) answers host-key … remote-daemon: the stage
- * it reached decides which of them fails (classify.ts). A second session with a fixed command reads the
- * builder's configuration (remote-config). See docs/doctor.md.
+ * it reached decides which of them fails (classify.ts). The probe's ssh is a connection master
+ * (ControlMaster, a socket in a private temp dir): once the handshake passed, a fixed command reads the
+ * builder's configuration over that same connection (remote-config), without a second key exchange.
+ * See docs/doctor.md.
  */
 import { chownSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -74,7 +76,22 @@ export interface BuilderCtx {
   argv?: NixSshArgv;
   sshG?: SshG;
   probe?: Promise<{ result: ProbeResult; cls: Classification; argv: string[] }>;
+  /** The remote-config command's run, when it went over the main probe's connection. */
+  remoteRun?: RemoteRun;
   remote?: RemoteConfig;
+}
+
+/** One run of the fixed remote-config command. */
+interface RemoteRun {
+  argv: string[];
+  /** "mux": over the main probe's ssh connection; "session": its own ssh session (or bash for localhost). */
+  via: "mux" | "session";
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  expectStartedLine: boolean;
 }
 
 const DUMMY_PATH = "/nix/store/00000000000000000000000000000000-nix-builders-doctor-probe";
@@ -147,9 +164,17 @@ function mainProbe(ctx: BuilderCtx): Promise<{ result: ProbeResult; cls: Classif
     const dir = await mkdtemp(join(tmpdir(), "nix-builders-doctor-"));
     try {
       const file = join(dir, "host-key");
+      // The remote-config command later runs over this connection (no second key exchange: with the
+      // default post-quantum key exchange that is most of an ssh connection's CPU). ssh exits when it
+      // cannot bind a control socket, so a long TMPDIR gets no master (the command gets its own session).
+      const controlPath = join(dir, "cm");
+      const mux = !ctx.argv!.fakeSsh && Buffer.byteLength(controlPath) < 100;
       const a = probeSshArgv(
         { ...ctx.input!, hostKeyFile: file, verbose: !ctx.argv!.fakeSsh },
-        { connectTimeoutSec: Math.max(1, Math.ceil(env.timeoutMs / 1000)) },
+        {
+          connectTimeoutSec: Math.max(1, Math.ceil(env.timeoutMs / 1000)),
+          ...(mux ? { controlPath } : {}),
+        },
       );
       if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
       if (process.getuid?.() === 0 && env.identity.uid !== 0) {
@@ -170,6 +195,13 @@ function mainProbe(ctx: BuilderCtx): Promise<{ result: ProbeResult; cls: Classif
         expectStartedLine: a.expectStartedLine,
         timeoutMs: env.timeoutMs,
         queryValidPaths: [DUMMY_PATH],
+        ...(mux
+          ? {
+              whileOpen: async () => {
+                ctx.remoteRun = await runRemoteConfig(ctx, file, controlPath);
+              },
+            }
+          : {}),
       });
       const cls = classifyProbe(result, env.version, { fakeSsh: a.fakeSsh });
       return { result, cls, argv: [program, ...a.args] };
@@ -251,6 +283,63 @@ function strList(v: unknown): string[] {
   if (Array.isArray(v)) return v.map(String);
   if (typeof v === "string") return v.split(/\s+/).filter(Boolean);
   return [];
+}
+
+/**
+ * Run the fixed remote-config command as the identity, with Nix's argv for this store (host key file
+ * `hostKeyFile`, already written). With `controlPath`, ssh first tries that master's socket
+ * (`-oControlMaster=no`: without a master there it connects on its own, as a second session would).
+ */
+async function runRemoteConfig(
+  ctx: BuilderCtx,
+  hostKeyFile: string,
+  controlPath: string | null,
+): Promise<RemoteRun> {
+  const env = ctx.env;
+  const cmd = remoteCommandText(ctx);
+  const a = probeSshArgv(
+    { ...ctx.input!, hostKeyFile },
+    { connectTimeoutSec: Math.max(1, Math.ceil(env.timeoutMs / 1000)) },
+  );
+  let argv: string[];
+  if (a.fakeSsh) argv = ["bash", "-c", cmd];
+  else {
+    const words = withCommand(a, env.version, cmd);
+    const muxOpts =
+      controlPath === null
+        ? []
+        : [`-oControlPath=${controlPath.replaceAll("%", "%%")}`, "-oControlMaster=no"];
+    argv = [env.sshPath ?? "ssh", words[0]!, ...muxOpts, ...words.slice(1)];
+  }
+  const r = await runAsIdentity(ctx, argv, a.env);
+  return {
+    argv,
+    via: controlPath === null || a.fakeSsh ? "session" : "mux",
+    code: r.code,
+    signal: r.signal,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    timedOut: r.timedOut,
+    expectStartedLine: a.expectStartedLine,
+  };
+}
+
+/** The remote-config command in its own session (no master to share, or localhost). */
+async function runRemoteConfigSession(ctx: BuilderCtx): Promise<RemoteRun> {
+  const env = ctx.env;
+  const dir = await mkdtemp(join(tmpdir(), "nix-builders-doctor-"));
+  try {
+    const file = join(dir, "host-key");
+    const a = probeSshArgv({ ...ctx.input!, hostKeyFile: file });
+    if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
+    if (process.getuid?.() === 0 && env.identity.uid !== 0) {
+      chownSync(dir, env.identity.uid, env.identity.gid);
+      if (a.knownHostsContent !== undefined) chownSync(file, env.identity.uid, env.identity.gid);
+    }
+    return await runRemoteConfig(ctx, file, null);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export function builderChecks(): CheckDef<BuilderCtx>[] {
@@ -583,64 +672,48 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
       id: "builder.remote-config",
       deps: ["builder.handshake", "builder.remote-daemon"],
       async run(ctx) {
-        const env = ctx.env;
-        const cmd = remoteCommandText(ctx);
-        let argv: string[];
-        const dir = await mkdtemp(join(tmpdir(), "nix-builders-doctor-"));
+        await mainProbe(ctx);
+        const r = ctx.remoteRun ?? (await runRemoteConfigSession(ctx));
+        let out = r.stdout;
+        if (r.expectStartedLine && out.startsWith("started\n")) out = out.slice(8);
+        const lines = out.split("\n");
+        const rc: RemoteConfig = {
+          nixVersion: /\(Nix\) (\S+)/.exec(lines[0] ?? "")?.[1] ?? null,
+          user: lines[1]?.trim() || null,
+          groups: (lines[2] ?? "").trim().split(/\s+/).filter(Boolean),
+          settings: null,
+          raw: { stdout: truncate(r.stdout, 400), stderr: truncate(r.stderr.trim(), 800), code: r.code },
+        };
         try {
-          const file = join(dir, "host-key");
-          const a = probeSshArgv(
-            { ...ctx.input!, hostKeyFile: file },
-            { connectTimeoutSec: Math.max(1, Math.ceil(env.timeoutMs / 1000)) },
-          );
-          if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
-          if (process.getuid?.() === 0 && env.identity.uid !== 0) {
-            chownSync(dir, env.identity.uid, env.identity.gid);
-            if (a.knownHostsContent !== undefined) chownSync(file, env.identity.uid, env.identity.gid);
-          }
-          argv = a.fakeSsh
-            ? ["bash", "-c", cmd]
-            : [env.sshPath ?? "ssh", ...withCommand(a, env.version, cmd)];
-          const r = await runAsIdentity(ctx, argv, a.env);
-          let out = r.stdout;
-          if (a.expectStartedLine && out.startsWith("started\n")) out = out.slice(8);
-          const lines = out.split("\n");
-          const rc: RemoteConfig = {
-            nixVersion: /\(Nix\) (\S+)/.exec(lines[0] ?? "")?.[1] ?? null,
-            user: lines[1]?.trim() || null,
-            groups: (lines[2] ?? "").trim().split(/\s+/).filter(Boolean),
-            settings: null,
-            raw: { stdout: truncate(r.stdout, 400), stderr: truncate(r.stderr.trim(), 800), code: r.code },
-          };
-          try {
-            rc.settings = JSON.parse(lines.slice(3).join("\n")) as Record<string, unknown>;
-          } catch {
-            rc.settings = null;
-          }
-          ctx.remote = rc;
-          const ev: Evidence[] = [
-            {
-              what: `ran (second ssh session, fixed command): ${q(argv)}`,
-              result: `exit ${r.code ?? r.signal}${r.timedOut ? " (timed out)" : ""}${rc.raw.stderr ? `; stderr: ${rc.raw.stderr}` : ""}`,
-            },
-          ];
-          if (!rc.settings)
-            return {
-              status: "warn",
-              cause: null,
-              message: `could not read the builder's configuration (${rc.raw.stderr.split("\n").pop() || `exit ${r.code}`}); systems, features and trust are not checked`,
-              evidence: ev,
-              fix: "Make `nix` (2.4 or later) available next to nix-store on the builder's non-login PATH.",
-            };
-          const sys = String(settingValue(rc.settings, "system") ?? "?");
-          return {
-            status: "pass",
-            message: `builder runs Nix ${rc.nixVersion ?? "?"} as ${rc.user ?? "?"}; system ${sys}, extra-platforms ${strList(settingValue(rc.settings, "extra-platforms")).join(" ") || "(none)"}; system-features ${strList(settingValue(rc.settings, "system-features")).join(" ")}`,
-            evidence: ev,
-          };
-        } finally {
-          await rm(dir, { recursive: true, force: true });
+          rc.settings = JSON.parse(lines.slice(3).join("\n")) as Record<string, unknown>;
+        } catch {
+          rc.settings = null;
         }
+        ctx.remote = rc;
+        const how =
+          r.via === "mux"
+            ? "over the main probe's ssh connection (its control socket: no second key exchange), fixed command"
+            : "second ssh session, fixed command";
+        const ev: Evidence[] = [
+          {
+            what: `ran (${how}): ${q(r.argv)}`,
+            result: `exit ${r.code ?? r.signal}${r.timedOut ? " (timed out)" : ""}${rc.raw.stderr ? `; stderr: ${rc.raw.stderr}` : ""}`,
+          },
+        ];
+        if (!rc.settings)
+          return {
+            status: "warn",
+            cause: null,
+            message: `could not read the builder's configuration (${rc.raw.stderr.split("\n").pop() || `exit ${r.code}`}); systems, features and trust are not checked`,
+            evidence: ev,
+            fix: "Make `nix` (2.4 or later) available next to nix-store on the builder's non-login PATH.",
+          };
+        const sys = String(settingValue(rc.settings, "system") ?? "?");
+        return {
+          status: "pass",
+          message: `builder runs Nix ${rc.nixVersion ?? "?"} as ${rc.user ?? "?"}; system ${sys}, extra-platforms ${strList(settingValue(rc.settings, "extra-platforms")).join(" ") || "(none)"}; system-features ${strList(settingValue(rc.settings, "system-features")).join(" ")}`,
+          evidence: ev,
+        };
       },
     },
     {

@@ -41,6 +41,12 @@ export interface ProbeOptions {
   queryValidPaths?: string[];
   /** Max stderr bytes kept (default 64 KiB). */
   stderrLimit?: number;
+  /**
+   * Called once the handshake (and the optional query) succeeded, while the session is still open:
+   * e.g. to run a second command over the same ssh connection (ControlMaster). The probe closes its
+   * session only after this settles; its errors are ignored (the callback reports its own).
+   */
+  whileOpen?: () => Promise<unknown>;
 }
 
 export type ProbeFailureKind =
@@ -105,6 +111,18 @@ function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
       // already gone
     }
   }
+}
+
+/**
+ * `p`, or `fallback` after `ms`. The timer is cleared when `p` wins: a pending timer would keep the
+ * process alive (and the command from exiting) for the rest of its delay.
+ */
+function raceTimer<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<F>((r) => {
+    timer = setTimeout(() => r(fallback), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
 export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
@@ -242,6 +260,7 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   })();
 
   const first = await Promise.race([work.then(() => null), spawnError]);
+  if (first === null && result.ok && opts.whileOpen) await opts.whileOpen().catch(() => {});
   if (first instanceof Error) {
     const code = (first as NodeJS.ErrnoException).code;
     ac.abort();
@@ -261,14 +280,15 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   // Close our side; a well-behaved server exits at EOF. Give it a moment, then kill the group.
   child.stdin.end();
   const graceMs = result.failure?.kind === "timeout" ? 0 : 1500;
-  const reaped = await Promise.race([
+  const reaped = await raceTimer(
     exited.then(() => true),
-    new Promise<boolean>((r) => setTimeout(() => r(false), graceMs)),
-  ]);
+    graceMs,
+    false,
+  );
   if (!reaped && child.pid !== undefined) {
     result.killed = true;
     killGroup(child.pid, "SIGKILL");
-    await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 2000))]);
+    await raceTimer(exited, 2000, undefined);
   } else if (child.pid !== undefined) {
     // ssh may leave helpers (ProxyCommand) behind in its group.
     killGroup(child.pid, "SIGKILL");

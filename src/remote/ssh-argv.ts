@@ -413,6 +413,13 @@ export interface ProbeSshOptions {
    * daemon user's own ssh_config sets. Turn it on when the environment cannot be controlled.
    */
   noAgent?: boolean;
+  /**
+   * Make this ssh a connection master listening on this socket (`-oControlMaster=yes
+   * -oControlPath=… -oControlPersist=no`), so that a second command can run over the same authenticated connection
+   * (`ssh -oControlPath=… -oControlMaster=no`) without a second key exchange. The connection itself is
+   * unchanged. ssh exits if it cannot bind the socket, so keep the path short (under 100 bytes).
+   */
+  controlPath?: string;
 }
 
 /**
@@ -427,6 +434,13 @@ export function probeSshArgv(input: NixSshArgvInput, opts: ProbeSshOptions = {})
   if (base.error || base.fakeSsh) return base;
   const extra = ["-oBatchMode=yes", `-oConnectTimeout=${opts.connectTimeoutSec ?? 10}`];
   if (opts.noAgent) extra.push("-oIdentityAgent=none");
+  if (opts.controlPath !== undefined)
+    extra.push(
+      "-oControlMaster=yes",
+      `-oControlPath=${opts.controlPath.replaceAll("%", "%%")}`,
+      // An ssh_config ControlPersist would leave a master running after the probe.
+      "-oControlPersist=no",
+    );
   return { ...base, args: [base.args[0]!, ...extra, ...base.args.slice(1)] };
 }
 

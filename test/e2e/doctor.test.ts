@@ -5,6 +5,7 @@
  * Times are printed (for bench/DOCTOR.md), never asserted.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { ensureLab, type LabStatus, lab, labExec, labSkipReason, REPO } from "./support/lab.js";
 
@@ -119,8 +120,26 @@ after(() => {
 });
 
 describe("doctor on the lab", { skip, concurrency: 1 }, () => {
-  it("a healthy lab passes every check (exit 0)", () => {
+  it("a healthy lab passes every check (exit 0), with one ssh login per builder", () => {
+    const logins = () =>
+      s.builders
+        .slice(0, USE)
+        .map(
+          (b) =>
+            readFileSync(`${s.stateDir}/${b.name}/sshd.log`, "utf8").split("Accepted publickey").length - 1,
+        );
+    const before = logins();
     const { report, code } = runDoctor();
+    // The remote-config command rides on the main probe's connection (ControlMaster): each builder's
+    // sshd sees one authentication, not two.
+    const loginsAfter = logins();
+    assert.deepEqual(
+      loginsAfter.map((n, i) => n - before[i]!),
+      s.builders.slice(0, USE).map(() => 1),
+    );
+    const rc = report.checks.filter((c) => c.id === "builder.remote-config");
+    assert.equal(rc.length, USE);
+    for (const c of rc) assert.equal(c.status, "pass", c.message);
     assert.deepEqual(show(notPassing(report)), "");
     assert.equal(report.checks.filter((c) => c.status === "skip").length, 0);
     assert.equal(code, 0);

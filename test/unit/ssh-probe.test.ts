@@ -175,6 +175,62 @@ describe("probe over a real sshd on 127.0.0.1", { skip }, () => {
     console.log(`# ssh worker probe: handshake ${r.timings.handshakeMs} ms`);
   });
 
+  it("leaves no timer behind: the command can exit as soon as the probe returns", async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((x) => x === "Timeout").length;
+    const before = timers();
+    const r = await probeStore(base(), { queryValidPaths: [missingPath] });
+    assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
+    assert.equal(timers(), before);
+  });
+
+  it("controlPath + whileOpen: a second command runs over the probe's own connection", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nb-cm-"));
+    try {
+      const cm = join(dir, "cm");
+      const accepted = () => sshdLog.split("Accepted publickey").length - 1;
+      const before = accepted();
+      let second: { code: number | null; out: string } | undefined;
+      const r = await probeStore(base(), {
+        ssh: { controlPath: cm },
+        queryValidPaths: [missingPath],
+        whileOpen: async () => {
+          // The socket only exists while the probe's session is open.
+          assert.ok(existsSync(cm));
+          const c = spawn(
+            "ssh",
+            [
+              "root@127.0.0.1",
+              `-oControlPath=${cm}`,
+              "-oControlMaster=no",
+              "-oBatchMode=yes",
+              "echo",
+              "muxed",
+            ],
+            { stdio: ["ignore", "pipe", "pipe"] },
+          );
+          let out = "";
+          c.stdout?.on("data", (b: Buffer) => {
+            out += b.toString();
+          });
+          const code = await new Promise<number | null>((res) => c.on("close", res));
+          second = { code, out };
+        },
+      });
+      assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
+      assert.ok(r.argv.includes("-oControlMaster=yes"));
+      assert.ok(r.argv.includes(`-oControlPath=${cm}`));
+      assert.ok(r.argv.includes("-oControlPersist=no"));
+      assert.deepEqual(second, { code: 0, out: "muxed\n" });
+      // One authentication for both commands: the second one did not open a connection of its own
+      // (it has no key and no port: on its own it could not have logged in at all).
+      await new Promise((res) => setTimeout(res, 100)); // sshd's log line may trail the session
+      assert.equal(accepted() - before, 1);
+      assert.equal(existsSync(cm), false, "ssh removes its control socket when the master exits");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a wrong pinned key fails with ssh's `Host key verification failed.`", async () => {
     const r = await probeStore({ ...base(), base64PublicHostKey: b64(otherKey.pub) });
     assert.equal(r.ok, false);
