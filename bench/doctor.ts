@@ -7,6 +7,8 @@
  *      another (what an operator does by hand), and for the N all at once (background jobs). Ping only
  *      covers ssh + handshake, far less than the doctor; the parallel ping shows what N of Nix's own
  *      connections cost on this box.
+ *   4. `doctor --builder <b1> --timeout 5` with b1 blackholed: the `timeout` verdict must come within
+ *      the timeout + 2 s.
  *
  * Everything runs on the lab's agent machine as root, `--user hercules-ci-agent`, with the built CLI
  * (`node dist/cli.js`, what the `nix-builders` bin runs; built first when missing), median of the runs,
@@ -108,6 +110,11 @@ export interface DoctorBench {
   pingParallelRatio: number;
   /** Per-builder time inside the doctor (median over builders of the last all-builders run). */
   perBuilderMedianMs: number;
+  /**
+   * `doctor --builder <b1> --timeout 5` with the lab's `blackhole` fault on b1 (packets dropped): the
+   * acceptance bound is a `timeout` verdict within the timeout + 2 s.
+   */
+  blackhole: { timeoutMs: number; builderMs: number | null; commandMs: number; cause: string | null };
   exitCodes: { all: number | null; one: number | null };
   samples: { all: number[]; one: number[]; pingSequential: number[]; pingParallel: number[] };
 }
@@ -167,6 +174,27 @@ export async function benchDoctor(opts: { builders?: number; runs?: number } = {
     pingSeq.push(performance.now() - t0);
     pingPar.push(await timedParallel(builders.map((b) => ping(b.storeUriPinned))));
   }
+  // Blackhole: one run (it waits for the deadline by design).
+  spawnSync(LAB, ["fault", builders[0]!.name, "blackhole"]);
+  let blackhole: DoctorBench["blackhole"];
+  try {
+    const b = doctor(["--builder", builders[0]!.address, "--timeout", "5"]);
+    let builderMs: number | null = null;
+    let cause: string | null = null;
+    try {
+      const j = JSON.parse(b.stdout) as {
+        checks: { status: string; cause: string | null }[];
+        summary: { builderDurationsMs: Record<string, number> };
+      };
+      builderMs = Object.values(j.summary.builderDurationsMs)[0] ?? null;
+      cause = j.checks.find((c) => c.status === "fail")?.cause ?? null;
+    } catch {
+      // no JSON: cause stays null
+    }
+    blackhole = { timeoutMs: 5000, builderMs, commandMs: Math.round(b.ms), cause };
+  } finally {
+    spawnSync(LAB, ["heal", builders[0]!.name, "blackhole"]);
+  }
   let perBuilder = 0;
   try {
     const j = JSON.parse(lastAll) as { summary: { builderDurationsMs: Record<string, number> } };
@@ -197,6 +225,7 @@ export async function benchDoctor(opts: { builders?: number; runs?: number } = {
     pingParallelMs: r(median(pingPar)),
     pingParallelRatio: r2(median(pingPar) / median(pingOne)),
     perBuilderMedianMs: r(perBuilder),
+    blackhole,
     exitCodes: codes,
     samples: {
       all: all.map((x) => r(x.ms)),
