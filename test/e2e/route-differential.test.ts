@@ -21,6 +21,7 @@ import { after, before, describe, test } from "node:test";
 import type { Io } from "../../src/commands/io.js";
 import { runRoute } from "../../src/commands/route.js";
 import { slotFile } from "../../src/host/current-load.js";
+import { mulberry32 } from "../support/random.js";
 
 const isRoot = process.getuid?.() === 0;
 const haveNix = spawnSync("nix-store", ["--version"], { encoding: "utf8" }).stdout?.includes("2.8");
@@ -48,17 +49,6 @@ interface Scenario {
   preferLocal?: boolean;
   builtin?: boolean;
   maxJobs?: number;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const m = (

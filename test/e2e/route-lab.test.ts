@@ -27,6 +27,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { slotFile } from "../../src/host/current-load.js";
+import { mulberry32 } from "../support/random.js";
 import { ensureLab, type LabBuilder, type LabStatus, labExec, labSkipReason, REPO } from "./support/lab.js";
 
 const skip = labSkipReason();
@@ -55,17 +56,6 @@ interface Scenario {
   builtin?: boolean;
   /** max-jobs of the building process (default 1). */
   maxJobs?: number;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const X86 = "x86_64-linux";

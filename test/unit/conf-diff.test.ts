@@ -15,6 +15,7 @@ import { nodeFileReader } from "../../src/host/fs-reader.js";
 import { type ConfigFlag, type FileReader, loadConfig, type MachineFacts } from "../../src/nix/conf.js";
 import { SettingRegistry, type SettingType } from "../../src/nix/settings.js";
 import { NIX_2_8, parseNixVersion } from "../../src/nix/version.js";
+import { mulberry32 as rng } from "../support/random.js";
 
 const NIX = "/usr/bin/nix";
 const HAVE_NIX = existsSync(NIX);
@@ -151,17 +152,6 @@ async function pool<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promi
 
 // ---------------------------------------------------------------------------------------------------------
 // The generator (seeded, deterministic)
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const reg = new SettingRegistry(NIX_2_8);
 /** The settings the brief names; they get most of the traffic. */

@@ -8,8 +8,8 @@
  * Needs root (sshd, login as root) and /usr/sbin/sshd.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,107 +17,40 @@ import { after, before, describe, it } from "node:test";
 import { type DoctorReport, doctor } from "../../src/doctor/doctor.js";
 import { reportJson, reportText } from "../../src/doctor/report.js";
 import { DOCTOR_CAUSES } from "../../src/doctor/types.js";
+import { keygen, type LoopbackSshd, sshdSkipReason, startLoopbackSshd } from "../support/loopback-sshd.js";
 
-const SSHD = "/usr/sbin/sshd";
-function canRun(): string | false {
-  if (process.getuid?.() !== 0) return "needs root";
-  if (!existsSync(SSHD)) return "no /usr/sbin/sshd";
-  try {
-    execFileSync("nix-store", ["--version"], { stdio: "ignore" });
-  } catch {
-    return "nix-store missing";
-  }
-  return false;
-}
-const skip = canRun();
+const skip = sshdSkipReason();
 
 const tmp = mkdtempSync(join(tmpdir(), "nb-doctor-"));
 const store = join(tmp, "store");
 let port = 0;
-let sshd: ChildProcess | undefined;
+let sshd: LoopbackSshd | undefined;
 let silent: Server | undefined;
 let report: DoctorReport;
 const b64 = (s: string) => Buffer.from(s).toString("base64");
-
-function keygen(name: string, passphrase = ""): { priv: string; pub: string } {
-  const priv = join(tmp, name);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", passphrase, "-C", `${name}@test`, "-f", priv]);
-  return { priv, pub: readFileSync(`${priv}.pub`, "utf8") };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const p = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** name → [machines line, expected failing check id or null, expected cause]. */
 const cases: Record<string, { line: string; check: string | null; cause?: string; uri: string }> = {};
 
 before(async () => {
   if (skip) return;
-  const hostKey = keygen("hostkey");
-  const client = keygen("client");
-  const other = keygen("other");
-  const locked = keygen("locked", "secret-passphrase");
-  writeFileSync(join(tmp, "authorized_keys"), client.pub + locked.pub, { mode: 0o600 });
-  if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
-  const conf = join(tmp, "sshd_config");
-  writeFileSync(
-    conf,
-    [
-      "ListenAddress 127.0.0.1",
-      `HostKey ${hostKey.priv}`,
-      `AuthorizedKeysFile ${join(tmp, "authorized_keys")}`,
-      "PidFile none",
-      "StrictModes no",
-      "UsePAM no",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "PermitRootLogin prohibit-password",
-      "MaxStartups 100:30:200",
-      "",
-    ].join("\n"),
-  );
+  const hostKey = keygen(tmp, "hostkey");
+  const client = keygen(tmp, "client");
+  const other = keygen(tmp, "other");
+  const locked = keygen(tmp, "locked", "secret-passphrase");
   writeFileSync(join(tmp, "payload"), "payload\n");
   mkdirSync(join(tmp, "conf"));
   writeFileSync(join(tmp, "conf", "nix.conf"), "sandbox = false\n");
   execFileSync("nix-store", ["--store", store, "--add", join(tmp, "payload")], {
     env: { ...process.env, NIX_CONF_DIR: join(tmp, "conf"), NIX_USER_CONF_FILES: join(tmp, "none") },
   });
-
-  let up = false;
-  let log = "";
-  for (let attempt = 0; attempt < 5 && !up; attempt++) {
-    port = await freePort();
-    log = "";
-    const proc = spawn(SSHD, ["-D", "-e", "-f", conf, "-p", String(port)], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    sshd = proc;
-    up = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), 5000);
-      proc.stderr?.on("data", (b: Buffer) => {
-        log += b.toString();
-        if (log.includes("Server listening")) {
-          clearTimeout(t);
-          resolve(true);
-        }
-      });
-      proc.once("exit", () => {
-        clearTimeout(t);
-        resolve(false);
-      });
-    });
-    if (!up) proc.kill("SIGKILL");
-  }
-  if (!up) throw new Error(`sshd did not start: ${log}`);
+  sshd = await startLoopbackSshd({
+    dir: tmp,
+    hostKey: hostKey.priv,
+    authorizedKeys: client.pub + locked.pub,
+    extraConfig: ["MaxStartups 100:30:200"],
+  });
+  port = sshd.port;
   // A TCP listener that never speaks ssh: the banner exchange times out.
   silent = createServer(() => {});
   await new Promise<void>((r) => silent!.listen(port, "127.0.0.3", r));
@@ -198,12 +131,7 @@ before(async () => {
 
 after(async () => {
   silent?.close();
-  if (sshd && sshd.exitCode === null && sshd.signalCode === null) {
-    const gone = new Promise((r) => sshd?.once("exit", r));
-    sshd.kill("SIGTERM");
-    await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
-    if (sshd.exitCode === null && sshd.signalCode === null) sshd.kill("SIGKILL");
-  }
+  await sshd?.stop();
   rmSync(tmp, { recursive: true, force: true });
 });
 

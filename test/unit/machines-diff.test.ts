@@ -19,22 +19,11 @@ import {
   runBuildRemoteMany,
   scratchDir,
 } from "../support/build-remote.js";
+import { mulberry32 as rng } from "../support/random.js";
 
 const CASES = 260;
 const ASKED_SYSTEM = "mips64el-netbsd"; // never generated below
 const THIS_SYSTEM = "x86_64-linux";
-
-/** mulberry32: a small deterministic PRNG, so a failure can be replayed by its index. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Gen {
   r: () => number;

@@ -13,23 +13,13 @@ import { after, before, describe, test } from "node:test";
 import { readCurrentLoad } from "../../src/host/current-load.js";
 import { type RouteMachine, route } from "../../src/nix/route.js";
 import { DEFAULT_DRV_PATH, haveBuildRemote, runBuildRemote, scratchDir } from "../support/build-remote.js";
+import { mulberry32 } from "../support/random.js";
 
 const SKIP = !haveBuildRemote() && "the real Nix 2.8 build hook is not installed";
 
 const LOCAL_SYSTEM = "x86_64-linux";
 const EXTRA_PLATFORMS = ["i686-linux"];
 const SYSTEM_FEATURES = ["benchmark", "big-parallel", "kvm"];
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Scenario {
   name: string;

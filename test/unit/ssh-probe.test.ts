@@ -7,54 +7,23 @@
  * Needs root (sshd, login as root with a temp AuthorizedKeysFile) and /usr/sbin/sshd.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { NIX_2_8, NIX_LATEST } from "../../src/nix/version.js";
 import { buildHookFailureText, probeStore } from "../../src/remote/probe.js";
+import { keygen, type LoopbackSshd, sshdSkipReason, startLoopbackSshd } from "../support/loopback-sshd.js";
 
-const SSHD = "/usr/sbin/sshd";
-function canRun(): string | false {
-  if (process.getuid?.() !== 0) return "needs root";
-  if (!existsSync(SSHD)) return "no /usr/sbin/sshd";
-  try {
-    execFileSync("nix-store", ["--version"], { stdio: "ignore" });
-    execFileSync("ssh-keygen", ["-?"], { stdio: "ignore" });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "nix-store or ssh-keygen missing";
-  }
-  return false;
-}
-const skip = canRun();
+const skip = sshdSkipReason();
 
 const tmp = mkdtempSync(join(tmpdir(), "nb-ssh-"));
 const store = join(tmp, "store");
+let sshd: LoopbackSshd;
 let port = 0;
-let sshd: ChildProcess | undefined;
-let sshdLog = "";
 let addedPath = "";
 const missingPath = "/nix/store/00000000000000000000000000000000-missing";
-
-function keygen(name: string): { priv: string; pub: string } {
-  const priv = join(tmp, name);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@test`, "-f", priv]);
-  return { priv, pub: readFileSync(`${priv}.pub`, "utf8") };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const p = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 let hostKey: { priv: string; pub: string };
 let clientKey: { priv: string; pub: string };
@@ -63,28 +32,9 @@ const b64 = (s: string) => Buffer.from(s).toString("base64");
 
 before(async () => {
   if (skip) return;
-  hostKey = keygen("hostkey");
-  clientKey = keygen("client");
-  otherKey = keygen("other");
-  writeFileSync(join(tmp, "authorized_keys"), clientKey.pub, { mode: 0o600 });
-  // sshd's privilege-separation directory; its systemd unit normally creates it. Left in place.
-  if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
-  const conf = join(tmp, "sshd_config");
-  writeFileSync(
-    conf,
-    [
-      "ListenAddress 127.0.0.1",
-      `HostKey ${hostKey.priv}`,
-      `AuthorizedKeysFile ${join(tmp, "authorized_keys")}`,
-      "PidFile none",
-      "StrictModes no",
-      "UsePAM no",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "PermitRootLogin prohibit-password",
-      "",
-    ].join("\n"),
-  );
+  hostKey = keygen(tmp, "hostkey");
+  clientKey = keygen(tmp, "client");
+  otherKey = keygen(tmp, "other");
   const env = { ...process.env, NIX_CONF_DIR: join(tmp, "conf"), NIX_USER_CONF_FILES: join(tmp, "none") };
   mkdirSync(join(tmp, "conf"));
   writeFileSync(join(tmp, "conf", "nix.conf"), "sandbox = false\n");
@@ -93,39 +43,12 @@ before(async () => {
     env,
     encoding: "utf8",
   }).trim();
-
-  for (let attempt = 0; attempt < 5; attempt++) {
-    port = await freePort();
-    sshdLog = "";
-    sshd = spawn(SSHD, ["-D", "-e", "-f", conf, "-p", String(port)], { stdio: ["ignore", "ignore", "pipe"] });
-    const proc = sshd;
-    const up = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), 5000);
-      proc.stderr?.on("data", (b: Buffer) => {
-        sshdLog += b.toString();
-        if (sshdLog.includes("Server listening")) {
-          clearTimeout(t);
-          resolve(true);
-        }
-      });
-      proc.once("exit", () => {
-        clearTimeout(t);
-        resolve(false);
-      });
-    });
-    if (up) return;
-    proc.kill("SIGKILL");
-  }
-  throw new Error(`sshd did not start: ${sshdLog}`);
+  sshd = await startLoopbackSshd({ dir: tmp, hostKey: hostKey.priv, authorizedKeys: clientKey.pub });
+  port = sshd.port;
 });
 
 after(async () => {
-  if (sshd && sshd.exitCode === null && sshd.signalCode === null) {
-    const gone = new Promise((r) => sshd?.once("exit", r));
-    sshd.kill("SIGTERM");
-    await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
-    if (sshd.exitCode === null && sshd.signalCode === null) sshd.kill("SIGKILL");
-  }
+  await sshd?.stop();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -187,7 +110,7 @@ describe("probe over a real sshd on 127.0.0.1", { skip }, () => {
     const dir = mkdtempSync(join(tmpdir(), "nb-cm-"));
     try {
       const cm = join(dir, "cm");
-      const accepted = () => sshdLog.split("Accepted publickey").length - 1;
+      const accepted = () => sshd.log().split("Accepted publickey").length - 1;
       const before = accepted();
       let second: { code: number | null; out: string } | undefined;
       const r = await probeStore(base(), {

@@ -1,0 +1,121 @@
+/**
+ * A real OpenSSH server on 127.0.0.1 for unit tests of the ssh edge (probe, doctor): temp host key,
+ * temp authorized keys, root login by key only, a free port. Needs root and /usr/sbin/sshd.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+
+export const SSHD = "/usr/sbin/sshd";
+
+/** Why the loopback sshd tests cannot run here, or false. */
+export function sshdSkipReason(): string | false {
+  if (process.getuid?.() !== 0) return "needs root";
+  if (!existsSync(SSHD)) return "no /usr/sbin/sshd";
+  try {
+    execFileSync("nix-store", ["--version"], { stdio: "ignore" });
+    execFileSync("ssh-keygen", ["-?"], { stdio: "ignore" });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "nix-store or ssh-keygen missing";
+  }
+  return false;
+}
+
+/** A new ed25519 key pair `dir/name` (+ `.pub`). */
+export function keygen(dir: string, name: string, passphrase = ""): { priv: string; pub: string } {
+  const priv = join(dir, name);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", passphrase, "-C", `${name}@test`, "-f", priv]);
+  return { priv, pub: readFileSync(`${priv}.pub`, "utf8") };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      const p = typeof a === "object" && a ? a.port : 0;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export interface LoopbackSshd {
+  port: number;
+  /** Everything sshd wrote to stderr so far (`-e`: its log). */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Start `sshd -D -e` on 127.0.0.1 with `hostKey` (private key path) and `authorizedKeys` (text),
+ * both kept under `dir`. Retries on another port when the one picked was taken meanwhile.
+ */
+export async function startLoopbackSshd(opts: {
+  dir: string;
+  hostKey: string;
+  authorizedKeys: string;
+  extraConfig?: string[];
+}): Promise<LoopbackSshd> {
+  const ak = join(opts.dir, "authorized_keys");
+  writeFileSync(ak, opts.authorizedKeys, { mode: 0o600 });
+  // sshd's privilege-separation directory; its systemd unit normally creates it. Left in place.
+  if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
+  const conf = join(opts.dir, "sshd_config");
+  writeFileSync(
+    conf,
+    [
+      "ListenAddress 127.0.0.1",
+      `HostKey ${opts.hostKey}`,
+      `AuthorizedKeysFile ${ak}`,
+      "PidFile none",
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "PermitRootLogin prohibit-password",
+      ...(opts.extraConfig ?? []),
+      "",
+    ].join("\n"),
+  );
+  let log = "";
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    log = "";
+    const proc: ChildProcess = spawn(SSHD, ["-D", "-e", "-f", conf, "-p", String(port)], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const up = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 5000);
+      proc.stderr?.on("data", (b: Buffer) => {
+        log += b.toString();
+        if (log.includes("Server listening")) {
+          clearTimeout(t);
+          resolve(true);
+        }
+      });
+      proc.once("exit", () => {
+        clearTimeout(t);
+        resolve(false);
+      });
+    });
+    if (up)
+      return {
+        port,
+        log: () => log,
+        stop: async () => {
+          if (proc.exitCode !== null || proc.signalCode !== null) return;
+          const gone = new Promise((r) => proc.once("exit", r));
+          proc.kill("SIGTERM");
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([gone, new Promise((r) => (timer = setTimeout(r, 2000)))]);
+          clearTimeout(timer);
+          if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+        },
+      };
+    proc.kill("SIGKILL");
+  }
+  throw new Error(`sshd did not start: ${log}`);
+}
