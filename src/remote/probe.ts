@@ -208,55 +208,45 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
       }
     }
     const left = () => Math.max(1, deadline - Date.now());
+    // Both protocols: the handshake, then (optionally) one QueryValidPaths.
+    let hs: ServeHandshakeResult | WorkerHandshakeResult;
+    let query: ((paths: string[]) => Promise<string[]>) | undefined;
     if (opts.protocol === "serve") {
-      const { result: hs, connection } = await serveHandshake(io, {
-        host: opts.host,
-        reader,
-        timeoutMs: left(),
-        signal: ac.signal,
-      });
-      result.serve = hs;
-      if (!hs.ok || !connection) {
-        result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
-        return;
-      }
-      result.timings.handshakeMs = since();
-      if (opts.queryValidPaths) {
-        reader.deadline = deadline;
-        try {
-          result.validPaths = await connection.queryValidPaths(opts.queryValidPaths);
-          result.timings.queryMs = since();
-        } catch (e) {
-          result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
-          return;
-        }
-      }
-      result.ok = true;
+      const r = await serveHandshake(io, { host: opts.host, reader, timeoutMs: left(), signal: ac.signal });
+      result.serve = hs = r.result;
+      const c = r.connection;
+      if (c)
+        query = (paths) => {
+          reader.deadline = deadline;
+          return c.queryValidPaths(paths);
+        };
     } else {
-      const { result: hs, connection } = await workerHandshake(io, {
+      const r = await workerHandshake(io, {
         storeUri: opts.storeUri,
         reader,
         timeoutMs: left(),
         signal: ac.signal,
         opTimeoutMs: left(),
       });
-      result.worker = hs;
-      if (!hs.ok || !connection) {
-        result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
+      result.worker = hs = r.result;
+      const c = r.connection;
+      if (c) query = (paths) => c.queryValidPaths(paths, { timeoutMs: left() });
+    }
+    if (!hs.ok || !query) {
+      result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
+      return;
+    }
+    result.timings.handshakeMs = since();
+    if (opts.queryValidPaths) {
+      try {
+        result.validPaths = await query(opts.queryValidPaths);
+        result.timings.queryMs = since();
+      } catch (e) {
+        result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
         return;
       }
-      result.timings.handshakeMs = since();
-      if (opts.queryValidPaths) {
-        try {
-          result.validPaths = await connection.queryValidPaths(opts.queryValidPaths, { timeoutMs: left() });
-          result.timings.queryMs = since();
-        } catch (e) {
-          result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
-          return;
-        }
-      }
-      result.ok = true;
     }
+    result.ok = true;
   })();
 
   const first = await Promise.race([work.then(() => null), spawnError]);
