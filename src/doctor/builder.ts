@@ -25,7 +25,13 @@ import { sshAuthority } from "../nix/store-uri.js";
 import { matchUserList } from "../nix/trust.js";
 import { atLeast, type NixVersion } from "../nix/version.js";
 import { type ProbeResult, probe } from "../remote/probe.js";
-import { type NixSshArgv, type NixSshArgvInput, probeSshArgv, shellEscape } from "../remote/ssh-argv.js";
+import {
+  MAX_CONTROL_PATH,
+  type NixSshArgv,
+  type NixSshArgvInput,
+  probeSshArgv,
+  shellEscape,
+} from "../remote/ssh-argv.js";
 import { type Classification, classifyProbe, FIXES, parseSshTrace } from "./classify.js";
 import { resolveHost, tcpConnect } from "./net.js";
 import { type CheckDef, type CheckOutcome, type Evidence, truncate } from "./types.js";
@@ -168,7 +174,7 @@ function mainProbe(ctx: BuilderCtx): Promise<{ result: ProbeResult; cls: Classif
       // default post-quantum key exchange that is most of an ssh connection's CPU). ssh exits when it
       // cannot bind a control socket, so a long TMPDIR gets no master (the command gets its own session).
       const controlPath = join(dir, "cm");
-      const mux = !ctx.argv!.fakeSsh && Buffer.byteLength(controlPath) < 100;
+      const mux = !ctx.argv!.fakeSsh && Buffer.byteLength(controlPath) <= MAX_CONTROL_PATH;
       const a = probeSshArgv(
         { ...ctx.input!, hostKeyFile: file, verbose: !ctx.argv!.fakeSsh },
         {

@@ -417,10 +417,17 @@ export interface ProbeSshOptions {
    * Make this ssh a connection master listening on this socket (`-oControlMaster=yes
    * -oControlPath=… -oControlPersist=no`), so that a second command can run over the same authenticated connection
    * (`ssh -oControlPath=… -oControlMaster=no`) without a second key exchange. The connection itself is
-   * unchanged. ssh exits if it cannot bind the socket, so keep the path short (under 100 bytes).
+   * unchanged. ssh exits (255) if it cannot bind the socket: keep the path within MAX_CONTROL_PATH.
    */
   controlPath?: string;
 }
+
+/**
+ * The longest ControlPath a master can listen on (OpenSSH 9.2, Linux, measured): ssh binds
+ * `<path>.<16 random characters>` first and renames it, and a socket path holds 107 bytes, so 90. At 91
+ * ssh prints `unix_listener: path "…" too long for Unix domain socket` and exits 255.
+ */
+export const MAX_CONTROL_PATH = 90;
 
 /**
  * Nix's argv plus the options that make a probe non-interactive and bounded:

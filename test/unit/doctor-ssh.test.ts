@@ -198,6 +198,50 @@ describe("doctor over a real sshd on 127.0.0.1 (Nix 2.8)", { skip }, () => {
     });
   }
 
+  it("remote-config runs over the main probe's connection (its control socket)", () => {
+    const c = cases["healthy ssh://"]!;
+    const rc = report.checks.find((x) => x.builder === c.uri && x.id === "builder.remote-config")!;
+    assert.equal(rc.status, "pass");
+    assert.match(rc.evidence[0]!.what, /over the main probe's ssh connection/);
+    assert.match(rc.evidence[0]!.what, /-oControlMaster=no/);
+  });
+
+  it("with a TMPDIR too long for a control socket, remote-config gets a session of its own", async () => {
+    // ssh exits when it cannot bind its ControlPath (MAX_CONTROL_PATH), so no master is asked for.
+    const long = join(tmp, "t".repeat(90));
+    mkdirSync(long);
+    const conf2 = join(tmp, "conf2");
+    mkdirSync(conf2);
+    writeFileSync(join(tmp, "machines2"), `${cases["healthy ssh://"]!.line}\n`);
+    writeFileSync(join(conf2, "nix.conf"), `sandbox = false\nbuilders = @${join(tmp, "machines2")}\n`);
+    const saved = process.env["TMPDIR"];
+    process.env["TMPDIR"] = long;
+    let r: DoctorReport;
+    try {
+      r = await doctor({
+        env: {
+          PATH: process.env["PATH"] ?? "/usr/bin:/bin",
+          HOME: "/root",
+          NIX_CONF_DIR: conf2,
+          NIX_USER_CONF_FILES: join(tmp, "none"),
+          NIX_SSHOPTS: `-p ${port}`,
+        },
+        timeoutSec: 8,
+      });
+    } finally {
+      if (saved === undefined) delete process.env["TMPDIR"];
+      else process.env["TMPDIR"] = saved;
+    }
+    const mine = r.checks.filter((x) => x.builder !== null);
+    assert.deepEqual(
+      mine.filter((x) => x.status !== "pass").map((x) => [x.id, x.status, x.message]),
+      [],
+    );
+    const rc = mine.find((x) => x.id === "builder.remote-config")!;
+    assert.match(rc.evidence[0]!.what, /second ssh session/);
+    assert.doesNotMatch(rc.evidence[0]!.what, /ControlPath/);
+  });
+
   it("the JSON report has the documented shape, causes from the contract, and no key material", () => {
     const j = reportJson(report) as { checks: Record<string, unknown>[]; summary: Record<string, unknown> };
     for (const c of j.checks) {

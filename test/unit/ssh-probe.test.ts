@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { NIX_2_8, NIX_LATEST } from "../../src/nix/version.js";
 import { buildHookFailureText, probeStore } from "../../src/remote/probe.js";
+import { MAX_CONTROL_PATH } from "../../src/remote/ssh-argv.js";
 import { keygen, type LoopbackSshd, sshdSkipReason, startLoopbackSshd } from "../support/loopback-sshd.js";
 
 const skip = sshdSkipReason();
@@ -152,6 +153,23 @@ describe("probe over a real sshd on 127.0.0.1", { skip }, () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it(`a control path of ${MAX_CONTROL_PATH} bytes works, one more makes ssh exit`, async () => {
+    const base0 = join(tmp, "cp");
+    const at = (len: number) => {
+      const dir = `${base0}${"d".repeat(len - base0.length - 3)}`;
+      mkdirSync(dir, { recursive: true });
+      return join(dir, "cm");
+    };
+    const fits = at(MAX_CONTROL_PATH);
+    assert.equal(Buffer.byteLength(fits), MAX_CONTROL_PATH);
+    const r1 = await probeStore(base(), { ssh: { controlPath: fits } });
+    assert.equal(r1.ok, true, `${JSON.stringify(r1.failure)}\n${r1.stderr}`);
+    const r2 = await probeStore(base(), { ssh: { controlPath: at(MAX_CONTROL_PATH + 1) } });
+    assert.equal(r2.ok, false);
+    assert.match(r2.stderr, /too long for Unix domain socket/);
+    assert.equal(r2.exitCode, 255);
   });
 
   it("a wrong pinned key fails with ssh's `Host key verification failed.`", async () => {
