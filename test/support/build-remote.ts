@@ -335,10 +335,13 @@ export async function runBuildRemoteMany(
 ): Promise<RunBuildRemoteResult[]> {
   const results: RunBuildRemoteResult[] = new Array(all.length);
   let next = 0;
-  const worker = async (): Promise<void> => {
+  // Each worker has a store of its own (`<store>-w<N>`): hooks that share one store's SQLite database
+  // can see it busy on a loaded machine, and then print a warning that the comparison would read.
+  const worker = async (_: unknown, w: number): Promise<void> => {
     while (next < all.length) {
       const i = next++;
-      results[i] = await runBuildRemote(all[i]!);
+      const o = all[i]!;
+      results[i] = await runBuildRemote({ ...o, store: `${o.store ?? defaultStore()}-w${w}` });
     }
   };
   await Promise.all(Array.from({ length: Math.min(parallelism, all.length) }, worker));
