@@ -40,6 +40,14 @@ function line(c: CheckResult, indent: string, verbose: boolean): string {
   return out;
 }
 
+/** What a fully passing builder shows without --verbose. */
+const SUMMARY_CHECKS = ["builder.handshake", "builder.remote-config"];
+
+/**
+ * Plain text: the local checks, then each builder. A builder whose checks all pass is one headline plus
+ * its handshake and configuration lines; a builder with a warning or failure lists every check, with
+ * evidence and a fix for the ones that did not pass. `verbose` lists everything, with evidence.
+ */
 export function reportText(r: DoctorReport, opts: { verbose?: boolean } = {}): string {
   const s = r.summary;
   let out = `nix-builders doctor: user ${s.user} (${s.userSource}), Nix ${s.nixVersion} rules, ssh runs as ${s.sshIdentity}\n\n`;
@@ -52,9 +60,16 @@ export function reportText(r: DoctorReport, opts: { verbose?: boolean } = {}): s
       : cs.some((c) => c.status === "warn")
         ? "WARN"
         : "ok";
-    out += `\n${b}  (${worst}, ${s.builderDurationsMs[b] ?? "?"} ms)\n`;
+    const ms = s.builderDurationsMs[b] ?? "?";
+    if (worst === "ok" && !opts.verbose) {
+      // A builder that passes everything: one headline and what it is (protocol, Nix, systems).
+      out += `\n${b}  (ok, ${ms} ms): all ${cs.length} checks pass\n`;
+      for (const c of cs) if (SUMMARY_CHECKS.includes(c.id)) out += line(c, "  ", false);
+      continue;
+    }
+    out += `\n${b}  (${worst}, ${ms} ms)\n`;
     for (const c of cs) {
-      // Keep passing lines short; failures and warnings get evidence and a fix.
+      // The chain up to a failure stays visible; failures and warnings get evidence and a fix.
       out += line(c, "  ", opts.verbose ?? false);
     }
   }
