@@ -6,11 +6,15 @@
 import type { Command } from "commander";
 import { doctor } from "../doctor/doctor.js";
 import { reportJson, reportText } from "../doctor/report.js";
+import { type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 
 export interface DoctorCommandOptions {
   user?: string;
-  agent?: boolean;
+  agent?: boolean | string;
+  agentConfig?: string;
+  /** Root for agent discovery (tests); default "/". */
+  agentRoot?: string;
   builder?: string[];
   json?: boolean;
   timeout?: string;
@@ -28,7 +32,26 @@ function positive(name: string, v: string | undefined, dflt: number): number {
 }
 
 export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<number> {
-  if (opts.user !== undefined && opts.agent) throw new UsageError("--user and --agent exclude each other");
+  if (opts.user !== undefined && (opts.agent || opts.agentConfig))
+    throw new UsageError("--user and --agent exclude each other");
+  // The same instance `show --agent` and `verify --agent` pick. With a bare --agent and no service
+  // definition anywhere, the doctor still runs, as user hercules-ci-agent, and says so.
+  let agent: AgentSelection | null = null;
+  let agentFallback = false;
+  try {
+    agent = selectAgent(opts);
+  } catch (e) {
+    if (
+      !(
+        e instanceof UsageError &&
+        opts.agent === true &&
+        !opts.agentConfig &&
+        /no hercules-ci-agent service found/.test(e.message)
+      )
+    )
+      throw e;
+    agentFallback = true;
+  }
   const timeoutSec = positive("--timeout", opts.timeout, 10);
   const concurrency = Math.floor(positive("--jobs", opts.jobs, 16));
   const slowMs = positive("--slow-ms", opts.slowMs, 5000);
@@ -42,7 +65,8 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
   watchdog.unref();
   const report = await doctor({
     ...(opts.user !== undefined ? { user: opts.user } : {}),
-    ...(opts.agent ? { agent: true } : {}),
+    ...(agent ? { agent } : {}),
+    ...(agentFallback ? { agentFallback } : {}),
     ...(opts.builder?.length ? { builders: opts.builder } : {}),
     ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
     timeoutSec,
@@ -67,7 +91,14 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .command("doctor")
     .description("test every link from a user to each builder, the way Nix connects, and explain failures")
     .option("--user <name>", "check as this user (a service's clean environment)")
-    .option("--agent", "check as the hercules-ci-agent service user")
+    .option(
+      "--agent [name]",
+      "check as the hercules-ci-agent service (its user, environment and nixSettings), and check the agent",
+    )
+    .option(
+      "--agent-config <file>",
+      "the hercules-ci-agent configuration file, when no service definition names it",
+    )
     .option(
       "--builder <name>",
       "only this builder (store URI, user@host or host); repeatable",

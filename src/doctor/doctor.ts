@@ -1,12 +1,13 @@
 /** The doctor: local checks, then every builder's checks, builders in parallel (bounded). */
-import { discoverAgents } from "../agent/discover.js";
+import { agentReport } from "../commands/agent-checks.js";
+import type { AgentSelection } from "../commands/agent-select.js";
 import { type UserView, userView } from "../commands/view.js";
 import { daemonEnvironment, findDaemonProcess } from "../host/daemon-proc.js";
 import type { RunAsIdentity } from "../host/run-as.js";
 import type { Machine } from "../nix/machines.js";
 import { sshAuthority } from "../nix/store-uri.js";
 import { type BuilderCtx, builderChecks } from "./builder.js";
-import { type LocalCtx, localChecks } from "./local.js";
+import { agentCheck, type LocalCtx, localChecks } from "./local.js";
 import { mapLimit, runChecks } from "./runner.js";
 import type { CheckResult, CheckStatus } from "./types.js";
 
@@ -14,8 +15,13 @@ export const AGENT_FALLBACK_USER = "hercules-ci-agent";
 
 export interface DoctorOptions {
   user?: string;
-  /** Check as the hercules-ci-agent service user (discovered from its unit; else `hercules-ci-agent`). */
-  agent?: boolean;
+  /**
+   * Check as this hercules-ci-agent instance (src/commands/agent-select.ts): its user, the environment
+   * its unit gives it, its nixSettings as client settings, and the agent's own findings (check `agent`).
+   */
+  agent?: AgentSelection;
+  /** No agent instance was found: check as `hercules-ci-agent`, and say so. */
+  agentFallback?: boolean;
   /** Only these builders: a store URI, `user@host`, or host. */
   builders?: string[];
   timeoutSec?: number;
@@ -65,40 +71,22 @@ function matchesBuilder(m: Machine, name: string, v: UserView): boolean {
   return a.host === name || a.sshTarget === name || (a.user !== null && `${a.user}@${a.host}` === name);
 }
 
-function agentUser(): { user: string; env: Record<string, string>; source: string } {
-  try {
-    const agents = discoverAgents();
-    const a = agents.find((x) => x.user);
-    if (a?.user) {
-      const env: Record<string, string> = {};
-      for (const [k, e] of Object.entries(a.environment)) env[k] = e.value;
-      return { user: a.user, env, source: `${a.kind} ${a.name} (${a.definitionFile ?? "?"})` };
-    }
-  } catch {
-    // fall through
-  }
-  return {
-    user: AGENT_FALLBACK_USER,
-    env: {},
-    source: `no agent service found; assuming user ${AGENT_FALLBACK_USER}`,
-  };
-}
-
 export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
   const t0 = performance.now();
+  const sel = opts.agent;
   let user = opts.user;
-  let userEnv: Record<string, string> | undefined;
   let userSource = user ? "--user" : "the current user";
-  if (!user && opts.agent) {
-    const a = agentUser();
-    user = a.user;
-    userEnv = a.env;
-    userSource = a.source;
+  if (sel) {
+    user = sel.user;
+    userSource = `${sel.agent.kind} ${sel.agent.name} (${sel.agent.definitionFile ?? sel.agent.configFile ?? "?"})`;
+  } else if (!user && opts.agentFallback) {
+    user = AGENT_FALLBACK_USER;
+    userSource = `no agent service found; assuming user ${AGENT_FALLBACK_USER}`;
   }
   const view = await userView({
     ...(user !== undefined ? { user } : {}),
     ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
-    ...(userEnv !== undefined ? { userEnv } : {}),
+    ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
     env: opts.env,
   });
   const timeoutMs = Math.max(1, opts.timeoutSec ?? 10) * 1000;
@@ -129,8 +117,17 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
           };
         })();
 
-  const lctx: LocalCtx = { view, daemon, sshEnv, hookIdentity, probeIdentity, timeoutMs, sshPath: null };
-  const local = await runChecks(localChecks(), lctx, null);
+  const lctx: LocalCtx = {
+    view,
+    daemon,
+    sshEnv,
+    hookIdentity,
+    probeIdentity,
+    timeoutMs,
+    sshPath: null,
+    ...(sel ? { agent: { sel, report: agentReport(view, sel) } } : {}),
+  };
+  const local = await runChecks([...localChecks(), ...(sel ? [agentCheck()] : [])], lctx, null);
   const prior = new Map(local.map((c) => [c.id, c]));
 
   let machines = view.machines.machines;

@@ -3,6 +3,8 @@
  * configuration errors, `ssh` on the daemon's PATH, and the identity that runs ssh.
  */
 import { accessSync, constants, statSync } from "node:fs";
+import type { AgentReport } from "../commands/agent-checks.js";
+import type { AgentSelection } from "../commands/agent-select.js";
 import { lint } from "../commands/lint.js";
 import type { UserView } from "../commands/view.js";
 import { type DaemonProcess, findOnPath } from "../host/daemon-proc.js";
@@ -26,6 +28,66 @@ export interface LocalCtx {
   timeoutMs: number;
   /** Filled by ssh-path. */
   sshPath: string | null;
+  /** With `--agent`: the hercules-ci-agent instance and what the agent checks found. */
+  agent?: { sel: AgentSelection; report: AgentReport };
+}
+
+/** Agent findings about trust are `local-untrusted`; every other agent finding is `local-config`. */
+function agentCause(id: string): "local-untrusted" | "local-config" {
+  return id.startsWith("agent-trust-") || id === "agent-builders-ignored-untrusted"
+    ? "local-untrusted"
+    : "local-config";
+}
+
+/**
+ * The hercules-ci-agent instance (only with `--agent`): the same findings as `show --agent`
+ * (src/commands/agent-checks.ts): its configuration, its user, trust against `nixUserIsTrusted`,
+ * advertised platforms without a builder, the narinfo TTL it refuses to start without, and so on.
+ */
+export function agentCheck(): CheckDef<LocalCtx> {
+  return {
+    id: "agent",
+    deps: ["nix"],
+    async run({ agent }) {
+      if (!agent) return { status: "pass", message: "no hercules-ci-agent instance selected" };
+      const { sel, report } = agent;
+      const name = `${sel.agent.name} (config ${sel.agent.configFile ?? "not found"}, user ${sel.user})`;
+      const fs = report.findings;
+      const ev: Evidence[] = fs.map((f) => ({
+        what: `${f.severity} ${f.id}${f.file ? ` (${f.file}${f.line ? `:${f.line}` : ""})` : ""}`,
+        result: f.message,
+      }));
+      ev.push({
+        what: "advertised to hercules-ci.com",
+        result: `platforms ${report.advertisement.platforms.join(" ") || "-"}; features ${report.advertisement.systemFeatures.join(" ") || "-"}`,
+      });
+      const errors = fs.filter((f) => f.severity === "error");
+      const warnings = fs.filter((f) => f.severity === "warning");
+      const more = (n: number) => (n > 1 ? ` (and ${n - 1} more; see nix-builders show --agent)` : "");
+      if (errors.length)
+        return {
+          status: "fail",
+          cause: agentCause(errors[0]!.id),
+          message: `${name}: ${errors[0]!.message}${more(errors.length)}`,
+          evidence: ev,
+          fix: errors[0]!.fix ?? FIXES[agentCause(errors[0]!.id)],
+        };
+      if (warnings.length)
+        return {
+          status: "warn",
+          cause: agentCause(warnings[0]!.id),
+          message: `${name}: ${warnings[0]!.message}${more(warnings.length)}`,
+          evidence: ev,
+          fix: warnings[0]!.fix ?? FIXES[agentCause(warnings[0]!.id)],
+        };
+      const notes = fs.length ? `; ${fs.length} note${fs.length > 1 ? "s" : ""} (see --verbose)` : "";
+      return {
+        status: "pass",
+        message: `${name}: configuration, user, trust and advertised platforms agree${notes}`,
+        evidence: ev,
+      };
+    },
+  };
 }
 
 function isExecutable(p: string): boolean {

@@ -38,7 +38,12 @@ interface Check {
 }
 interface Report {
   checks: Check[];
-  summary: { exitCode: number; durationMs: number; builderDurationsMs: Record<string, number> };
+  summary: {
+    exitCode: number;
+    durationMs: number;
+    builderDurationsMs: Record<string, number>;
+    userSource: string;
+  };
 }
 
 let s: LabStatus;
@@ -46,7 +51,10 @@ let s: LabStatus;
 /** The lab may have more builders (it is shared); the tests use b1..b3, so the load is the same. */
 const USE = 3;
 
-function runDoctor(extra: string[] = []): { code: number | null; report: Report; stderr: string } {
+function runDoctor(
+  extra: string[] = [],
+  who: string[] = ["--user", "hercules-ci-agent"],
+): { code: number | null; report: Report; stderr: string } {
   const only = extra.includes("--builder")
     ? []
     : s.builders.slice(0, USE).flatMap((b) => ["--builder", b.address]);
@@ -57,8 +65,7 @@ function runDoctor(extra: string[] = []): { code: number | null; report: Report;
       "tsx",
       `${REPO}/src/cli.ts`,
       "doctor",
-      "--user",
-      "hercules-ci-agent",
+      ...who,
       "--json",
       "--timeout",
       String(TIMEOUT_S),
@@ -179,6 +186,40 @@ describe("doctor on the lab", { skip, concurrency: 1 }, () => {
       withFaults(faults, (rep) => expectOnly(rep, faults));
     });
   }
+
+  it("--agent: the agent's unit, its user, and a passing `agent` check on a healthy agent machine", () => {
+    const { report, code } = runDoctor([], ["--agent"]);
+    assert.equal(code, 0, show(notPassing(report)));
+    assert.match(report.summary.userSource, /^systemd hercules-ci-agent\.service /);
+    const agent = report.checks.find((c) => c.id === "agent");
+    assert.equal(agent?.status, "pass", agent?.message);
+    assert.match(agent!.message, /agent\.json, user hercules-ci-agent/);
+    // --user runs have no agent check.
+    assert.equal(
+      runDoctor().report.checks.some((c) => c.id === "agent"),
+      false,
+    );
+  });
+
+  it("--agent with nixUserIsTrusted but an untrusted user: the `agent` check fails [local-untrusted]", () => {
+    lab(["agent-conf", "--trusted", "no"]);
+    try {
+      const { report, code } = runDoctor([], ["--agent"]);
+      assert.equal(code, 2);
+      const bad = notPassing(report).map((c) => [c.id, c.status, c.cause]);
+      // user-trust warns (system builders still work for an untrusted user); the agent, which claims
+      // trust, would fail its builds: that is the failure.
+      assert.deepEqual(bad, [
+        ["user-trust", "warn", "local-untrusted"],
+        ["agent", "fail", "local-untrusted"],
+      ]);
+      const agent = report.checks.find((c) => c.id === "agent")!;
+      assert.ok(agent.fix);
+      assert.ok(JSON.stringify(agent).includes("agent-trust-claim-false"));
+    } finally {
+      lab(["agent-conf", "--trusted", "yes"]);
+    }
+  });
 
   it("--builder limits the run to one builder", () => {
     const b = s.builders[1]!;
