@@ -165,11 +165,16 @@ describe("lab lifecycle", { skip }, () => {
 
   it("down cleans up after kill -9 of `lab up`", { timeout: 300_000 }, async () => {
     const before = snapshot();
-    for (const delayMs of [300, 1200]) {
+    // `up --builders 4` takes ~1 s on a quiet machine: kill it early and about half-way. The exit
+    // promise exists from the start, so an `up` that finished first cannot leave the test waiting.
+    for (const delayMs of [300, 600]) {
       const up = spawn("test/lab/lab", ["up", "--builders", "4"], { stdio: "ignore" });
-      await new Promise((r) => setTimeout(r, delayMs));
+      const exited = new Promise((r) => up.once("exit", r));
+      await Promise.race([exited, new Promise((r) => setTimeout(r, delayMs))]);
+      const finished = up.exitCode !== null;
       up.kill("SIGKILL");
-      await new Promise((r) => up.once("exit", r));
+      await exited;
+      if (finished) console.log(`# lab up finished within ${delayMs} ms; down after a complete up`);
       const procs = processesIn(labNamespaces());
       lab(["down"]);
       assertClean(before, `kill -9 after ${delayMs} ms`, procs);
