@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Command } from "commander";
 import { agentRestartCommand } from "../agent/index.js";
-import { acquireLock, atomicWrite, backupName, managedTarget } from "../host/atomic.js";
+import { acquireLock, atomicWrite, backupName, fsyncDir, managedTarget } from "../host/atomic.js";
 import { fromBytes, unifiedDiff } from "../nix/conf-edit.js";
 import { EXIT, type Io, json } from "./io.js";
 import { readBytes, readState, resolveTarget, sha256, type TargetOptions, writeState } from "./use.js";
@@ -26,15 +26,6 @@ interface ResetFile {
   status: "restored" | "removed" | "unchanged" | "modified-since" | "managed";
   backup: string | null;
   diff: string;
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 export async function runReset(opts: ResetOptions, io: Io): Promise<number> {

@@ -14,7 +14,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Command } from "commander";
 import { agentRestartCommand } from "../agent/index.js";
-import { type AtomicWriteResult, acquireLock, atomicWrite, managedTarget } from "../host/atomic.js";
+import { type AtomicWriteResult, acquireLock, atomicWrite, fsyncDir, managedTarget } from "../host/atomic.js";
 import { nodeFileReader } from "../host/fs-reader.js";
 import type { UserInfo } from "../host/users.js";
 import {
@@ -151,15 +151,6 @@ export function readState(file: string): UseState | null {
   if (s.version !== 1 || typeof s.files !== "object")
     throw new Error(`${file}: not a nix-builders state record`);
   return s;
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** Atomic write of the state record (the caller holds the state directory's lock). */

@@ -225,7 +225,8 @@ export async function withLock<T>(dir: string, fn: () => Promise<T> | T, timeout
 // ---------------------------------------------------------------------------------------------------------
 // Writing
 
-function fsyncDir(dir: string): void {
+/** fsync a directory (after a rename or unlink in it), so the change survives a crash. */
+export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
     fs.fsyncSync(fd);
