@@ -61,25 +61,24 @@ export function agentCheck(): CheckDef<LocalCtx> {
         what: "advertised to hercules-ci.com",
         result: `platforms ${report.advertisement.platforms.join(" ") || "-"}; features ${report.advertisement.systemFeatures.join(" ") || "-"}`,
       });
-      const errors = fs.filter((f) => f.severity === "error");
-      const warnings = fs.filter((f) => f.severity === "warning");
-      const more = (n: number) => (n > 1 ? ` (and ${n - 1} more; see nix-builders show --agent)` : "");
-      if (errors.length)
+      // The first error (else the first warning) leads; the others are counted and in the evidence.
+      for (const [severity, status] of [
+        ["error", "fail"],
+        ["warning", "warn"],
+      ] as const) {
+        const hits = fs.filter((f) => f.severity === severity);
+        const first = hits[0];
+        if (!first) continue;
+        const more = hits.length > 1 ? ` (and ${hits.length - 1} more; see nix-builders show --agent)` : "";
+        const cause = agentCause(first.id);
         return {
-          status: "fail",
-          cause: agentCause(errors[0]!.id),
-          message: `${name}: ${errors[0]!.message}${more(errors.length)}`,
+          status,
+          cause,
+          message: `${name}: ${first.message}${more}`,
           evidence: ev,
-          fix: errors[0]!.fix ?? FIXES[agentCause(errors[0]!.id)],
+          fix: first.fix ?? FIXES[cause],
         };
-      if (warnings.length)
-        return {
-          status: "warn",
-          cause: agentCause(warnings[0]!.id),
-          message: `${name}: ${warnings[0]!.message}${more(warnings.length)}`,
-          evidence: ev,
-          fix: warnings[0]!.fix ?? FIXES[agentCause(warnings[0]!.id)],
-        };
+      }
       const notes = fs.length ? `; ${fs.length} note${fs.length > 1 ? "s" : ""} (see --verbose)` : "";
       return {
         status: "pass",
