@@ -9,6 +9,8 @@
  *      connections cost on this box.
  *   4. `doctor --builder <b1> --timeout 5` with b1 blackholed: the `timeout` verdict must come within
  *      the timeout + 2 s.
+ *   5. 1 and 2 again with every builder behind the lab's `slow` fault at 50 and 200 ms of extra round
+ *      trip (builders far away, as real ones are): the per-builder time is then mostly waiting.
  *
  * Everything runs on the lab's agent machine as root, `--user hercules-ci-agent`, with the built CLI
  * (`node dist/cli.js`, what the `nix-builders` bin runs; built first when missing), median of the runs,
@@ -115,6 +117,12 @@ export interface DoctorBench {
    * acceptance bound is a `timeout` verdict within the timeout + 2 s.
    */
   blackhole: { timeoutMs: number; builderMs: number | null; commandMs: number; cause: string | null };
+  /**
+   * The same two runs with every builder behind the lab's `slow` fault (each round trip that many ms
+   * longer, like builders far away): per-builder time is then mostly waiting, as with real remote
+   * builders, and no longer CPU on this box.
+   */
+  withLatency: { rttMs: number; doctorAllMs: number; doctorOneMs: number; ratio: number }[];
   exitCodes: { all: number | null; one: number | null };
   samples: { all: number[]; one: number[]; pingSequential: number[]; pingParallel: number[] };
 }
@@ -195,6 +203,30 @@ export async function benchDoctor(opts: { builders?: number; runs?: number } = {
   } finally {
     spawnSync(LAB, ["heal", builders[0]!.name, "blackhole"]);
   }
+  // Latency: every builder `slow` (--slow-ms high enough that no builder warns).
+  const withLatency: DoctorBench["withLatency"] = [];
+  for (const rttMs of [50, 200]) {
+    for (const b of builders)
+      spawnSync(LAB, ["fault", b.name, "slow"], {
+        env: { ...process.env, NIX_BUILDERS_LAB_SLOW_MS: String(rttMs) },
+      });
+    try {
+      const la: number[] = [];
+      const lo: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        la.push(doctor([...only, "--slow-ms", "60000"]).ms);
+        lo.push(doctor(["--builder", builders[0]!.address, "--slow-ms", "60000"]).ms);
+      }
+      withLatency.push({
+        rttMs,
+        doctorAllMs: Math.round(median(la)),
+        doctorOneMs: Math.round(median(lo)),
+        ratio: Math.round((median(la) / median(lo)) * 100) / 100,
+      });
+    } finally {
+      for (const b of builders) spawnSync(LAB, ["heal", b.name, "slow"]);
+    }
+  }
   let perBuilder = 0;
   try {
     const j = JSON.parse(lastAll) as { summary: { builderDurationsMs: Record<string, number> } };
@@ -226,6 +258,7 @@ export async function benchDoctor(opts: { builders?: number; runs?: number } = {
     pingParallelRatio: r2(median(pingPar) / median(pingOne)),
     perBuilderMedianMs: r(perBuilder),
     blackhole,
+    withLatency,
     exitCodes: codes,
     samples: {
       all: all.map((x) => r(x.ms)),

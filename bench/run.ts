@@ -217,7 +217,14 @@ async function main(): Promise<void> {
     process.stdout.write(
       `\ndoctor: 16 builders ${d.doctorAllMs} ms, one ${d.doctorOneMs} ms, ratio ${d.ratio} (target ≤ 1.5; CPU floor on ${d.cpus} CPUs ${d.floorRatio}); ` +
         `nix store ping: one ${d.pingOneMs} ms, 16 sequential ${d.pingSequentialMs} ms, 16 parallel ${d.pingParallelMs} ms (${d.pingParallelRatio}× one); ` +
-        `blackhole with --timeout 5: ${d.blackhole.cause} after ${d.blackhole.builderMs} ms (command ${d.blackhole.commandMs} ms; bound 7000 ms)\n`,
+        `blackhole with --timeout 5: ${d.blackhole.cause} after ${d.blackhole.builderMs} ms (command ${d.blackhole.commandMs} ms; bound 7000 ms); ` +
+        d.withLatency
+          .map(
+            (l) =>
+              `+${l.rttMs} ms per round trip: 16 builders ${l.doctorAllMs} ms, one ${l.doctorOneMs} ms, ratio ${l.ratio}`,
+          )
+          .join("; ") +
+        "\n",
     );
   } finally {
     if (!wasUp) spawnSync(lab, ["down"]);
