@@ -63,6 +63,7 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
     process.exit(EXIT.internal);
   }, watchdogMs);
   watchdog.unref();
+  if (progress) io.err("doctor: local checks…");
   const report = await doctor({
     ...(opts.user !== undefined ? { user: opts.user } : {}),
     ...(agent ? { agent } : {}),
@@ -75,8 +76,8 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
     env: io.env,
     ...(progress
       ? {
-          onProgress: (d: number, t: number, b: string) =>
-            io.err(`\r\x1b[Kdoctor: ${d}/${t} builders checked (${b})`),
+          onProgress: (d: number, t: number, b: string | null) =>
+            io.err(`\r\x1b[Kdoctor: ${d}/${t} builders checked${b === null ? "" : ` (last: ${b})`}`),
         }
       : {}),
   });

@@ -31,7 +31,8 @@ export interface DoctorOptions {
   slowMs?: number;
   nixVersion?: string;
   env: NodeJS.ProcessEnv;
-  onProgress?: (done: number, total: number, builder: string) => void;
+  /** After the local checks (builder null), then as each builder's checks end. */
+  onProgress?: (done: number, total: number, builder: string | null) => void;
 }
 
 export interface DoctorSummary {
@@ -135,6 +136,7 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
     machines = machines.filter((m) => opts.builders!.some((n) => matchesBuilder(m, n, view)));
   const durations: Record<string, number> = {};
   let done = 0;
+  opts.onProgress?.(0, machines.length, null);
   const defs = builderChecks();
   const keyChecks: NonNullable<BuilderCtx["env"]["keyChecks"]> = new Map();
   const perBuilder = await mapLimit(machines, opts.concurrency ?? 16, async (m) => {
