@@ -82,6 +82,8 @@ export interface BuilderCtx {
   argv?: NixSshArgv;
   sshG?: SshG;
   probe?: Promise<{ result: ProbeResult; cls: Classification; argv: string[] }>;
+  /** With ProxyJump: the first jump host as `ssh -G` resolves it (memoised). */
+  jump?: Promise<{ host: string; port: number; via: string } | null>;
   /** The remote-config command's run, when it went over the main probe's connection. */
   remoteRun?: RemoteRun;
   remote?: RemoteConfig;
@@ -160,6 +162,62 @@ function parseSshG(text: string, home: string): SshG {
     else if (k === "userknownhostsfile") g.userKnownHostsFiles = v.split(/\s+/).map(tilde);
   }
   return g;
+}
+
+/**
+ * The first hop of an ssh `ProxyJump` value (`[user@]host[:port]` or `ssh://[user@]host[:port]`, hops
+ * separated by commas; an IPv6 host in brackets): where ssh's own TCP connection goes. Null for `none`
+ * or a value that does not parse.
+ */
+export function firstJumpHop(
+  value: string,
+): { user: string | null; host: string; port: number | null } | null {
+  let v = value.split(",")[0]!.trim();
+  if (v === "" || v === "none") return null;
+  if (v.startsWith("ssh://")) v = v.slice(6).replace(/\/$/, "");
+  let user: string | null = null;
+  const at = v.lastIndexOf("@");
+  if (at >= 0) {
+    user = v.slice(0, at);
+    v = v.slice(at + 1);
+  }
+  let host = v;
+  let port: number | null = null;
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(v) ?? /^([^:]+)(?::(\d+))?$/.exec(v);
+  if (!m) return null;
+  host = m[1]!;
+  if (m[2] !== undefined) port = Number(m[2]);
+  if (host === "" || host.startsWith("-") || (port !== null && (port < 1 || port > 65535))) return null;
+  return { user, host, port };
+}
+
+/**
+ * Where ssh's own TCP connection goes: the builder, or with ProxyJump the first jump host (resolved
+ * through `ssh -G` as the identity, so that its own Host block's HostName and Port apply). Null with a
+ * ProxyCommand (anything may happen there) or a jump host we cannot resolve.
+ */
+async function connectTarget(ctx: BuilderCtx): Promise<{ host: string; port: number; via: string } | null> {
+  const g = ctx.sshG!;
+  if (!g.proxy) return { host: g.hostname, port: g.port, via: "" };
+  if (!g.proxy.startsWith("proxyjump ")) return null;
+  const hop = firstJumpHop(g.proxy.slice("proxyjump ".length));
+  if (!hop) return null;
+  if (!ctx.jump) {
+    const argv = [
+      ctx.env.sshPath ?? "ssh",
+      "-G",
+      ...(hop.port !== null ? ["-p", String(hop.port)] : []),
+      ...(hop.user !== null ? ["-l", hop.user] : []),
+      "--",
+      hop.host,
+    ];
+    ctx.jump = runAsIdentity(ctx, argv).then((r) => {
+      if (r.code !== 0) return null;
+      const j = parseSshG(r.stdout, ctx.env.identity.home);
+      return { host: j.hostname, port: j.port, via: ` (first hop: jump host ${hop.host}, ProxyJump)` };
+    });
+  }
+  return ctx.jump;
 }
 
 /** The main probe, run once per builder (memoised on the context). */
@@ -441,22 +499,23 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
         const na = notSsh(ctx);
         if (na) return na;
         const g = ctx.sshG!;
-        if (g.proxy) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
-        const r = await resolveHost(g.hostname, ctx.env.timeoutMs);
+        const t = await connectTarget(ctx);
+        if (!t) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
+        const r = await resolveHost(t.host, ctx.env.timeoutMs);
         const ev = [
-          { what: `getaddrinfo(${g.hostname})`, result: r.ok ? r.addresses.join(" ") : (r.error ?? "") },
+          { what: `getaddrinfo(${t.host})`, result: r.ok ? r.addresses.join(" ") : (r.error ?? "") },
         ];
         if (!r.ok)
           return {
             status: "fail",
             cause: r.error?.includes("no answer") ? "timeout" : "unreachable",
-            message: `cannot resolve ${g.hostname}: ${r.error}`,
+            message: `cannot resolve ${t.host}${t.via}: ${r.error}`,
             evidence: ev,
             fix: "Fix the host name (machines line or ssh_config HostName) or the resolver (/etc/hosts, DNS) of this machine.",
           };
         return {
           status: "pass",
-          message: `${g.hostname} → ${r.addresses.join(", ")} (${r.ms} ms)`,
+          message: `${t.host}${t.via} → ${r.addresses.join(", ")} (${r.ms} ms)`,
           evidence: ev,
         };
       },
@@ -468,21 +527,22 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
         const na = notSsh(ctx);
         if (na) return na;
         const g = ctx.sshG!;
-        if (g.proxy) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
-        const r0 = await resolveHost(g.hostname, ctx.env.timeoutMs);
+        const t = await connectTarget(ctx);
+        if (!t) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
+        const r0 = await resolveHost(t.host, ctx.env.timeoutMs);
         const ev: Evidence[] = [];
         let last = null;
         for (const addr of r0.addresses) {
-          const r = await tcpConnect(addr, g.port, ctx.env.timeoutMs);
+          const r = await tcpConnect(addr, t.port, ctx.env.timeoutMs);
           ev.push({
-            what: `TCP connect ${addr} port ${g.port}`,
+            what: `TCP connect ${addr} port ${t.port}`,
             result: r.ok ? `connected in ${r.ms} ms` : `${r.error}: ${r.message}`,
           });
           last = r;
           if (r.ok)
             return {
               status: "pass",
-              message: `${addr} port ${g.port} accepts connections (${r.ms} ms)`,
+              message: `${addr} port ${t.port}${t.via} accepts connections (${r.ms} ms)`,
               evidence: ev,
             };
         }
@@ -491,8 +551,8 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
           status: "fail",
           cause: timeout ? "timeout" : "unreachable",
           message: timeout
-            ? `no answer from ${g.hostname} port ${g.port} within ${ctx.env.timeoutMs} ms (packets dropped?)`
-            : `${g.hostname} port ${g.port}: ${last?.message ?? "no address"}`,
+            ? `no answer from ${t.host} port ${t.port}${t.via} within ${ctx.env.timeoutMs} ms (packets dropped?)`
+            : `${t.host} port ${t.port}${t.via}: ${last?.message ?? "no address"}`,
           evidence: ev,
           fix: FIXES[timeout ? "timeout" : "unreachable"],
         };

@@ -1,6 +1,7 @@
 /** The doctor's plain-text report (src/doctor/report.ts): what a person reads on a terminal. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { firstJumpHop } from "../../src/doctor/builder.js";
 import type { DoctorReport } from "../../src/doctor/doctor.js";
 import { reportJson, reportText } from "../../src/doctor/report.js";
 import type { CheckResult } from "../../src/doctor/types.js";
@@ -101,5 +102,19 @@ describe("doctor text report", () => {
   it("JSON keeps every check, whatever the text shows", () => {
     const j = reportJson(report()) as { checks: unknown[] };
     assert.equal(j.checks.length, 1 + 2 * IDS.length);
+  });
+});
+
+describe("firstJumpHop (ProxyJump's first hop)", () => {
+  it("parses user, host, port, the ssh:// form, IPv6 in brackets, and several hops", () => {
+    assert.deepEqual(firstJumpHop("bastion"), { user: null, host: "bastion", port: null });
+    assert.deepEqual(firstJumpHop("ops@bastion:2222,inner"), { user: "ops", host: "bastion", port: 2222 });
+    assert.deepEqual(firstJumpHop("ssh://ops@bastion:22"), { user: "ops", host: "bastion", port: 22 });
+    assert.deepEqual(firstJumpHop("[2001:db8::1]:2200"), { user: null, host: "2001:db8::1", port: 2200 });
+    assert.deepEqual(firstJumpHop("a@b@host"), { user: "a@b", host: "host", port: null });
+  });
+  it("refuses none, empty, an option-like host, and a bad port", () => {
+    for (const v of ["none", "", "-oProxyCommand=x", "host:0", "host:70000", "host:x"])
+      assert.equal(firstJumpHop(v), null, v);
   });
 });

@@ -242,6 +242,40 @@ describe("doctor over a real sshd on 127.0.0.1 (Nix 2.8)", { skip }, () => {
     assert.doesNotMatch(rc.evidence[0]!.what, /ControlPath/);
   });
 
+  it("ProxyJump: dns and tcp test the first jump host, as ssh -G resolves it", async () => {
+    const conf3 = join(tmp, "conf3");
+    mkdirSync(conf3, { recursive: true });
+    writeFileSync(join(tmp, "machines3"), `${cases["healthy ssh://"]!.line}\n`);
+    writeFileSync(join(conf3, "nix.conf"), `sandbox = false\nbuilders = @${join(tmp, "machines3")}\n`);
+    const run = (jump: string) =>
+      doctor({
+        env: {
+          PATH: process.env["PATH"] ?? "/usr/bin:/bin",
+          HOME: "/root",
+          NIX_CONF_DIR: conf3,
+          NIX_USER_CONF_FILES: join(tmp, "none"),
+          NIX_SSHOPTS: `-p ${port} -J ${jump}`,
+        },
+        timeoutSec: 8,
+      });
+    const check = (r: DoctorReport, id: string) => r.checks.find((x) => x.builder !== null && x.id === id)!;
+    const closed = await run("root@127.0.0.1:1");
+    const tcp = check(closed, "builder.tcp");
+    assert.deepEqual([tcp.status, tcp.cause], ["fail", "unreachable"]);
+    assert.match(tcp.message, /^127\.0\.0\.1 port 1 \(first hop: jump host 127\.0\.0\.1, ProxyJump\): /);
+    assert.equal(check(closed, "builder.host-key").status, "skip");
+    // Spelled `localhost`: ssh refuses a jump to the very host and port it is asked for ("jumphost
+    // loop"), which the doctor reports from ssh -G as it is.
+    const loop = await run(`root@127.0.0.1:${port}`);
+    assert.match(check(loop, "builder.ssh-config").message, /jumphost loop/);
+    const open = await run(`root@localhost:${port}`);
+    assert.equal(check(open, "builder.dns").status, "pass", reportText(open, { verbose: true }));
+    assert.match(
+      check(open, "builder.tcp").message,
+      new RegExp(` port ${port} \\(first hop: jump host localhost, ProxyJump\\) accepts connections`),
+    );
+  });
+
   it("the JSON report has the documented shape, causes from the contract, and no key material", () => {
     const j = reportJson(report) as { checks: Record<string, unknown>[]; summary: Record<string, unknown> };
     for (const c of j.checks) {
