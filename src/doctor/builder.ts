@@ -644,6 +644,10 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
             pinned ? "with the pinned host key: " : "with the known_hosts of the identity: ",
           );
           if (rewrite) out.message += rewrite;
+          if (g.proxy?.startsWith("proxyjump "))
+            // Measured (OpenSSH 9.2): the ssh that -J starts for the jump host gets neither -i nor
+            // -oUserKnownHostsFile, so the pin and the machines line's key do not apply to it.
+            out.message += ` The connection goes through ${g.proxy.slice(10)} (ProxyJump): ssh checks that jump host's key against ${ctx.env.identity.name}'s own known_hosts and logs in with ${ctx.env.identity.name}'s own keys (ssh passes neither the pinned key file nor -i to the jump), so the failure may be the jump host's: add its key to ${ctx.env.identity.home}/.ssh/known_hosts (or /etc/ssh/ssh_known_hosts).`;
           return out;
         }
         const where = pinned

@@ -274,6 +274,10 @@ describe("doctor over a real sshd on 127.0.0.1 (Nix 2.8)", { skip }, () => {
       check(open, "builder.tcp").message,
       new RegExp(` port ${port} \\(first hop: jump host localhost, ProxyJump\\) accepts connections`),
     );
+    // The jump host's key is not in root's known_hosts (ssh passes the pin to the last hop only).
+    const hk = check(open, "builder.host-key");
+    assert.deepEqual([hk.status, hk.cause], ["fail", "host-key"]);
+    assert.match(hk.message, /ProxyJump\): ssh checks that jump host's key against root's own known_hosts/);
   });
 
   it("the JSON report has the documented shape, causes from the contract, and no key material", () => {
