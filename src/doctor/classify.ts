@@ -171,7 +171,9 @@ export function classifyProbe(
   if (!trace.authenticated) {
     if (RE.resolve.test(trace.plain)) return mk("connect", "unreachable", plainLast, all, version);
     if (RE.connTimeout.test(trace.plain)) return mk("connect", "timeout", plainLast, all, version);
-    if (RE.hostKey.test(trace.plain)) return mk("host-key", "host-key", plainLast, all, version);
+    if (RE.hostKey.test(trace.plain))
+      // ssh's host-key warning is a banner of a dozen lines: keep the ones that say what happened.
+      return mk("host-key", "host-key", matchingLines(trace.plain, RE.hostKey) || plainLast, all, version);
     if (RE.auth.test(trace.plain)) return mk("auth", "auth", plainLast, all, version);
     if (kind === "timeout") {
       if (!trace.connected)
@@ -239,6 +241,18 @@ export function classifyProbe(
     `${nixMsg}${status}: the remote command ended without speaking the protocol`,
     all,
     version,
+  );
+}
+
+/** Every line of `text` that matches `re`, trimmed and joined with " / ". */
+function matchingLines(text: string, re: RegExp): string {
+  return (
+    text
+      .split("\n")
+      // ssh frames its warnings in `@` borders
+      .map((l) => l.replace(/^[\s@]+|[\s@]+$/g, ""))
+      .filter((l) => l !== "" && re.test(l))
+      .join(" / ")
   );
 }
 
