@@ -11,12 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Command } from "commander";
-import type { Io } from "../../src/commands/io.js";
 import { register, runLint } from "../../src/commands/lint.js";
 import { userView } from "../../src/commands/view.js";
 import { keyFileFacts } from "../../src/host/keyfile.js";
 import { lookupUser, type UserInfo } from "../../src/host/users.js";
 import { base64Encode } from "../../src/nix/base64.js";
+import { captureIo } from "../support/capture-io.js";
 
 const isRoot = process.getuid?.() === 0;
 const tag = randomBytes(3).toString("hex");
@@ -24,19 +24,6 @@ const USER = `nblint-${tag}`;
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
-function capture(env: NodeJS.ProcessEnv): Io & { stdout: () => string } {
-  let out = "";
-  return {
-    out: (t) => {
-      out += t;
-    },
-    err: () => {},
-    env,
-    isTTY: false,
-    stdout: () => out,
-  };
 }
 
 interface JsonOut {
@@ -131,9 +118,9 @@ describe("lint on real files", { skip: isRoot ? false : "needs root" }, () => {
   };
 
   const run = async (opts: Parameters<typeof runLint>[0], given?: Parameters<typeof runLint>[2]) => {
-    const io = capture(env);
+    const io = captureIo(env);
     const code = await runLint(opts, io, given);
-    const text = io.stdout();
+    const text = io.stdout;
     for (const s of secrets) assert.ok(!text.includes(s), "no key material in the output");
     return { code, text };
   };
@@ -302,7 +289,7 @@ describe("lint on real files", { skip: isRoot ? false : "needs root" }, () => {
   it("registered as a commander command: `lint --json --machines FILE` sets the exit code", async () => {
     const mf = join(dir, "cli-machines");
     writeFileSync(mf, `ssh://nix@a x86_64-linux ${join(keys, "open")} 1 1\n`);
-    const io = capture(env);
+    const io = captureIo(env);
     let code = -1;
     const program = new Command().exitOverride();
     register(program, io, (c) => {
@@ -310,7 +297,7 @@ describe("lint on real files", { skip: isRoot ? false : "needs root" }, () => {
     });
     await program.parseAsync(["node", "nix-builders", "lint", "--json", "--machines", mf]);
     assert.equal(code, 2);
-    const j = JSON.parse(io.stdout()) as JsonOut;
+    const j = JSON.parse(io.stdout) as JsonOut;
     assert.deepEqual(
       j.findings.map((f) => f.id),
       ["key-permissions"],

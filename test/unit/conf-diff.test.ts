@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { cpus, tmpdir, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { MODELLED_SETTINGS } from "../../src/commands/config.js";
 import { nodeFileReader } from "../../src/host/fs-reader.js";
 import { type ConfigFlag, type FileReader, loadConfig, type MachineFacts } from "../../src/nix/conf.js";
 import { SettingRegistry, type SettingType } from "../../src/nix/settings.js";
@@ -154,30 +155,8 @@ async function pool<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promi
 // The generator (seeded, deterministic)
 
 const reg = new SettingRegistry(NIX_2_8);
-/** The settings the brief names; they get most of the traffic. */
-const CORE = [
-  "builders",
-  "builders-use-substitutes",
-  "trusted-users",
-  "allowed-users",
-  "build-users-group",
-  "max-jobs",
-  "cores",
-  "system",
-  "extra-platforms",
-  "system-features",
-  "substituters",
-  "trusted-substituters",
-  "trusted-public-keys",
-  "require-sigs",
-  "sandbox",
-  "store",
-  "keep-going",
-  "max-silent-time",
-  "connect-timeout",
-  "narinfo-cache-negative-ttl",
-  "experimental-features",
-];
+/** The settings `config` always shows (the brief names them); they get most of the traffic. */
+const CORE: readonly string[] = MODELLED_SETTINGS;
 /** Never set these to something real: Nix would act on them (load plugins). */
 const AVOID = new Set(["plugin-files"]);
 

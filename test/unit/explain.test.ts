@@ -23,6 +23,7 @@ import {
 import { NIX_2_8, NIX_LATEST } from "../../src/nix/version.js";
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "logs");
+/** The causes issue 5 names for `doctor --json`, copied from the issue on purpose: the source must keep them. */
 const DOCTOR_CAUSES = [
   "unreachable",
   "timeout",

@@ -6,34 +6,17 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import type { Io } from "../../src/commands/io.js";
 import { planClosure, runPlan } from "../../src/commands/plan.js";
 import { routeContext } from "../../src/commands/route.js";
 import { userView } from "../../src/commands/view.js";
 import { isStorePath, openValidity, resolveStore } from "../../src/host/store.js";
+import { captureIo } from "../support/capture-io.js";
 import { type DrvStore, haveNix, makeDrvStore, PRELUDE } from "../support/drv-store.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the JSON document under test
 type Json = any;
 
 const SKIP = !haveNix() && "nix-instantiate or /bin/busybox is not installed";
-
-function capture(env: NodeJS.ProcessEnv): Io & { text(): string; errText(): string } {
-  let out = "";
-  let err = "";
-  return {
-    out: (t) => {
-      out += t;
-    },
-    err: (t) => {
-      err += t;
-    },
-    env,
-    isTTY: false,
-    text: () => out,
-    errText: () => err,
-  };
-}
 
 // root ─┬─ cuda (needs cuda) ── base
 //       ├─ arm (aarch64-linux) ── base
@@ -62,9 +45,9 @@ describe("plan", { skip: SKIP }, () => {
   after(() => s?.cleanup());
 
   async function plan(args: string[], builders: string, extra: Record<string, unknown> = {}) {
-    const io = capture(s.env);
+    const io = captureIo(s.env);
     const code = await runPlan({ builders, store: s.store, json: true, ...extra }, args, io);
-    return { code, json: JSON.parse(io.text()) as Json, io };
+    return { code, json: JSON.parse(io.stdout) as Json, io };
   }
 
   test("a derivation needing a feature no builder has: exit 2, named with the reason", async () => {
@@ -96,16 +79,16 @@ describe("plan", { skip: SKIP }, () => {
   });
 
   test("everything buildable: exit 0, text summary", async () => {
-    const io = capture(s.env);
+    const io = captureIo(s.env);
     const code = await runPlan(
       { builders: `${m1} aarch64-linux,x86_64-linux - 2 1 cuda`, store: s.store },
       [d.root!],
       io,
     );
     assert.equal(code, 0);
-    assert.match(io.text(), /6 derivations in the closure of 1 root: 0 already built, 6 to build\./);
-    assert.match(io.text(), /Every derivation to build has a builder\./);
-    assert.match(io.text(), /Routing ignores load/);
+    assert.match(io.stdout, /6 derivations in the closure of 1 root: 0 already built, 6 to build\./);
+    assert.match(io.stdout, /Every derivation to build has a builder\./);
+    assert.match(io.stdout, /Routing ignores load/);
   });
 
   test("maxJobs 0 as the only machine that could take it: postponed forever, unbuildable", async () => {
@@ -124,10 +107,10 @@ describe("plan", { skip: SKIP }, () => {
     const t = makeDrvStore(["max-jobs = 0"]);
     try {
       const x = t.instantiate(`{ a = mk "a" { }; }`, ["a"]);
-      const io = capture(t.env);
+      const io = captureIo(t.env);
       const code = await runPlan({ builders: "", store: t.store, json: true }, [x.a!], io);
       assert.equal(code, 2);
-      const u = JSON.parse(io.text()).unbuildable[0];
+      const u = JSON.parse(io.stdout).unbuildable[0];
       assert.equal(u.drvPath, x.a);
       assert.match(
         u.message,
@@ -144,9 +127,9 @@ describe("plan", { skip: SKIP }, () => {
     try {
       const x = t.instantiate(CLOSURE, ["base", "mid", "root"]);
       t.build(x.mid!); // builds base and mid locally with the real nix-store --realise
-      const io = capture(t.env);
+      const io = captureIo(t.env);
       const code = await runPlan({ builders: "", store: t.store, json: true }, [x.root!], io);
-      const json = JSON.parse(io.text());
+      const json = JSON.parse(io.stdout);
       assert.equal(json.closure, 6);
       // mid is valid; base is valid too but still reached through cuda and arm.
       assert.equal(json.valid, 2);
@@ -188,11 +171,11 @@ describe("plan", { skip: SKIP }, () => {
   });
 
   test("a missing .drv is Nix's error, exit 2", async () => {
-    const io = capture(s.env);
+    const io = captureIo(s.env);
     const missing = d.base!.replace(/\/[0-9a-z]{32}-/, "/00000000000000000000000000000000-");
     const code = await runPlan({ builders: "", store: s.store }, [missing], io);
     assert.equal(code, 2);
-    assert.match(io.errText(), /^error: getting status of '.*00000000000000000000000000000000-base\.drv'/);
+    assert.match(io.stderr, /^error: getting status of '.*00000000000000000000000000000000-base\.drv'/);
   });
 
   test("planClosure with injected validity: wanted outputs only", async () => {

@@ -7,32 +7,15 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import type { Io } from "../../src/commands/io.js";
 import { runRoute } from "../../src/commands/route.js";
 import { slotFile } from "../../src/host/current-load.js";
+import { captureIo } from "../support/capture-io.js";
 import { type DrvStore, haveNix, makeDrvStore } from "../support/drv-store.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the JSON document under test
 type Json = any;
 
 const SKIP = !haveNix() && "nix-instantiate or /bin/busybox is not installed";
-
-function capture(env: NodeJS.ProcessEnv): Io & { text(): string; errText(): string } {
-  let out = "";
-  let err = "";
-  return {
-    out: (t) => {
-      out += t;
-    },
-    err: (t) => {
-      err += t;
-    },
-    env,
-    isTTY: false,
-    text: () => out,
-    errText: () => err,
-  };
-}
 
 function holdLocks(files: string[]): Promise<ChildProcess> {
   const script =
@@ -75,13 +58,13 @@ describe("route command", { skip: SKIP }, () => {
     builders: string;
     extra?: Partial<Parameters<typeof runRoute>[0]>;
   }) {
-    const io = capture(s.env);
+    const io = captureIo(s.env);
     const code = await runRoute(
       { builders: args.builders, store: s.store, json: true, ...args.extra },
       args.drv,
       io,
     );
-    return { code, json: JSON.parse(io.text()) as Json, io };
+    return { code, json: JSON.parse(io.stdout) as Json, io };
   }
 
   test("remote: the JSON shape, the machine Nix picks, exit 0", async () => {
@@ -177,10 +160,10 @@ describe("route command", { skip: SKIP }, () => {
   });
 
   test("a right-type machine with maxJobs 0 postpones (exit 1); the text table has a local row", async () => {
-    const io = capture(s.env);
+    const io = captureIo(s.env);
     const code = await runRoute({ builders: `${m1} x86_64-linux - 0 1 cuda`, store: s.store }, drvs.cuda, io);
     assert.equal(code, 1);
-    const t = io.text();
+    const t = io.stdout;
     assert.match(t, /Decision: postpone — Nix prints: waiting for a machine to build/);
     assert.match(t, new RegExp(`${m1}\\s+no\\s+0/0\\s+0\\s+-\\s+maxJobs is 0: never chosen`));
     assert.match(t, /local \(x86_64-linux, max-jobs 1\)\s+no/);
