@@ -82,6 +82,8 @@ export interface BuilderCtx {
   argv?: NixSshArgv;
   sshG?: SshG;
   probe?: Promise<{ result: ProbeResult; cls: Classification; argv: string[] }>;
+  /** Where ssh's TCP connection goes, and its addresses (set by builder.dns). */
+  resolved?: { host: string; port: number; via: string; addresses: string[] };
   /** With ProxyJump: the first jump host as `ssh -G` resolves it (memoised). */
   jump?: Promise<{ host: string; port: number; via: string } | null>;
   /** The remote-config command's run, when it went over the main probe's connection. */
@@ -498,10 +500,10 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
       async run(ctx) {
         const na = notSsh(ctx);
         if (na) return na;
-        const g = ctx.sshG!;
         const t = await connectTarget(ctx);
-        if (!t) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
+        if (!t) return { status: "pass", message: `not tested: ssh connects through ${ctx.sshG!.proxy}` };
         const r = await resolveHost(t.host, ctx.env.timeoutMs);
+        if (r.ok) ctx.resolved = { ...t, addresses: r.addresses };
         const ev = [
           { what: `getaddrinfo(${t.host})`, result: r.ok ? r.addresses.join(" ") : (r.error ?? "") },
         ];
@@ -526,13 +528,12 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
       async run(ctx) {
         const na = notSsh(ctx);
         if (na) return na;
-        const g = ctx.sshG!;
-        const t = await connectTarget(ctx);
-        if (!t) return { status: "pass", message: `not tested: ssh connects through ${g.proxy}` };
-        const r0 = await resolveHost(t.host, ctx.env.timeoutMs);
+        // builder.dns resolved the target (it passed, or said why it could not test).
+        const t = ctx.resolved;
+        if (!t) return { status: "pass", message: `not tested: ssh connects through ${ctx.sshG!.proxy}` };
         const ev: Evidence[] = [];
         let last = null;
-        for (const addr of r0.addresses) {
+        for (const addr of t.addresses) {
           const r = await tcpConnect(addr, t.port, ctx.env.timeoutMs);
           ev.push({
             what: `TCP connect ${addr} port ${t.port}`,

@@ -125,16 +125,11 @@ function raceTimer<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F>
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
-export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
-  const timeoutMs = opts.timeoutMs ?? 20_000;
-  const t0 = performance.now();
-  const deadline = Date.now() + timeoutMs;
-  const since = () => Math.round((performance.now() - t0) * 10) / 10;
-  const stderrLimit = opts.stderrLimit ?? 64 * 1024;
-  const argv = [opts.program, ...opts.args];
-  const result: ProbeResult = {
+/** A result before anything ran: not ok, no output, no timings. */
+function notRun(protocol: ProbeResult["protocol"], argv: string[]): ProbeResult {
+  return {
     ok: false,
-    protocol: opts.protocol,
+    protocol,
     argv,
     stderr: "",
     stderrTruncated: false,
@@ -143,6 +138,16 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
     killed: false,
     timings: { firstByteMs: null, handshakeMs: null, queryMs: null, totalMs: 0 },
   };
+}
+
+export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const t0 = performance.now();
+  const deadline = Date.now() + timeoutMs;
+  const since = () => Math.round((performance.now() - t0) * 10) / 10;
+  const stderrLimit = opts.stderrLimit ?? 64 * 1024;
+  const argv = [opts.program, ...opts.args];
+  const result = notRun(opts.protocol, argv);
 
   const child = spawn(opts.program, opts.args, {
     stdio: ["pipe", "pipe", "pipe"],
@@ -315,19 +320,7 @@ export async function probeStore(
   try {
     const ssh = probeSshArgv({ ...input, hostKeyFile: hk.file }, opts.ssh);
     if (ssh.error) {
-      return {
-        ok: false,
-        protocol: ssh.protocol,
-        argv: [],
-        failure: { kind: "spawn", nixMessage: ssh.error },
-        stderr: "",
-        stderrTruncated: false,
-        exitCode: null,
-        signal: null,
-        killed: false,
-        timings: { firstByteMs: null, handshakeMs: null, queryMs: null, totalMs: 0 },
-        ssh,
-      };
+      return { ...notRun(ssh.protocol, []), failure: { kind: "spawn", nixMessage: ssh.error }, ssh };
     }
     if (ssh.knownHostsContent !== undefined) await writeFile(hk.file, ssh.knownHostsContent, { mode: 0o600 });
     const { ssh: _s, baseEnv, ...rest } = opts;
