@@ -8,7 +8,7 @@
  * {@link NixError} carrying Nix's exact message.
  */
 
-import { NixError } from "./errors.js";
+import { NixError, strerror } from "./errors.js";
 import type { Origin } from "./origin.js";
 import {
   compareCodePoints,
@@ -249,23 +249,6 @@ function resolveInclude(
   const joined = target.startsWith("/") ? target : `${dirOf(including)}/${target}`;
   const c = canonPath(joined);
   return c === null ? { ok: false, error: notAbsolute(joined, including, lineNo) } : { ok: true, path: c };
-}
-
-const STRERROR: Record<string, string> = {
-  ENOENT: "No such file or directory",
-  EACCES: "Permission denied",
-  EPERM: "Operation not permitted",
-  EISDIR: "Is a directory",
-  ENOTDIR: "Not a directory",
-  ELOOP: "Too many levels of symbolic links",
-  ENAMETOOLONG: "File name too long",
-  EIO: "Input/output error",
-  EMFILE: "Too many open files",
-  ENXIO: "No such device or address",
-};
-
-function strerror(code: string): string {
-  return STRERROR[code] ?? code;
 }
 
 // ---------------------------------------------------------------------------------------------------------

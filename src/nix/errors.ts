@@ -28,3 +28,27 @@ export class NixError extends Error {
     return { message: this.nixMessage, kind: this.kind, file: this.file, line: this.line };
   }
 }
+
+/** The C library's text for an errno code, as Nix prints it after a path (glibc wording). */
+const STRERROR: Record<string, string> = {
+  ENOENT: "No such file or directory",
+  EACCES: "Permission denied",
+  EPERM: "Operation not permitted",
+  EISDIR: "Is a directory",
+  ENOTDIR: "Not a directory",
+  ELOOP: "Too many levels of symbolic links",
+  ENAMETOOLONG: "File name too long",
+  EIO: "Input/output error",
+  EMFILE: "Too many open files",
+  ENFILE: "Too many open files in system",
+  ENXIO: "No such device or address",
+  ENODEV: "No such device",
+  EINVAL: "Invalid argument",
+  EBUSY: "Device or resource busy",
+  ETXTBSY: "Text file busy",
+  EOVERFLOW: "Value too large for defined data type",
+};
+
+export function strerror(code: string): string {
+  return STRERROR[code] ?? code;
+}

@@ -7,6 +7,7 @@
  * row with its file and line, but `error` is exactly what Nix raises.
  */
 import { isPublicKeyLine, nixBase64Decode } from "./base64.js";
+import { strerror } from "./errors.js";
 import { normaliseStoreUri, sshAuthority } from "./store-uri.js";
 import { isKnownSystem, suggestSystem } from "./systems.js";
 import { atLeast, type NixVersion } from "./version.js";
@@ -158,29 +159,6 @@ export function byteCompare(a: string, b: string): number {
 
 function sortedSet(xs: string[]): string[] {
   return [...new Set(xs)].sort(byteCompare);
-}
-
-const STRERROR: Record<string, string> = {
-  ENOENT: "No such file or directory",
-  EACCES: "Permission denied",
-  EPERM: "Operation not permitted",
-  EISDIR: "Is a directory",
-  ENOTDIR: "Not a directory",
-  ELOOP: "Too many levels of symbolic links",
-  ENAMETOOLONG: "File name too long",
-  EIO: "Input/output error",
-  EMFILE: "Too many open files",
-  ENFILE: "Too many open files in system",
-  ENXIO: "No such device or address",
-  ENODEV: "No such device",
-  EINVAL: "Invalid argument",
-  EBUSY: "Device or resource busy",
-  ETXTBSY: "Text file busy",
-  EOVERFLOW: "Value too large for defined data type",
-};
-
-export function strerror(code: string): string {
-  return STRERROR[code] ?? code;
 }
 
 /** Errors that happen on read(2) rather than open(2). */
