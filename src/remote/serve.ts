@@ -11,7 +11,7 @@
  * Nix has no deadline here (it waits forever); we add one and call that `timeout`.
  */
 import type { Readable, Writable } from "node:stream";
-import { chomp, printableBytes, WireError, WireReader, WireWriter } from "./wire.js";
+import { chomp, printableBytes, readMagic, WireError, WireReader, WireWriter } from "./wire.js";
 
 export const SERVE_MAGIC_1 = 0x390c9deb;
 export const SERVE_MAGIC_2 = 0x5452eecb;
@@ -138,27 +138,16 @@ export async function serveHandshake(
   }
 
   try {
-    let magic: number;
-    try {
-      magic = await reader.u32();
-    } catch (e) {
-      if (e instanceof WireError && e.kind === "too-large") {
-        // Nix: close our side so a peer waiting for input ends, then drain what it printed.
-        io.output.end();
-        const head = seen();
-        const rest = await reader.drain(opts.drainBytes ?? 4096, Math.max(0, reader.deadline - Date.now()));
-        const all = Buffer.concat([head, rest]);
-        return {
-          result: fail(
-            "garbage",
-            `'nix-store --serve' protocol mismatch from '${host}', got '${chomp(all.toString("utf8"))}'`,
-            all,
-          ),
-        };
-      }
-      throw e;
-    }
-    if (magic !== SERVE_MAGIC_2)
+    const first = await readMagic(reader, io.output, start, opts.drainBytes);
+    if ("text" in first)
+      return {
+        result: fail(
+          "garbage",
+          `'nix-store --serve' protocol mismatch from '${host}', got '${chomp(first.text.toString("utf8"))}'`,
+          first.text,
+        ),
+      };
+    if (first.magic !== SERVE_MAGIC_2)
       return { result: fail("bad-magic", `'nix-store --serve' protocol mismatch from '${host}'`, seen()) };
     let version: number;
     try {

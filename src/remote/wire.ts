@@ -453,6 +453,28 @@ export function printableBytes(b: Buffer, max = 512): string {
 }
 
 /** Nix's `chomp`: strip trailing whitespace (space, tab, CR, LF). */
+/**
+ * The peer's first u32, a protocol magic. When the peer printed text instead (a shell banner, an error
+ * message: the "number" is too large), do what Nix does: close our side so that a peer waiting for input
+ * ends, then drain what it printed; `text` is everything it sent since offset `start`.
+ */
+export async function readMagic(
+  reader: WireReader,
+  output: Writable,
+  start: number,
+  drainBytes = 4096,
+): Promise<{ magic: number } | { text: Buffer }> {
+  try {
+    return { magic: await reader.u32() };
+  } catch (e) {
+    if (!(e instanceof WireError && e.kind === "too-large")) throw e;
+    output.end();
+    const head = reader.seen().subarray(start);
+    const rest = await reader.drain(drainBytes, Math.max(0, (reader.deadline ?? Date.now()) - Date.now()));
+    return { text: Buffer.concat([head, rest]) };
+  }
+}
+
 export function chomp(s: string): string {
   return s.replace(/[ \t\n\r]+$/, "");
 }

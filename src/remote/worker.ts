@@ -15,7 +15,7 @@
  */
 import { connect, type Socket } from "node:net";
 import type { Readable, Writable } from "node:stream";
-import { chomp, printableBytes, WireError, WireReader, WireWriter } from "./wire.js";
+import { chomp, printableBytes, readMagic, WireError, WireReader, WireWriter } from "./wire.js";
 
 export const WORKER_MAGIC_1 = 0x6e697863;
 export const WORKER_MAGIC_2 = 0x6478696f;
@@ -451,22 +451,18 @@ export async function workerHandshake(
     // the peer may already be gone; reading tells us how
   }
   try {
-    let magic: number;
-    try {
-      magic = await reader.u32();
-    } catch (e) {
-      if (e instanceof WireError && e.kind === "too-large") {
-        io.output.end();
-        const head = seen();
-        const rest = await reader.drain(4096, Math.max(0, (reader.deadline ?? deadline) - Date.now()));
-        const all = Buffer.concat([head, rest]);
-        return {
-          result: failure("garbage", uri, `protocol mismatch, got '${chomp(all.toString("utf8"))}'`, all),
-        };
-      }
-      throw e;
-    }
-    if (magic !== WORKER_MAGIC_2) return { result: failure("bad-magic", uri, "protocol mismatch", seen()) };
+    const first = await readMagic(reader, io.output, start);
+    if ("text" in first)
+      return {
+        result: failure(
+          "garbage",
+          uri,
+          `protocol mismatch, got '${chomp(first.text.toString("utf8"))}'`,
+          first.text,
+        ),
+      };
+    if (first.magic !== WORKER_MAGIC_2)
+      return { result: failure("bad-magic", uri, "protocol mismatch", seen()) };
     const daemonVersion = await reader.u32();
     if ((daemonVersion & 0xff00) !== 0x100)
       return { result: failure("bad-version", uri, "Nix daemon protocol version not supported", seen()) };
