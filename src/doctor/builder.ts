@@ -84,8 +84,6 @@ export interface BuilderCtx {
   probe?: Promise<{ result: ProbeResult; cls: Classification; argv: string[] }>;
   /** Where ssh's TCP connection goes, and its addresses (set by builder.dns). */
   resolved?: { host: string; port: number; via: string; addresses: string[] };
-  /** With ProxyJump: the first jump host as `ssh -G` resolves it (memoised). */
-  jump?: Promise<{ host: string; port: number; via: string } | null>;
   /** The remote-config command's run, when it went over the main probe's connection. */
   remoteRun?: RemoteRun;
   remote?: RemoteConfig;
@@ -183,12 +181,10 @@ export function firstJumpHop(
     user = v.slice(0, at);
     v = v.slice(at + 1);
   }
-  let host = v;
-  let port: number | null = null;
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(v) ?? /^([^:]+)(?::(\d+))?$/.exec(v);
   if (!m) return null;
-  host = m[1]!;
-  if (m[2] !== undefined) port = Number(m[2]);
+  const host = m[1]!;
+  const port = m[2] === undefined ? null : Number(m[2]);
   if (host === "" || host.startsWith("-") || (port !== null && (port < 1 || port > 65535))) return null;
   return { user, host, port };
 }
@@ -204,22 +200,36 @@ async function connectTarget(ctx: BuilderCtx): Promise<{ host: string; port: num
   if (!g.proxy.startsWith("proxyjump ")) return null;
   const hop = firstJumpHop(g.proxy.slice("proxyjump ".length));
   if (!hop) return null;
-  if (!ctx.jump) {
-    const argv = [
-      ctx.env.sshPath ?? "ssh",
-      "-G",
-      ...(hop.port !== null ? ["-p", String(hop.port)] : []),
-      ...(hop.user !== null ? ["-l", hop.user] : []),
-      "--",
-      hop.host,
-    ];
-    ctx.jump = runAsIdentity(ctx, argv).then((r) => {
-      if (r.code !== 0) return null;
-      const j = parseSshG(r.stdout, ctx.env.identity.home);
-      return { host: j.hostname, port: j.port, via: ` (first hop: jump host ${hop.host}, ProxyJump)` };
-    });
+  const argv = [
+    ctx.env.sshPath ?? "ssh",
+    "-G",
+    ...(hop.port !== null ? ["-p", String(hop.port)] : []),
+    ...(hop.user !== null ? ["-l", hop.user] : []),
+    "--",
+    hop.host,
+  ];
+  const r = await runAsIdentity(ctx, argv);
+  if (r.code !== 0) return null;
+  const j = parseSshG(r.stdout, ctx.env.identity.home);
+  return { host: j.hostname, port: j.port, via: ` (first hop: jump host ${hop.host}, ProxyJump)` };
+}
+
+/**
+ * Nix's `<tmp>/host-key` for a pinned key (mode 0600), in a private dir that the identity running ssh
+ * owns (ssh refuses a known_hosts file it cannot read; its control socket goes there too).
+ */
+async function writeHostKeyFile(
+  ctx: BuilderCtx,
+  dir: string,
+  file: string,
+  content: string | undefined,
+): Promise<void> {
+  const id = ctx.env.identity;
+  if (content !== undefined) await writeFile(file, content, { mode: 0o600 });
+  if (process.getuid?.() === 0 && id.uid !== 0) {
+    chownSync(dir, id.uid, id.gid);
+    if (content !== undefined) chownSync(file, id.uid, id.gid);
   }
-  return ctx.jump;
 }
 
 /** The main probe, run once per builder (memoised on the context). */
@@ -242,11 +252,7 @@ function mainProbe(ctx: BuilderCtx): Promise<{ result: ProbeResult; cls: Classif
           ...(mux ? { controlPath } : {}),
         },
       );
-      if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
-      if (process.getuid?.() === 0 && env.identity.uid !== 0) {
-        chownSync(dir, env.identity.uid, env.identity.gid);
-        if (a.knownHostsContent !== undefined) chownSync(file, env.identity.uid, env.identity.gid);
-      }
+      await writeHostKeyFile(ctx, dir, file, a.knownHostsContent);
       const program = a.program === "ssh" ? (env.sshPath ?? "ssh") : a.program;
       const full = runAsArgv(env.identity, [program, ...a.args]);
       const e = serviceEnv(env.identity, envFor(ctx, a.env));
@@ -392,16 +398,11 @@ async function runRemoteConfig(
 
 /** The remote-config command in its own session (no master to share, or localhost). */
 async function runRemoteConfigSession(ctx: BuilderCtx): Promise<RemoteRun> {
-  const env = ctx.env;
   const dir = await mkdtemp(join(tmpdir(), "nix-builders-doctor-"));
   try {
     const file = join(dir, "host-key");
     const a = probeSshArgv({ ...ctx.input!, hostKeyFile: file });
-    if (a.knownHostsContent !== undefined) await writeFile(file, a.knownHostsContent, { mode: 0o600 });
-    if (process.getuid?.() === 0 && env.identity.uid !== 0) {
-      chownSync(dir, env.identity.uid, env.identity.gid);
-      if (a.knownHostsContent !== undefined) chownSync(file, env.identity.uid, env.identity.gid);
-    }
+    await writeHostKeyFile(ctx, dir, file, a.knownHostsContent);
     return await runRemoteConfig(ctx, file, null);
   } finally {
     await rm(dir, { recursive: true, force: true });
