@@ -36,8 +36,11 @@ export interface AgentSelection {
 
 export const DEFAULT_AGENT_USER = "hercules-ci-agent";
 
-/** Resolve the agent the options name; null when neither --agent nor --agent-config was given. */
-export function selectAgent(opts: AgentOptions): AgentSelection | null {
+/**
+ * Resolve the agent the options name; null when neither --agent nor --agent-config was given, or (with
+ * `orNone`) when a bare --agent finds no service definition at all.
+ */
+export function selectAgent(opts: AgentOptions, how: { orNone?: boolean } = {}): AgentSelection | null {
   if (!opts.agent && !opts.agentConfig) return null;
   const root = opts.agentRoot ?? "/";
   let agent: DiscoveredAgent;
@@ -49,6 +52,7 @@ export function selectAgent(opts: AgentOptions): AgentSelection | null {
     });
   } else {
     const found = discoverAgents({ root });
+    if (found.length === 0 && how.orNone && opts.agent === true) return null;
     if (found.length === 0)
       throw new UsageError(
         "no hercules-ci-agent service found (systemd units hercules-ci-agent*.service, launchd plists); " +

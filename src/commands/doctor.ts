@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import { doctor } from "../doctor/doctor.js";
 import { reportJson, reportText } from "../doctor/report.js";
-import { type AgentSelection, selectAgent } from "./agent-select.js";
+import { selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 
 export interface DoctorCommandOptions {
@@ -36,22 +36,8 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
     throw new UsageError("--user and --agent exclude each other");
   // The same instance `show --agent` and `verify --agent` pick. With a bare --agent and no service
   // definition anywhere, the doctor still runs, as user hercules-ci-agent, and says so.
-  let agent: AgentSelection | null = null;
-  let agentFallback = false;
-  try {
-    agent = selectAgent(opts);
-  } catch (e) {
-    if (
-      !(
-        e instanceof UsageError &&
-        opts.agent === true &&
-        !opts.agentConfig &&
-        /no hercules-ci-agent service found/.test(e.message)
-      )
-    )
-      throw e;
-    agentFallback = true;
-  }
+  const agent = selectAgent(opts, { orNone: true });
+  const agentFallback = opts.agent === true && agent === null;
   const timeoutSec = positive("--timeout", opts.timeout, 10);
   const concurrency = Math.floor(positive("--jobs", opts.jobs, 16));
   const slowMs = positive("--slow-ms", opts.slowMs, 5000);
