@@ -4,7 +4,7 @@
  * and errors, before Nix raises them.
  */
 import type { Command } from "commander";
-import type { ConfigView } from "../nix/conf.js";
+import type { ConfigFile, ConfigView } from "../nix/conf.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
 import { EXIT, type Io, json } from "./io.js";
@@ -85,6 +85,14 @@ export function configJson(view: ConfigView, user: string, all = false): Record<
   };
 }
 
+/** How a file was read, as `name` (the user the configuration is for) reads it. */
+function fileState(f: ConfigFile, name: string, stoppedHere: boolean): string {
+  if (f.exists) return f.skipped ? `skipped: ${f.skipped}` : "read";
+  if (!f.skipped || f.skipped === "No such file or directory") return "missing";
+  if (stoppedHere) return `${f.skipped}: not read`;
+  return `unreadable for ${name}: ${f.skipped} (Nix skips it)`;
+}
+
 export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
   const ctx = await nixContext(opts.nixVersion);
   const user = opts.user !== undefined ? lookupUserOrThrow(ctx.db, opts.user) : null;
@@ -104,7 +112,7 @@ export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
     view.files.map((f) => [
       f.role,
       f.path,
-      f.exists ? (f.skipped ? `skipped: ${f.skipped}` : "read") : "missing",
+      fileState(f, me.name, view.error?.file === f.path),
       f.includedFrom ? `included from ${formatOrigin(f.includedFrom)}` : "",
     ]),
   );

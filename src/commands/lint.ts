@@ -6,12 +6,12 @@
  *
  * The rules are pure (src/nix/lint.ts); this module gathers the host facts (src/host/keyfile.ts) and prints.
  */
-import { readFileSync, statSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 import type { Command } from "commander";
-import { nodeFileReader } from "../host/fs-reader.js";
+import { type IdentityReader, nodeFileReader } from "../host/fs-reader.js";
 import { keyFileFacts, machinesFileFacts } from "../host/keyfile.js";
-import { type ConfigView, type FileReader, loadConfig } from "../nix/conf.js";
+import { type ConfigView, type FileReader, loadConfig, unboundedReadError } from "../nix/conf.js";
+import { strerror } from "../nix/errors.js";
 import {
   exitCodeFor,
   type Finding,
@@ -76,6 +76,11 @@ interface Ctx {
   view: UserView;
   myUid: number;
   findings: Finding[];
+  /**
+   * Reads machines files. The user's view: as the build hook's user. FILE arguments: as the user the
+   * lint is for (`--user`), else as ourselves, so that a lint never shows what that user cannot read.
+   */
+  machinesReader: IdentityReader;
 }
 
 function hookIdentity(v: UserView) {
@@ -97,7 +102,7 @@ function parseBoth(
   const base = {
     spec,
     defaultSystem: ctx.view.hookSystem,
-    fs: nodeFileReader,
+    fs: ctx.machinesReader,
     cwd: "/",
     origin,
   };
@@ -159,8 +164,8 @@ async function lintMachinesOnHost(
   );
 }
 
-function readText(path: string): string | null {
-  const r = nodeFileReader.read(path);
+function readText(reader: FileReader, path: string): string | null {
+  const r = reader.read(path);
   return r.ok ? r.text : null;
 }
 
@@ -170,26 +175,26 @@ function defaultMachinesInfo(
   confDir: string,
 ): { path: string; exists: boolean; machineCount: number } {
   const path = `${confDir === "/" ? "" : confDir}/machines`;
-  const text = readText(path);
+  const text = readText(ctx.machinesReader, path);
   if (text === null) return { path, exists: false, machineCount: 0 };
   const r = parseBuilders({
     spec: `@${path}`,
     version: ctx.version,
     defaultSystem: ctx.view.hookSystem,
-    fs: nodeFileReader,
+    fs: ctx.machinesReader,
     cwd: "/",
   });
   return { path, exists: true, machineCount: r.machines.length };
 }
 
-function lintConfFiles(ctx: Ctx, views: (ConfigView | null)[]): void {
+function lintConfFiles(ctx: Ctx, views: [ConfigView | null, FileReader | null][]): void {
   const done = new Set<string>();
-  for (const view of views) {
-    if (!view) continue;
+  for (const [view, reader] of views) {
+    if (!view || !reader) continue;
     for (const f of view.files) {
       if (!f.exists || f.role === "env" || done.has(f.path)) continue;
       done.add(f.path);
-      const text = readText(f.path);
+      const text = readText(reader, f.path);
       if (text !== null) ctx.findings.push(...lintConfSyntax(text, f.path, ctx.version));
     }
   }
@@ -199,7 +204,10 @@ function lintConfFiles(ctx: Ctx, views: (ConfigView | null)[]): void {
 async function lintView(ctx: Ctx): Promise<void> {
   const v = ctx.view;
   const { client, daemon } = v;
-  lintConfFiles(ctx, [client, daemon]);
+  lintConfFiles(ctx, [
+    [client, v.reader],
+    [daemon, v.daemonReader],
+  ]);
   ctx.findings.push(...lintConfError(client, `${v.user.name}'s configuration`));
   if (daemon) ctx.findings.push(...lintConfError(daemon, "the daemon's configuration"));
   ctx.findings.push(...lintUnknownSettings(client, v.builders.value));
@@ -236,11 +244,12 @@ async function lintConfFile(ctx: Ctx, path: string, text: string): Promise<void>
   const realConfDir = ctx.view.daemon?.confDir ?? ctx.view.client.confDir;
   const confDir = asSystem ? dirname(path) : realConfDir;
   const hidden = `${confDir === "/" ? "" : confDir}/nix.conf`;
+  const reader = ctx.view.reader;
   const fs: FileReader = asSystem
-    ? nodeFileReader
+    ? reader
     : {
-        read: (p) => (p === hidden ? { ok: false, code: "ENOENT" } : nodeFileReader.read(p)),
-        exists: (p) => (p === hidden ? { ok: true, exists: false } : nodeFileReader.exists(p)),
+        read: (p) => (p === hidden ? { ok: false, code: "ENOENT" } : reader.read(p)),
+        exists: (p) => (p === hidden ? { ok: true, exists: false } : reader.exists(p)),
       };
   const view = loadConfig({
     version: ctx.version,
@@ -276,16 +285,17 @@ async function lintMachinesFile(ctx: Ctx, path: string): Promise<void> {
   await lintMachinesOnHost(ctx, parsed, null);
 }
 
-function checkFile(p: string): string {
+/** Read a FILE argument (bounded, as `reader`'s identity); a file we cannot read is a usage error. */
+function readFileArg(p: string, reader: IdentityReader): { abs: string; text: string } {
   const abs = resolve(p);
-  try {
-    const st = statSync(abs);
-    if (st.isDirectory()) throw new UsageError(`${p}: is a directory`);
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`${p}: no such file`);
-  }
-  return abs;
+  const r = reader.read(abs);
+  if (r.ok) return { abs, text: r.text };
+  if (r.code === "ENOENT") throw new UsageError(`${p}: no such file`);
+  if (r.code === "EISDIR") throw new UsageError(`${p}: is a directory`);
+  const unbounded = unboundedReadError(abs, r);
+  if (unbounded) throw new UsageError(`${p}: ${unbounded.nixMessage.replace(`'${abs}' `, "")}`);
+  const who = reader === nodeFileReader ? "" : ` for ${reader.who}`;
+  throw new UsageError(`${p}: unreadable${who}: ${strerror(r.code)}`);
 }
 
 export interface LintResult {
@@ -299,7 +309,13 @@ export interface LintResult {
 /** Compute the findings (no output). */
 export async function lint(opts: LintOptions, io: Io, given?: UserView): Promise<LintResult> {
   const view = given ?? (await userView({ user: opts.user, nixVersion: opts.nixVersion, env: io.env }));
-  const ctx: Ctx = { version: view.version, view, myUid: process.getuid?.() ?? -1, findings: [] };
+  const ctx: Ctx = {
+    version: view.version,
+    view,
+    myUid: process.getuid?.() ?? -1,
+    findings: [],
+    machinesReader: view.hookReader,
+  };
   const files: { path: string; kind: FileKind | null }[] = [
     ...(opts.conf ?? []).map((p) => ({ path: p, kind: "conf" as const })),
     ...(opts.machines ?? []).map((p) => ({ path: p, kind: "machines" as const })),
@@ -308,14 +324,10 @@ export async function lint(opts: LintOptions, io: Io, given?: UserView): Promise
   if (files.length === 0) {
     await lintView(ctx);
   } else {
+    // FILE arguments and what they include are read as the user the lint is for (see Ctx)
+    ctx.machinesReader = view.reader;
     for (const f of files) {
-      const abs = checkFile(f.path);
-      let text: string;
-      try {
-        text = readFileSync(abs, "utf8");
-      } catch (e) {
-        throw new UsageError(`${f.path}: cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-      }
+      const { abs, text } = readFileArg(f.path, view.reader);
       const kind = f.kind ?? classifyFile(abs, text);
       if (kind === "conf") await lintConfFile(ctx, abs, text);
       else await lintMachinesFile(ctx, abs);

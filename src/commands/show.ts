@@ -52,7 +52,12 @@ export function showJson(v: UserView): Record<string, unknown> {
       nixMessage: i.nixMessage,
       shownByDefault: i.shownByDefault,
     })),
-    includes: v.machines.includes.map((i) => ({ path: i.resolved, found: i.found, from: i.from })),
+    includes: v.machines.includes.map((i) => ({
+      path: i.resolved,
+      found: i.found,
+      from: i.from,
+      ...(i.problem === undefined ? {} : { problem: i.problem }),
+    })),
     machines: v.machines.machines.map(machineJson),
     errors: viewErrors(v).map(({ message, file, line }) => ({ message, file, line })),
   };
@@ -71,7 +76,12 @@ function renderShow(v: UserView): string {
   out += `\nbuilders = ${v.builders.value === "" ? '""' : v.builders.value}\n`;
   out += `  from the ${v.builders.from === "daemon" ? "daemon's configuration" : "user's configuration"}: ${originsText(v.builders.origin)}\n`;
   for (const inc of v.machines.includes) {
-    out += `  @${inc.resolved}: ${inc.found ? "read" : "not found (Nix skips it silently)"}\n`;
+    const state = inc.problem
+      ? `${inc.found ? "" : `unreadable for ${v.hookUser.name}: `}${inc.problem}`
+      : inc.found
+        ? "read"
+        : "not found (Nix skips it silently)";
+    out += `  @${inc.resolved}: ${state}\n`;
   }
   if (v.ignored.length) {
     out += `\nIgnored by the daemon for ${v.user.name}:\n`;

@@ -5,7 +5,7 @@
  * pure core in src/nix.
  */
 import { accessSync, constants, existsSync, statSync } from "node:fs";
-import { nodeFileReader } from "../host/fs-reader.js";
+import { type IdentityReader, readerFor } from "../host/fs-reader.js";
 import { type MachineFacts, machineFacts } from "../host/machine-facts.js";
 import { findNix, type NixInstall } from "../host/nix.js";
 import { serviceEnv } from "../host/run-as.js";
@@ -70,6 +70,17 @@ export interface UserView extends NixContext {
   /** The hook's `system` (the default of the systems column). */
   hookSystem: string;
   machines: BuildersResult;
+  /** Reads files as the user (their config files and includes): what Nix running as them can read. */
+  reader: IdentityReader;
+  /** Reads files as the daemon (root), for the daemon's configuration. */
+  daemonReader: IdentityReader | null;
+  /** Reads files as the build hook's user (the machines files, as `builders = @FILE` is read). */
+  hookReader: IdentityReader;
+}
+
+/** The reader for the files Nix reads as `user`: with that user's credentials (see host/fs-reader). */
+export function readerForUser(user: UserInfo): IdentityReader {
+  return readerFor({ name: user.name, uid: user.uid, gid: user.gid, home: user.home, shell: user.shell });
 }
 
 export async function nixContext(nixVersion: string | undefined): Promise<NixContext> {
@@ -166,7 +177,8 @@ export function loadUserConfig(
     version: ctx.version,
     env,
     passwdHome: user.home,
-    fs: nodeFileReader,
+    // as that user: a root-only include or a nix.conf linked to /etc/shadow is unreadable, as for Nix
+    fs: readerForUser(user),
     machine: { ...ctx.facts, isRoot: user.uid === 0 },
     flags,
   });
@@ -274,7 +286,8 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     spec: builders.value,
     version: ctx.version,
     defaultSystem: hookSystem,
-    fs: nodeFileReader,
+    // the hook reads `@FILE` with its own credentials (root under a daemon, the user otherwise)
+    fs: readerForUser(hookUser),
     cwd: "/",
     origin:
       where && where.kind === "file" ? { file: where.file, line: where.line } : { file: null, line: null },
@@ -297,6 +310,9 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     hookUser,
     hookSystem,
     machines,
+    reader: readerForUser(user),
+    daemonReader: daemon ? readerForUser(root) : null,
+    hookReader: readerForUser(hookUser),
   };
 }
 

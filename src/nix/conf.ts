@@ -10,6 +10,7 @@
 
 import { NixError, strerror } from "./errors.js";
 import type { Origin } from "./origin.js";
+import { quotableLine } from "./redact.js";
 import {
   compareCodePoints,
   EXPERIMENTAL_FEATURES_2_8,
@@ -28,7 +29,12 @@ export type { MachineFacts } from "./settings.js";
 // ---------------------------------------------------------------------------------------------------------
 // Public types
 
-export type ReadResult = { ok: true; text: string } | { ok: false; code: string };
+/**
+ * A failed read carries an errno name. Two names are not errno values from open/read: `ENOTREG` (the path
+ * is a FIFO, a device or a socket, which a bounded reader never reads; `detail` says which) and `EFBIG`
+ * (larger than the reader's size limit); `ETIMEDOUT` means the reader gave up at its deadline.
+ */
+export type ReadResult = { ok: true; text: string } | { ok: false; code: string; detail?: string };
 export type ExistsResult = { ok: true; exists: boolean } | { ok: false; code: string };
 
 /** File access as Nix does it. */
@@ -170,7 +176,15 @@ function quotePath(path: string, version: NixVersion): string {
   return atLeast(version, 2, 34) ? `"${path}"` : `'${path}'`;
 }
 
-function syntaxError(line: string, path: string, version: NixVersion, lineNo: number): NixError {
+function syntaxError(
+  rawLine: string,
+  path: string,
+  version: NixVersion,
+  lineNo: number,
+  text: string,
+): NixError {
+  // Nix quotes the whole line; we quote a bounded excerpt, and nothing of a private key.
+  const line = quotableLine(rawLine, text);
   const msg = atLeast(version, 2, 24)
     ? `syntax error in configuration line '${line}' in ${quotePath(path, version)}`
     : `illegal configuration line '${line}' in '${path}'`;
@@ -192,10 +206,10 @@ export function parseConfText(text: string, path: string, version: NixVersion): 
     if (hash >= 0) line = line.slice(0, hash);
     const tokens = tokenize(line);
     if (tokens.length === 0) continue;
-    if (tokens.length < 2) return { lines: out, error: syntaxError(line, path, version, lineNo) };
+    if (tokens.length < 2) return { lines: out, error: syntaxError(line, path, version, lineNo, text) };
     const t0 = tokens[0]!;
     if (t0 === "include" || t0 === "!include") {
-      if (tokens.length !== 2) return { lines: out, error: syntaxError(line, path, version, lineNo) };
+      if (tokens.length !== 2) return { lines: out, error: syntaxError(line, path, version, lineNo, text) };
       const target = tokens[1]!;
       const r = resolveInclude(target, path, lineNo);
       out.push({
@@ -209,7 +223,7 @@ export function parseConfText(text: string, path: string, version: NixVersion): 
       });
       continue;
     }
-    if (tokens[1] !== "=") return { lines: out, error: syntaxError(line, path, version, lineNo) };
+    if (tokens[1] !== "=") return { lines: out, error: syntaxError(line, path, version, lineNo, text) };
     out.push({ kind: "set", line: lineNo, name: t0, value: tokens.slice(2).join(" "), text: line });
   }
   return { lines: out, error: null };
@@ -414,6 +428,50 @@ export function settingValueToJson(def: SettingDef, v: SettingValue, version: Ni
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Reads that Nix does not survive
+
+/** A read failure in words: the errno's text, or what a bounded reader refused to read. */
+export function readProblemText(r: { code: string; detail?: string }): string {
+  if (r.code === "ENOTREG") return `not a regular file (${r.detail ?? "not a file"})`;
+  if (r.code === "EFBIG") return "larger than 16 MiB";
+  if (r.code === "ETIMEDOUT" || r.code === "ECHILD") return `reading it ${r.detail ?? "failed"}`;
+  return strerror(r.code);
+}
+
+/** True for the failures of {@link readProblemText} that are ours (Nix would block or read on), not an errno. */
+export function isUnboundedRead(code: string): boolean {
+  return code === "ENOTREG" || code === "EFBIG" || code === "ETIMEDOUT" || code === "ECHILD";
+}
+
+/**
+ * The error for a read failure that a bounded reader reports instead of reading (see {@link ReadResult}):
+ * Nix has no error for these, it blocks (a FIFO) or reads until it runs out of memory (`/dev/zero`), so
+ * the configuration never loads. Null for an ordinary errno, which Nix swallows while applying a file.
+ */
+export function unboundedReadError(path: string, r: { code: string; detail?: string }): NixError | null {
+  const what = r.detail ?? "not a regular file";
+  switch (r.code) {
+    case "ENOTREG":
+      return new NixError(
+        "system",
+        r.detail === "a FIFO"
+          ? `'${path}' is not a regular file (a FIFO): Nix blocks reading it until something writes to it, so it never gets past its configuration`
+          : `'${path}' is not a regular file (${what}): Nix reads it until it ends (from /dev/zero or /dev/urandom: until it runs out of memory); not read`,
+        { file: path },
+      );
+    case "EFBIG":
+      return new NixError("system", `'${path}' is larger than 16 MiB: not read (no real configuration is that big)`, {
+        file: path,
+      });
+    case "ETIMEDOUT":
+    case "ECHILD":
+      return new NixError("system", `reading '${path}' ${r.detail ?? "failed"}: not read`, { file: path });
+    default:
+      return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Layering
 
 /** Nix segfaults on an include cycle; we stop at this depth instead. */
@@ -525,7 +583,9 @@ class Engine {
     this.files.push(entry);
     const r = this.input.fs.read(path);
     if (!r.ok) {
-      entry.skipped = strerror(r.code);
+      const fatal = unboundedReadError(path, r);
+      entry.skipped = readProblemText(r);
+      if (fatal) throw fatal;
       return;
     }
     entry.exists = true;
@@ -567,7 +627,11 @@ class Engine {
       (name, value, origin) => pending.push({ name, value, origin }),
       (p) => {
         const r = this.input.fs.read(p);
-        if (!r.ok) return; // a read failure of an include is ignored
+        if (!r.ok) {
+          const fatal = unboundedReadError(p, r);
+          if (fatal) throw fatal;
+          return; // a read failure of an include is ignored
+        }
         this.collect(r.text, p, depth + 1, pending);
       },
     );

@@ -11,6 +11,7 @@
 import { type Assignment, type ConfigView, parseConfText } from "./conf.js";
 import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Machine } from "./machines.js";
 import { formatOrigin, type Origin } from "./origin.js";
+import { looksLikePrivateKey } from "./redact.js";
 import { isFakeSsh, sshAuthority } from "./store-uri.js";
 import type { IgnoredSetting } from "./trust.js";
 import { atLeast, type NixVersion } from "./version.js";
@@ -69,11 +70,28 @@ function vtext(v: NixVersion): string {
  * Every syntax error of one nix.conf text, each with Nix's exact text. Nix stops at the first one; we
  * keep going by blanking the lines up to each error and parsing again (line numbers are preserved).
  */
+/** At most this many syntax findings per file (each one re-parses the file). */
+const MAX_SYNTAX_FINDINGS = 20;
+
 export function lintConfSyntax(text: string, path: string, version: NixVersion): Finding[] {
   const out: Finding[] = [];
+  if (looksLikePrivateKey(text)) {
+    // one finding, and nothing of the key (Nix would quote its first line)
+    const e = parseConfText(text, path, version).error;
+    return [
+      finding(
+        "conf-syntax",
+        "error",
+        { file: path, line: e?.line ?? null },
+        "this file is a private key, not a nix.conf: Nix stops loading its configuration at its first line, so every Nix command fails (its lines are not shown)",
+        "remove the `include` of this key (or point `NIX_USER_CONF_FILES` / `NIX_CONF_DIR` elsewhere); an ssh key belongs in column 3 of a machines line",
+        e?.nixMessage,
+      ),
+    ];
+  }
   const lines = text.split("\n");
   let first = true;
-  for (let guard = 0; guard <= lines.length; guard++) {
+  for (let guard = 0; guard <= lines.length && out.length < MAX_SYNTAX_FINDINGS; guard++) {
     const parsed = parseConfText(lines.join("\n"), path, version);
     const e = parsed.error;
     if (!e || e.line === null) break;
@@ -524,6 +542,25 @@ function machineWarningFinding(w: BuildersWarning, version: NixVersion): Finding
 function problemFinding(p: BuildersError, isFirst: boolean): Finding {
   const where = { file: p.file, line: p.line };
   const first = isFirst ? " Nix stops at this one." : " (Nix reports the first error only.)";
+  if (p.kind === "SysError" && !p.nix) {
+    // a FIFO, a device, a huge file: Nix has no error for it, it blocks or reads until memory runs out
+    return finding(
+      "machines-not-regular",
+      "error",
+      where,
+      `${p.message}: the build hook never gets past it, and with it every build.${first}`,
+      "point `@` at a regular machines file (for the daemon: readable by root), or remove the `@` line",
+    );
+  }
+  if (p.kind === "FormatError" && !p.nix) {
+    return finding(
+      "machines-private-key",
+      "error",
+      where,
+      `${p.message}.${first}`,
+      "point `@` at a machines file; the key belongs in column 3 of a machine line (`ssh://host x86_64-linux /root/.ssh/id_builder`)",
+    );
+  }
   if (p.kind === "SysError") {
     return finding(
       "machines-unreadable",

@@ -7,14 +7,16 @@
  * row with its file and line, but `error` is exactly what Nix raises.
  */
 import { isPublicKeyLine, nixBase64Decode } from "./base64.js";
+import { readProblemText, unboundedReadError } from "./conf.js";
 import { strerror } from "./errors.js";
+import { excerpt, looksLikePrivateKey } from "./redact.js";
 import { normaliseStoreUri, sshAuthority } from "./store-uri.js";
 import { isKnownSystem, suggestSystem } from "./systems.js";
 import { atLeast, type NixVersion } from "./version.js";
 
 /** A minimal file reader (same shape as the one in conf.ts). `code` is an errno name: ENOENT, EISDIR, EACCES… */
 export interface Reader {
-  read(path: string): { ok: true; text: string } | { ok: false; code: string };
+  read(path: string): { ok: true; text: string } | { ok: false; code: string; detail?: string };
 }
 
 export interface Where {
@@ -96,6 +98,11 @@ export interface IncludeRecord {
   resolved: string;
   found: boolean;
   from: Where;
+  /**
+   * Why it could not be read, when it exists: an errno's text, `not a regular file (a FIFO)`, `larger than
+   * 16 MiB`, or `a private key` (read, but none of it used or shown).
+   */
+  problem?: string;
 }
 
 export interface BuildersResult {
@@ -251,10 +258,23 @@ function include(ctx: Ctx, entry: string, where: Where): void {
   }
   const r = path === "" ? ({ ok: false, code: "ENOENT" } as const) : ctx.input.fs.read(resolved);
   if (!r.ok) {
-    ctx.includes.push({ path, resolved, found: false, from: where });
-    if (r.code !== "ENOENT") {
+    const rec: IncludeRecord = { path, resolved, found: false, from: where };
+    if (r.code !== "ENOENT") rec.problem = readProblemText(r);
+    ctx.includes.push(rec);
+    const unbounded = unboundedReadError(resolved, r);
+    if (unbounded) {
+      // Nix has no error here: it blocks (a FIFO) or reads until it runs out of memory (/dev/zero).
       ctx.readErrors.push({
-        message: readErrorMessage(path, r.code, ctx.input.version),
+        message: unbounded.nixMessage,
+        file: where.file,
+        line: where.line,
+        row: entry,
+        kind: "SysError",
+        nix: false,
+      });
+    } else if (r.code !== "ENOENT") {
+      ctx.readErrors.push({
+        message: readErrorMessage(excerpt(path), r.code, ctx.input.version),
         file: where.file,
         line: where.line,
         row: entry,
@@ -262,6 +282,20 @@ function include(ctx: Ctx, entry: string, where: Where): void {
         nix: true,
       });
     }
+    return;
+  }
+  if (looksLikePrivateKey(r.text)) {
+    ctx.includes.push({ path, resolved, found: true, from: where, problem: "a private key, not a machines file" });
+    // Nix parses its lines as machines: it fails on an OpenSSH or PEM header, and takes the lines of a
+    // PKCS#8 key for host names (and connects to them). Nothing of it is shown or used as a machine.
+    ctx.readErrors.push({
+      message: `bad machine specification: '${excerpt(path)}' is a private key, not a machines file (its lines are not shown; Nix fails on its first line or tries its lines as host names)`,
+      file: where.file,
+      line: where.line,
+      row: entry,
+      kind: "FormatError",
+      nix: false,
+    });
     return;
   }
   ctx.includes.push({ path, resolved, found: true, from: where });
@@ -353,9 +387,10 @@ export function parseMachineRow(
   defaultSystem: string,
 ): RowResult {
   const floatSpeed = since(version, V.floatSpeed);
-  const { row } = r;
+  // Nix quotes the whole row in its errors; we quote a bounded excerpt.
+  const row = excerpt(r.row);
   const where = { file: r.file, line: r.line, row };
-  const tokens = tokenize(row);
+  const tokens = tokenize(r.row);
   const isSet = (i: number): boolean => tokens.length > i && tokens[i] !== "" && tokens[i] !== "-";
   const fail = (
     message: string,
@@ -443,7 +478,7 @@ export function parseMachineRow(
     mandatoryFeatures: isSet(6) ? sortedSet(tokenize(tokens[6]!, ",")) : [],
     sshPublicHostKey,
     origin: { file: r.file, line: r.line },
-    row,
+    row: r.row,
   };
   warnings.push(...lintMachine(machine, tokens, version, where));
   return { ok: true, machine, warnings };
