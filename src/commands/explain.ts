@@ -5,8 +5,9 @@
  * Exit status: 0 when a cause was recognised and explained, 1 when nothing in the log was recognised,
  * 64 for usage errors (unreadable file, bad --nix-version).
  */
-import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
+import { readBounded } from "../host/fs-reader.js";
+import { readProblemText } from "../nix/conf.js";
 import { type ExplainResult, explainLog, type Finding } from "../nix/explain.js";
 import { parseNixVersion } from "../nix/version.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
@@ -22,8 +23,16 @@ export interface ExplainInput {
   readStdin(): Promise<string>;
 }
 
+/** The most of a log file we read (a build log of a few hundred MiB is already extreme). */
+const LOG_LIMIT = 256 * 1024 * 1024;
+
 const processInput: ExplainInput = {
-  readFile: (p) => readFile(p, "utf8"),
+  // bounded: a regular file of at most LOG_LIMIT (a FIFO or /dev/zero would block or never end)
+  readFile: async (p) => {
+    const r = readBounded(p, LOG_LIMIT);
+    if (r.ok) return r.text;
+    throw new Error(r.code === "EFBIG" ? "larger than 256 MiB" : readProblemText(r));
+  },
   readStdin: async () => {
     const chunks: Buffer[] = [];
     for await (const c of process.stdin) chunks.push(typeof c === "string" ? Buffer.from(c) : (c as Buffer));

@@ -424,7 +424,10 @@ const downDetail: Record<ChannelDown["code"], string> = {
 };
 
 /** A reader that reads as `id` through a helper process (we must be root). */
-export function helperReader(id: RunAsIdentity, timeoutMs = READ_TIMEOUT_MS): IdentityReader & {
+export function helperReader(
+  id: RunAsIdentity,
+  timeoutMs = READ_TIMEOUT_MS,
+): IdentityReader & {
   readonly helpersStarted: number;
 } {
   const ch = new HelperChannel(id, timeoutMs);
@@ -441,7 +444,8 @@ export function helperReader(id: RunAsIdentity, timeoutMs = READ_TIMEOUT_MS): Id
     get helpersStarted() {
       return ch.started;
     },
-    read: (path) => ask<ReadResult>("read", path, (d) => ({ ok: false, code: d.code, detail: downDetail[d.code] })),
+    read: (path) =>
+      ask<ReadResult>("read", path, (d) => ({ ok: false, code: d.code, detail: downDetail[d.code] })),
     exists: (path) => ask<ExistsResult>("exists", path, (d) => ({ ok: false, code: d.code })),
     facts: (path) =>
       ask<PathFacts>("facts", path, (d) => ({

@@ -460,9 +460,13 @@ export function unboundedReadError(path: string, r: { code: string; detail?: str
         { file: path },
       );
     case "EFBIG":
-      return new NixError("system", `'${path}' is larger than 16 MiB: not read (no real configuration is that big)`, {
-        file: path,
-      });
+      return new NixError(
+        "system",
+        `'${path}' is larger than 16 MiB: not read (no real configuration is that big)`,
+        {
+          file: path,
+        },
+      );
     case "ETIMEDOUT":
     case "ECHILD":
       return new NixError("system", `reading '${path}' ${r.detail ?? "failed"}: not read`, { file: path });

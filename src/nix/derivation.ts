@@ -9,7 +9,7 @@
  * Errors: every failure is a NixError (kind "format"); nothing else is thrown.
  */
 
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { NixError } from "./errors.js";
 
 export interface DerivationOutput {
@@ -407,15 +407,39 @@ export function realPathOf(storePath: string, loc: StoreLocation = {}): string {
 /** One reusable buffer: .drv files are small, and a shared buffer saves an fstat and an allocation per file. */
 const readBuf = Buffer.allocUnsafe(1 << 20);
 
+/** The rest of a big .drv, from the same descriptor (never re-opened by name), bounded. */
+function readRest(fd: number, head: Buffer): string {
+  const chunks = [head];
+  let total = head.length;
+  for (;;) {
+    const b = Buffer.alloc(1 << 20);
+    const k = readSync(fd, b, 0, b.length, null);
+    if (k === 0) return Buffer.concat(chunks).toString("utf8");
+    chunks.push(b.subarray(0, k));
+    total += k;
+    if (total > DRV_LIMIT) throw Object.assign(new Error("larger than 64 MiB"), { code: "EFBIG" });
+  }
+}
+
+/** The most we read of one .drv (real ones are KiBs; a few MiB for huge env vars). */
+const DRV_LIMIT = 64 * 1024 * 1024;
+
 function readText(file: string): string {
-  const fd = openSync(file, "r");
+  // bounded: never open a FIFO or device (a FIFO blocks, /dev/zero never ends), never read past DRV_LIMIT
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   try {
+    const st = fstatSync(fd);
+    if (!st.isFile())
+      throw Object.assign(new Error(st.isDirectory() ? "Is a directory" : "not a regular file"), {
+        code: "ENOTREG",
+      });
+    if (st.size > DRV_LIMIT) throw Object.assign(new Error("larger than 64 MiB"), { code: "EFBIG" });
     let n = 0;
     for (;;) {
       const k = readSync(fd, readBuf, n, readBuf.length - n, null);
       if (k === 0) return readBuf.toString("utf8", 0, n);
       n += k;
-      if (n === readBuf.length) return readFileSync(file, "utf8"); // larger than the buffer
+      if (n === readBuf.length) return readRest(fd, Buffer.from(readBuf)); // larger than the buffer
     }
   } finally {
     closeSync(fd);

@@ -285,7 +285,13 @@ function include(ctx: Ctx, entry: string, where: Where): void {
     return;
   }
   if (looksLikePrivateKey(r.text)) {
-    ctx.includes.push({ path, resolved, found: true, from: where, problem: "a private key, not a machines file" });
+    ctx.includes.push({
+      path,
+      resolved,
+      found: true,
+      from: where,
+      problem: "a private key, not a machines file",
+    });
     // Nix parses its lines as machines: it fails on an OpenSSH or PEM header, and takes the lines of a
     // PKCS#8 key for host names (and connects to them). Nothing of it is shown or used as a machine.
     ctx.readErrors.push({
