@@ -136,17 +136,16 @@ function since(v: NixVersion, t: readonly [number, number]): boolean {
   return atLeast(v, t[0], t[1]);
 }
 
-/** Nix's `tokenizeString`: split on any of `seps`, dropping empty pieces. */
+/** Nix's `tokenizeString`: split on any of `seps`, dropping empty pieces. Linear (slices, no concatenation). */
 export function tokenize(s: string, seps: string = WS): string[] {
   const out: string[] = [];
-  let cur = "";
-  for (const ch of s) {
-    if (seps.includes(ch)) {
-      if (cur !== "") out.push(cur);
-      cur = "";
-    } else cur += ch;
+  let start = 0;
+  for (let i = 0; i <= s.length; i++) {
+    // separators are ASCII, so scanning UTF-16 units splits exactly where scanning code points would
+    if (i < s.length && !seps.includes(s[i]!)) continue;
+    if (i > start) out.push(s.slice(start, i));
+    start = i + 1;
   }
-  if (cur !== "") out.push(cur);
   return out;
 }
 
