@@ -21,9 +21,10 @@
  *   `concurrentTasks` "auto" (or absent) is max(2, number of CPUs); less than 1 is fatal.
  */
 
-import { readFileSync } from "node:fs";
 import { cpus as osCpus } from "node:os";
 import { parse as parseToml, TomlError } from "smol-toml";
+import { readBounded } from "../host/fs-reader.js";
+import { readProblemText } from "../nix/conf.js";
 import { type AgentFinding, didYouMean, finding } from "./findings.js";
 import { agentNixSettingsFindings } from "./nix-settings.js";
 import { lineColAt, scanJson, scanToml } from "./syntax.js";
@@ -232,16 +233,16 @@ export function loadAgentConfig(
 ): AgentConfigResult {
   const root = (opts.root ?? "").replace(/\/+$/, "");
   const readPath = root ? joinPath(root, file.replace(/^\/+/, "")) : file;
-  let text: string;
-  try {
-    text = readFileSync(readPath, "utf8");
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
+  // bounded: the agent's config may sit where the agent user can write (a FIFO, /dev/zero, 2 GB)
+  const r = readBounded(readPath);
+  if (!r.ok) {
+    const code = r.code;
     throw new AgentConfigError(
       file,
-      code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : String(e),
+      code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : readProblemText(r),
     );
   }
+  const text = r.text;
   return parseAgentConfig(text, file, opts);
 }
 

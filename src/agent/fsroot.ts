@@ -7,6 +7,7 @@
 
 import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats, statSync } from "node:fs";
 import { posix } from "node:path";
+import { readBounded } from "../host/fs-reader.js";
 
 export class FsRoot {
   readonly root: string;
@@ -59,11 +60,9 @@ export class FsRoot {
   readText(hostPath: string): string | null {
     const r = this.resolve(hostPath);
     if (r === null) return null;
-    try {
-      return readFileSync(this.onDisk(r), "utf8");
-    } catch {
-      return null;
-    }
+    // bounded: a FIFO or device planted at a unit's or config's path never blocks nor exhausts memory
+    const b = readBounded(this.onDisk(r));
+    return b.ok ? b.text : null;
   }
 
   readBytes(hostPath: string): Buffer | null {

@@ -145,9 +145,12 @@ async function lintMachinesOnHost(
     }
     ctx.findings.push(f);
   }
+  // stat and readability as the hook user (the identity that runs ssh), through its reader
+  const probe =
+    theyAreUs || ctx.myUid === 0 ? { myUid: ctx.myUid, reader: ctx.view.hookReader } : { myUid: ctx.myUid };
   if (!theyAreUs && ctx.myUid === 0) {
     const paths = machines.includes.filter((i) => i.found).map((i) => i.resolved);
-    const facts = await machinesFileFacts(paths, hook, { myUid: ctx.myUid });
+    const facts = await machinesFileFacts(paths, hook, probe);
     ctx.findings.push(...lintMachinesFileAccess(machines.includes, facts, hook, ctx.version));
   }
   const keyPaths = [
@@ -158,7 +161,7 @@ async function lintMachinesOnHost(
     ),
   ];
   const facts: KeyFileFacts[] = [];
-  for (const p of keyPaths) facts.push(await keyFileFacts(p, hook, { myUid: ctx.myUid }));
+  for (const p of keyPaths) facts.push(await keyFileFacts(p, hook, probe));
   ctx.findings.push(
     ...lintKeyFiles({ version: ctx.version, machines: machines.machines, facts, hookUser: hook }),
   );

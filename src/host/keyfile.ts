@@ -8,6 +8,7 @@
  */
 import { accessSync, constants, realpathSync, statSync } from "node:fs";
 import type { KeyFileFacts, MachinesFileFacts } from "../nix/lint.js";
+import type { IdentityReader } from "./fs-reader.js";
 import { type RunAsIdentity, runAs } from "./run-as.js";
 
 export interface HookIdentity {
@@ -26,6 +27,11 @@ export interface ProbeOptions {
   myUid?: number;
   /** Skip the ssh-keygen passphrase check. */
   noPassphraseCheck?: boolean;
+  /**
+   * A reader running as the hook user (host/fs-reader): then stat and readability are asked of it, as
+   * that user (one helper for every key), instead of stat as ourselves plus `test -r` per key.
+   */
+  reader?: IdentityReader;
 }
 
 /** The path ssh opens for `-i PATH`: `~` and `~/…` expand to the user's home; relative is against `/` (the hook's cwd). */
@@ -132,6 +138,7 @@ export async function keyFileFacts(
   } catch {
     // dangling or missing: keep the path
   }
+  if (opts.reader) return keyFactsVia(opts.reader, path, resolved, user, opts, storeDir);
   const inStore = inStoreDir(resolved, storeDir) || inStoreDir(real, storeDir);
   let st: ReturnType<typeof statSync>;
   try {
@@ -176,6 +183,48 @@ export async function keyFileFacts(
   };
 }
 
+/** {@link keyFileFacts} through a reader that runs as the hook user: what ssh, run as that user, finds. */
+async function keyFactsVia(
+  reader: IdentityReader,
+  path: string,
+  resolved: string,
+  user: HookIdentity,
+  opts: ProbeOptions,
+  storeDir: string,
+): Promise<KeyFileFacts> {
+  const f = reader.facts(resolved);
+  const inStore = inStoreDir(resolved, storeDir) || (f.real !== null && inStoreDir(f.real, storeDir));
+  const unknown = { mode: null, ownerUid: null, passphrase: null, loadError: null, inStore };
+  if (!f.exists) {
+    // a key under a directory the hook user cannot enter exists for root, but ssh cannot open it
+    if (f.statError === "EACCES")
+      return { path, resolved, exists: true, isFile: null, readableByHookUser: false, ...unknown };
+    return { path, resolved, exists: false, isFile: null, readableByHookUser: null, ...unknown };
+  }
+  const isFile = f.isFile === true;
+  const readable = isFile ? f.readable : null;
+  let passphrase: boolean | null = null;
+  let loadError: string | null = null;
+  if (isFile && readable === true && !opts.noPassphraseCheck) {
+    const p = await probePassphrase(resolved, user, opts);
+    if (p.kind === "none") passphrase = false;
+    else if (p.kind === "passphrase") passphrase = true;
+    else if (p.kind === "not-a-key") loadError = p.reason;
+  }
+  return {
+    path,
+    resolved,
+    exists: true,
+    isFile,
+    readableByHookUser: readable,
+    mode: f.mode,
+    ownerUid: f.ownerUid,
+    passphrase,
+    loadError,
+    inStore,
+  };
+}
+
 /** Readability of each found machines file by the hook user. */
 export async function machinesFileFacts(
   paths: readonly string[],
@@ -184,6 +233,9 @@ export async function machinesFileFacts(
 ): Promise<MachinesFileFacts[]> {
   const out: MachinesFileFacts[] = [];
   for (const p of [...new Set(paths)])
-    out.push({ path: p, readableByHookUser: await readableBy(p, user, opts) });
+    out.push({
+      path: p,
+      readableByHookUser: opts.reader ? opts.reader.facts(p).readable : await readableBy(p, user, opts),
+    });
   return out;
 }

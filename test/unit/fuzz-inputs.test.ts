@@ -110,6 +110,9 @@ describe("fuzz: hostile inputs from a local user", {
     own(join(dir, "non-utf8"));
     writeFileSync(join(dir, "big-line"), `builders = ${"x".repeat(20 * 1024 * 1024)}\n`);
     own(join(dir, "big-line"));
+    // under the 16 MiB limit: read and parsed, so every parser and printer meets a 15 MB line
+    writeFileSync(join(dir, "15mb-line"), `builders = ssh://${"y-".repeat(7 * 1024 * 1024)}\n`);
+    own(join(dir, "15mb-line"));
     Object.assign(targets, {
       "/dev/zero": "/dev/zero",
       "/dev/urandom": "/dev/urandom",
@@ -127,6 +130,7 @@ describe("fuzz: hostile inputs from a local user", {
       "u-key-pkcs8": join(dir, "u-key-pkcs8"),
       "non-utf8": join(dir, "non-utf8"),
       "big-line": join(dir, "big-line"),
+      "15mb-line": join(dir, "15mb-line"),
     });
     mkdirSync(join(u.home, ".config", "nix"), { recursive: true });
     for (const p of [join(u.home, ".config"), join(u.home, ".config", "nix")]) own(p);
@@ -137,16 +141,29 @@ describe("fuzz: hostile inputs from a local user", {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  type Placement = "conf-link" | "include" | "!include" | "builders" | "nix-config" | "arg";
-  const placements: Placement[] = ["conf-link", "include", "!include", "builders", "nix-config", "arg"];
+  type Placement = "conf-link" | "include" | "!include" | "builders" | "ssh-key" | "nix-config" | "arg";
+  const placements: Placement[] = [
+    "conf-link",
+    "include",
+    "!include",
+    "builders",
+    "ssh-key",
+    "nix-config",
+    "arg",
+  ];
 
   /** Put `target` where `placement` says; returns the extra environment (NIX_CONFIG) for the run. */
   function place(placement: Placement, target: string): Record<string, string> {
     const conf = join(u.home, ".config", "nix", "nix.conf");
     rmSync(conf, { force: true });
     if (placement === "conf-link") symlinkSync(target, conf);
-    else if (placement === "include" || placement === "!include" || placement === "builders") {
-      const line = placement === "builders" ? `builders = @${target}` : `${placement} ${target}`;
+    else if (placement !== "nix-config" && placement !== "arg") {
+      const line =
+        placement === "builders"
+          ? `builders = @${target}`
+          : placement === "ssh-key"
+            ? `builders = ssh://nb-fuzz-builder x86_64-linux ${target} 1`
+            : `${placement} ${target}`;
       writeFileSync(conf, `cores = 2\n${line}\nmax-jobs = 1\n`);
       chownSync(conf, u.uid, u.gid);
     }
@@ -163,6 +180,7 @@ describe("fuzz: hostile inputs from a local user", {
         ["lint", ...user, "--machines", target],
         ["route", ...user, "--system", "x86_64-linux", target],
         ["plan", ...user, target],
+        ["show", "--agent-config", target],
       ];
     if (placement === "nix-config")
       // U runs the tool itself with a hostile NIX_CONFIG: everything is read as U, in-process
@@ -220,6 +238,7 @@ describe("fuzz: hostile inputs from a local user", {
       ["include", "config"],
       ["!include", "show"],
       ["builders", "show"],
+      ["ssh-key", "lint"],
       ["arg", "lint"],
       ["nix-config", "lint"],
     ];
