@@ -391,14 +391,23 @@ class HelperChannel {
     }
     const deadline = Date.now() + this.timeoutMs;
     const chunk = Buffer.alloc(65536);
+    // the answer so far, as a list of pieces (concatenated once: a 16 MiB answer comes in 256 pieces)
+    const parts: Buffer[] = [];
+    let size = 0;
     let wait = 1;
+    let fresh = this.pending;
+    this.pending = Buffer.alloc(0);
     for (;;) {
-      const nl = this.pending.indexOf(10);
+      const nl = fresh.indexOf(10);
       if (nl >= 0) {
-        const answer = this.pending.subarray(0, nl).toString("utf8");
-        this.pending = this.pending.subarray(nl + 1);
-        return JSON.parse(answer) as unknown;
+        parts.push(fresh.subarray(0, nl));
+        this.pending = Buffer.from(fresh.subarray(nl + 1));
+        return JSON.parse(Buffer.concat(parts).toString("utf8")) as unknown;
       }
+      if (fresh.length > 0) parts.push(Buffer.from(fresh));
+      size += fresh.length;
+      // a runaway answer cannot grow without bound either (the helper caps contents at READ_LIMIT)
+      if (size > READ_LIMIT * 8 + 4096) throw this.kill("ECHILD");
       let n: number;
       try {
         n = readSync(this.respFd, chunk, 0, chunk.length, null);
@@ -407,13 +416,12 @@ class HelperChannel {
         if (Date.now() > deadline) throw this.kill("ETIMEDOUT");
         sleepMs(wait);
         wait = Math.min(wait * 2, 20);
+        fresh = Buffer.alloc(0);
         continue;
       }
       if (n === 0) throw this.kill("ECHILD");
       wait = 1;
-      this.pending = Buffer.concat([this.pending, chunk.subarray(0, n)]);
-      // a runaway answer cannot grow without bound either (the helper caps contents at READ_LIMIT)
-      if (this.pending.length > READ_LIMIT * 8 + 4096) throw this.kill("ECHILD");
+      fresh = chunk.subarray(0, n);
     }
   }
 }

@@ -121,6 +121,9 @@ export interface SshAuthority {
   error?: string;
 }
 
+/** Longer store URIs are not parsed (a host name has at most 253 characters). */
+const MAX_URI = 8192;
+
 function isSshScheme(s: string): boolean {
   return s === "ssh" || s === "ssh-ng";
 }
@@ -144,6 +147,14 @@ export function sshAuthority(storeUri: string, version: NixVersion): SshAuthorit
   if (schemeEnd < 0) return none;
   const scheme = storeUri.slice(0, schemeEnd);
   if (!isSshScheme(scheme)) return { ...none, scheme };
+  // bounded input: a megabytes-long URI (a 15 MB machines line) overflows the regex engine's stack
+  if (storeUri.length > MAX_URI)
+    return {
+      ...none,
+      scheme,
+      valid: false,
+      error: `the store URI is ${storeUri.length} characters long: not a host`,
+    };
   return atLeast(version, 2, 31) ? sshAuthorityHead(storeUri, scheme) : sshAuthority28(storeUri, scheme);
 }
 
