@@ -331,10 +331,16 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
 
 /* ---------- installables ---------- */
 
+const EVAL_DEADLINE_MS = 600_000;
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    execFile(cmd, args, { env, maxBuffer: 1 << 26 }, (err, stdout, stderr) => {
-      if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${stderr.trim() || err.message}`));
+    // Evaluation can be slow (a whole nixpkgs), but never unbounded: killed after EVAL_DEADLINE_MS.
+    execFile(cmd, args, { env, maxBuffer: 1 << 26, timeout: EVAL_DEADLINE_MS }, (err, stdout, stderr) => {
+      if (err && (err as { killed?: boolean }).killed)
+        reject(new UsageError(`${cmd} ${args.join(" ")} did not finish within ${EVAL_DEADLINE_MS / 1000} s`));
+      else if (err)
+        reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${stderr.trim() || err.message}`));
       else resolvePromise(stdout);
     });
   });

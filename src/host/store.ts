@@ -172,8 +172,16 @@ export async function daemonValidity(target: StoreTarget): Promise<ValidityCheck
   return protocolChecker("daemon", connection, target.storeDir, () => socket?.destroy());
 }
 
+/** Deadlines: the `nix-daemon --stdio` handshake, and one `nix-store --check-validity` chunk. */
+const HANDSHAKE_DEADLINE_MS = 30_000;
+const CHECK_DEADLINE_MS = 300_000;
+
 /** The worker protocol over `nix-daemon --stdio`, which opens the local (or chroot) store itself. */
-export async function stdioValidity(target: StoreTarget, nixDaemon = "nix-daemon"): Promise<ValidityChecker> {
+export async function stdioValidity(
+  target: StoreTarget,
+  nixDaemon = "nix-daemon",
+  deadlineMs = HANDSHAKE_DEADLINE_MS,
+): Promise<ValidityChecker> {
   const args = ["--stdio", ...(target.root !== null ? ["--store", target.root] : [])];
   let stderr = "";
   const child: ChildProcess = spawn(nixDaemon, args, { stdio: ["pipe", "pipe", "pipe"] });
@@ -185,8 +193,15 @@ export async function stdioValidity(target: StoreTarget, nixDaemon = "nix-daemon
     { input: child.stdout!, output: child.stdin! },
     { storeUri: target.root ?? "local", closer: () => child.stdin!.end() },
   );
-  const first = await Promise.race([hs, spawnError]);
-  if (first instanceof Error) throw new StoreAccessError(`cannot run ${nixDaemon} --stdio: ${first.message}`);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<Error>((res) => {
+    timer = setTimeout(() => res(new Error(`no handshake within ${deadlineMs / 1000} s`)), deadlineMs);
+  });
+  const first = await Promise.race([hs, spawnError, deadline]).finally(() => clearTimeout(timer));
+  if (first instanceof Error) {
+    child.kill("SIGKILL");
+    throw new StoreAccessError(`cannot run ${nixDaemon} --stdio: ${first.message}`);
+  }
   const { result, connection } = first;
   if (!result.ok || !connection) {
     child.kill();
@@ -206,10 +221,16 @@ export function nixStoreValidity(target: StoreTarget, nixStore = "nix-store"): V
       execFile(
         nixStore,
         [...target.nixArgs, "--check-validity", "--print-invalid", ...chunk],
-        { maxBuffer: 1 << 28 },
+        { maxBuffer: 1 << 28, timeout: CHECK_DEADLINE_MS },
         (err, stdout, stderr) =>
           err
-            ? rej(new StoreAccessError(`nix-store --check-validity: ${stderr.trim() || err.message}`))
+            ? rej(
+                new StoreAccessError(
+                  (err as { killed?: boolean }).killed
+                    ? `nix-store --check-validity did not finish within ${CHECK_DEADLINE_MS / 1000} s`
+                    : `nix-store --check-validity: ${stderr.trim() || err.message}`,
+                ),
+              )
             : res(stdout),
       );
     });
