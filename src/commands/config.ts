@@ -94,11 +94,13 @@ export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
   const view = loadUserConfig(ctx, me, env);
   const code = view.error ? EXIT.errors : EXIT.ok;
   if (opts.json) {
-    io.out(json(configJson(view, me.name, opts.all)));
+    const doc = configJson(view, me.name, opts.all);
+    io.out(json(ctx.versionNote ? { ...doc, nixVersionNote: ctx.versionNote } : doc));
     return code;
   }
   let out = `Nix ${formatNixVersion(view.nixVersion)} rules (${ctx.versionSource}) for user ${me.name}`;
   out += user ? " (service environment: passwd home, clean environment)\n" : "\n";
+  if (ctx.versionNote) out += `  note: ${ctx.versionNote}\n`;
   out += "\nFiles, in the order Nix applies them:\n";
   out += table(
     view.files.map((f) => [

@@ -55,11 +55,13 @@ export function showJson(v: UserView): Record<string, unknown> {
     includes: v.machines.includes.map((i) => ({ path: i.resolved, found: i.found, from: i.from })),
     machines: v.machines.machines.map(machineJson),
     errors: viewErrors(v).map(({ message, file, line }) => ({ message, file, line })),
+    ...(v.versionNote ? { nixVersionNote: v.versionNote } : {}),
   };
 }
 
 function renderShow(v: UserView): string {
   let out = `Nix ${formatNixVersion(v.version)} rules (${v.versionSource}) · user ${v.user.name} (uid ${v.user.uid})\n`;
+  if (v.versionNote) out += `  note: ${v.versionNote}\n`;
   if (v.storeMode === "daemon") {
     const verdict = v.verdict!;
     out += `Daemon: ${verdict.allowed ? (v.trusted ? "trusted" : "allowed, not trusted") : "REFUSED"} — ${v.trustReason}\n`;
