@@ -30,13 +30,15 @@ export function makeTempUser(): TempUser {
     gid,
     home,
     run(argv, env = {}) {
+      const full: NodeJS.ProcessEnv = { PATH: "/usr/bin:/bin", HOME: home, ...env };
+      for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
       return execFileSync(
         "setpriv",
         ["--reuid", String(uid), "--regid", String(gid), "--init-groups", "--", ...argv],
         {
           encoding: "utf8",
           timeout: 60_000,
-          env: { PATH: "/usr/bin:/bin", HOME: home, ...env },
+          env: full,
           stdio: ["ignore", "pipe", "pipe"],
         },
       );
