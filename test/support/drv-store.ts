@@ -58,6 +58,8 @@ export function makeDrvStore(conf: string[] = []): DrvStore {
       "system-features = kvm",
       "max-jobs = 1",
       "substituters =",
+      // No build users: a fresh machine has no nixbld group, and the test must not need one.
+      "build-users-group =",
       ...conf,
       "",
     ].join("\n"),
