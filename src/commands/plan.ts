@@ -13,7 +13,7 @@
  */
 import { execFile } from "node:child_process";
 import type { Command } from "commander";
-import { type ReadMode, readClosure } from "../host/closure.js";
+import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
 import { openValidity, type ValidityMethod } from "../host/store.js";
 import { NixError } from "../nix/errors.js";
 import { type RouteResult, route } from "../nix/route.js";
@@ -355,8 +355,11 @@ export async function resolveInstallables(
   const storeArgs = [...ctx.store.nixArgs];
   for (const a of args) {
     const bare = a.split("!")[0]!;
-    if (bare.endsWith(".drv") && bare.startsWith(`${ctx.store.storeDir}/`)) {
-      out.push(bare);
+    // Like Nix: an argument with a `/` that leads (through symlinks: a GC root, a link) into the
+    // store names that store path; a .drv there is the derivation itself, not a Nix expression.
+    const storePath = bare.includes("/") ? followLinksToStorePath(bare, ctx.store.storeDir) : null;
+    if (storePath?.endsWith(".drv")) {
+      out.push(storePath);
       continue;
     }
     let text: string;
