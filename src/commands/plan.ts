@@ -523,7 +523,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     }
     throw e;
   } finally {
-    checker.then(
+    await checker.then(
       (c) => c.close(),
       () => {},
     );

@@ -104,7 +104,8 @@ export function makeDrvStore(conf: string[] = []): DrvStore {
       });
     },
     cleanup() {
-      rmSync(dir, { recursive: true, force: true });
+      // A nix process that has just finished may still be removing its temp files: retry ENOTEMPTY.
+      rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }

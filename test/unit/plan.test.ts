@@ -153,7 +153,7 @@ describe("plan", { skip: SKIP }, () => {
           const got = await c.valid(outs);
           all.add(JSON.stringify([...got].sort()));
         } finally {
-          c.close();
+          await c.close();
         }
       }
       assert.equal(all.size, 1);
