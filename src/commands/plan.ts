@@ -15,6 +15,7 @@ import { execFile } from "node:child_process";
 import type { Command } from "commander";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
 import { openValidity, type ValidityMethod } from "../host/store.js";
+import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import { type RouteResult, route } from "../nix/route.js";
 import { formatNixVersion } from "../nix/version.js";
@@ -494,7 +495,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
   });
   const ctx = routeContext(v, opts.store === undefined ? {} : { store: opts.store });
   if (ctx.fatal !== null) {
-    io.err(`error: ${ctx.fatal}\n(Nix stops every build with this error)\n`);
+    io.err(`${nixErrorDisplay(ctx.fatal)}\n(Nix stops every build with this error)\n`);
     return EXIT.errors;
   }
   const roots = await resolveInstallables(args, ctx, io.env);
@@ -514,7 +515,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
   } catch (e) {
     if (onProgress) io.err("\r\x1b[K");
     if (e instanceof NixError) {
-      io.err(`error: ${e.nixMessage}\n`);
+      io.err(`${nixErrorDisplay(e.nixMessage)}\n`);
       return EXIT.errors;
     }
     if (e instanceof Error && e.name === "StoreAccessError") {
