@@ -332,12 +332,23 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
 
 /* ---------- installables ---------- */
 
+/** Evaluation can be slow, but never unbounded: a deadline for nix-instantiate / nix eval. */
+const EVAL_DEADLINE_MS = 10 * 60_000;
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    execFile(cmd, args, { env, maxBuffer: 1 << 26 }, (err, stdout, stderr) => {
-      if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${stderr.trim() || err.message}`));
-      else resolvePromise(stdout);
-    });
+    execFile(
+      cmd,
+      args,
+      { env, maxBuffer: 1 << 26, timeout: EVAL_DEADLINE_MS, killSignal: "SIGKILL" },
+      (err, stdout, stderr) => {
+        const why = (err as { killed?: boolean } | null)?.killed
+          ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
+          : stderr.trim() || err?.message;
+        if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`));
+        else resolvePromise(stdout);
+      },
+    );
   });
 }
 

@@ -15,7 +15,7 @@ import type { Command } from "commander";
 import { type CurrentLoad, loadMap, readCurrentLoad } from "../host/current-load.js";
 import { resolveStore, type StoreTarget } from "../host/store.js";
 import { readDerivation } from "../nix/derivation.js";
-import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.js";
+import { indentLines, nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import type { Machine } from "../nix/machines.js";
 import { type RouteDrv, type RouteLocal, type RouteResult, route } from "../nix/route.js";
@@ -131,9 +131,9 @@ export function routeJson(r: RouteReport): Record<string, unknown> {
     if (d.kind === "none" || d.kind === "postpone") decision.message = d.message;
     else decision.note = d.message;
   }
-  if (typeof decision.message === "string")
-    decision.displayed =
-      decision.kind === "postpone" ? filterAnsiEscapes(decision.message) : nixErrorDisplay(decision.message);
+  // Nix's error as it shows it (the raw text stays in `message`).
+  if (decision.kind === "none" && typeof decision.message === "string")
+    decision.displayed = nixErrorDisplay(decision.message);
   const byUri = new Map(ctx.machines.map((m) => [m.storeUri, m]));
   return {
     nixVersion: formatNixVersion(ctx.version),
