@@ -1822,7 +1822,8 @@ export function normaliseLog(text: string): LogLine[] {
       if (msg === null) continue;
       // internal-json carries the raw message; Nix's logger would have shown the whole of it filtered.
       const shown = filterAnsiEscapes(msg).split("\n");
-      msg.split("\n").forEach((part, k) => out.push(logLine(i + 1, stripAnsi(part), shown[k])));
+      const parts = msg.split("\n");
+      for (let k = 0; k < parts.length; k++) out.push(logLine(i + 1, stripAnsi(parts[k]!), shown[k]));
       continue;
     }
     out.push(logLine(i + 1, stripAnsi(t)));
