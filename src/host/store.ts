@@ -130,7 +130,8 @@ export interface ValidityChecker {
   readonly method: ValidityMethod;
   /** The subset of `paths` that is valid. Paths that are not store paths are never sent. */
   valid(paths: readonly string[]): Promise<Set<string>>;
-  close(): void;
+  /** Close the connection; resolves once any process behind it has exited. */
+  close(): Promise<void>;
 }
 
 export class StoreAccessError extends Error {
@@ -147,7 +148,7 @@ function protocolChecker(
   method: ValidityMethod,
   conn: WorkerConnection,
   storeDir: string,
-  onClose: () => void,
+  onClose: () => Promise<void> | void,
 ): ValidityChecker {
   return {
     method,
@@ -156,9 +157,9 @@ function protocolChecker(
       if (send.length === 0) return new Set();
       return new Set(await conn.queryValidPaths(send, { timeoutMs: 120_000 }));
     },
-    close() {
+    async close() {
       conn.close();
-      onClose();
+      await onClose();
     },
   };
 }
@@ -169,7 +170,9 @@ export async function daemonValidity(target: StoreTarget): Promise<ValidityCheck
   if (!result.ok || !connection) {
     throw new StoreAccessError(result.ok ? "no connection" : result.nixMessage);
   }
-  return protocolChecker("daemon", connection, target.storeDir, () => socket?.destroy());
+  return protocolChecker("daemon", connection, target.storeDir, () => {
+    socket?.destroy();
+  });
 }
 
 /** Deadlines: the `nix-daemon --stdio` handshake, and one `nix-store --check-validity` chunk. */
@@ -208,9 +211,16 @@ export async function stdioValidity(
     const why = stderr.trim() || (result.ok ? "no connection" : result.nixMessage);
     throw new StoreAccessError(`${nixDaemon} --stdio: ${why}`);
   }
-  return protocolChecker("stdio", connection, target.storeDir, () => {
-    // The daemon exits on EOF; make sure it does not linger if it does not.
-    setTimeout(() => child.kill(), 2000).unref();
+  const exited = new Promise<void>((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) res();
+    else child.once("exit", () => res());
+  });
+  return protocolChecker("stdio", connection, target.storeDir, async () => {
+    // The daemon exits on EOF; make sure it does not linger if it does not. Waiting for it means
+    // nothing touches the store after the command returns (a caller may remove a scratch store).
+    const timer = setTimeout(() => child.kill("SIGKILL"), 2000);
+    await exited;
+    clearTimeout(timer);
   });
 }
 
@@ -251,7 +261,7 @@ export function nixStoreValidity(target: StoreTarget, nixStore = "nix-store"): V
       }
       return valid;
     },
-    close() {},
+    async close() {},
   };
 }
 
