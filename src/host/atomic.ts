@@ -213,7 +213,11 @@ export async function acquireLock(dir: string, timeoutMs = 30_000, as?: Creds): 
       f = fs.openSync(lockPath, flags | fs.constants.O_RDWR, 0o644);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ELOOP") throw new UnsafeFileError(lockPath, "is a symbolic link; refusing to use it");
+      if (code === "ELOOP")
+        throw new UnsafeFileError(
+          lockPath,
+          "is a symbolic link; lock files are never reached through symbolic links",
+        );
       if (code !== "EACCES") throw e;
       f = fs.openSync(lockPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
       writable = false;

@@ -1,6 +1,7 @@
 /**
- * `use` and `reset` run by root for a local user who wants root's rights: each attack of issue 11 (findings
- * 1, 2, 3, 7 and 8, 9 there) is tried by a real throwaway user on this host (useradd; the user's own steps
+ * `use` and `reset` run by root for a local user who wants root's rights: each attack of issue 11 (#1 reset
+ * trusting the user's record, #8 planted symlinks, #9 a root-owned nix.conf, #7 refusals as stack traces;
+ * test names start with the number) is tried by a real throwaway user on this host (useradd; the user's own steps
  * run through `setpriv --reuid=U --regid=U --init-groups --reset-env`), then root runs the command, and the
  * test checks that nothing outside the user's two files changed and that the refusal is one line, exit 2.
  *
@@ -178,7 +179,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
   // ---------------------------------------------------------------------------------------------------
   // Finding 1: reset trusted a state file the user owns.
 
-  test("finding 1: reset never trusts a record in the user's home (the old location): nothing is written, one line says what to do", async () => {
+  test("#1 reset never trusts a record in the user's home (the old location): nothing is written, one line says what to do", async () => {
     const u = mkUser("f1");
     userConf(u);
     const v = victim("f1");
@@ -223,7 +224,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assertVictimIntact(v);
   });
 
-  test("finding 1: root's record lives under the state directory, root's alone (0700 dirs, 0600 file); the user can neither read nor change it", async () => {
+  test("#1 root's record lives under the state directory, root's alone (0700 dirs, 0600 file); the user can neither read nor change it", async () => {
     const u = mkUser("f1b");
     userConf(u);
     const r = await use(u);
@@ -255,7 +256,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assert.equal(read(u.machines), null);
   });
 
-  test("finding 1: reset restores content, owner and mode as they were, written as the user (0640 stays 0640, the owner is the user)", async () => {
+  test("#1 reset restores content, owner and mode as they were, written as the user (0640 stays 0640, the owner is the user)", async () => {
     const u = mkUser("f1c");
     userConf(u, "cores = 3\n");
     assert.equal(fs.statSync(u.conf).mode & 0o777, 0o640);
@@ -272,7 +273,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assert.equal(st.mode & 0o7777, 0o640);
   });
 
-  test("finding 1: even root's own record cannot make reset write elsewhere, root-owned, or set-id", async () => {
+  test("#1 even root's own record cannot make reset write elsewhere, root-owned, or set-id", async () => {
     const u = mkUser("f1d");
     userConf(u);
     assert.ok([0, 1].includes((await use(u)).code));
@@ -303,7 +304,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assert.equal(st.uid, u.uid);
   });
 
-  test("finding 1: an account deleted and made again with the same name and uid does not get the old account's files back", async () => {
+  test("#1 an account deleted and made again with the same name and uid does not get the old account's files back", async () => {
     const u = mkUser("f1e");
     userConf(u, "# the old account, private\naccess-tokens = github.com=OLDSECRET\n");
     assert.ok([0, 1].includes((await use(u)).code));
@@ -330,7 +331,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
   // ---------------------------------------------------------------------------------------------------
   // Finding 8 (issue numbering): use followed a planted `.nix-builders` symlink.
 
-  test("finding 8: a planted .nix-builders symlink makes root create nothing where it points", async () => {
+  test("#8 a planted .nix-builders symlink makes root create nothing where it points", async () => {
     const u = mkUser("f8");
     userConf(u);
     const v = victim("f8");
@@ -399,7 +400,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     },
   ];
   for (const c of chain) {
-    test(`finding 2 / 7: ${c.name}: use and reset refuse with one line, exit 2, and write nothing`, async () => {
+    test(`#8 #7 ${c.name}: use (also --json and --dry-run) refuses with one line, exit 2, and writes nothing`, async () => {
       const u = mkUser("ln");
       userConf(u);
       const v = victim("ln");
@@ -422,7 +423,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     });
   }
 
-  test("finding 2: a symlink swapped in between the checks and the write (held at the lock) is refused, and root's file is untouched", async () => {
+  test("#8 a symlink swapped in between the checks and the write (held at the lock) is refused, and root's file is untouched", async () => {
     const u = mkUser("race");
     userConf(u);
     const v = victim("race");
@@ -476,7 +477,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     }
   });
 
-  test("finding 2: a directory swapped for a link after the checks only ever leads where the user can write (the write runs as the user)", () => {
+  test("#8 a directory swapped for a link after the checks only ever leads where the user can write (the write runs as the user)", () => {
     const u = mkUser("creds");
     userConf(u);
     const v = victim("creds");
@@ -493,7 +494,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assert.equal(process.geteuid?.(), 0, "root again afterwards");
   });
 
-  test("finding 2: the XDG_CONFIG_HOME variant (the agent's unit sets it): a linked config home is refused, one outside the home too", async () => {
+  test("#8 the XDG_CONFIG_HOME variant (the agent's unit sets it): a linked config home is refused, one outside the home too", async () => {
     const u = mkUser("xdg");
     const v = victim("xdg");
     const agentRoot = fs.mkdtempSync(path.join(root, "agent-root-"));
@@ -528,7 +529,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
   // ---------------------------------------------------------------------------------------------------
   // Finding 9 (issue numbering): use took a root-owned nix.conf in the user's home and gave it to the user.
 
-  test("finding 9: a root-owned nix.conf in the user's home is refused and stays root's", async () => {
+  test("#9 a root-owned nix.conf in the user's home is refused and stays root's", async () => {
     const u = mkUser("f9");
     sh(u, `mkdir -p ${u.dir}`);
     fs.writeFileSync(u.conf, "trusted-users = root\n", { mode: 0o644 });
@@ -542,7 +543,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     }
   });
 
-  test("finding 9: other owners in the chain: another user's machines file, a root-owned ~/.config/nix, a root-owned ~/.config", async () => {
+  test("#9 other owners in the chain: another user's machines file, a root-owned ~/.config/nix, a root-owned ~/.config", async () => {
     const u = mkUser("f9b");
     const other = mkUser("f9o");
     userConf(u);
@@ -568,7 +569,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
   // ---------------------------------------------------------------------------------------------------
   // Finding 7 (use part): the refusals came out as exit 70 with a stack trace. Through the real CLI.
 
-  test("finding 7: through the command line: a linked nix.conf, a linked ~/.config/nix: exit 2, one line, JSON too", () => {
+  test("#7 through the command line: a linked nix.conf, a linked ~/.config/nix: exit 2, one line, JSON too", () => {
     const u = mkUser("f7");
     userConf(u);
     const v = victim("f7");
@@ -591,7 +592,7 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assertVictimIntact(v);
   });
 
-  test("finding 7: an immutable ~/.config/nix (chattr +i): exit 2, one line naming it, no trace", (t) => {
+  test("#7 an immutable ~/.config/nix (chattr +i): exit 2, one line naming it, no trace", (t) => {
     const u = mkUser("imm");
     userConf(u);
     const r0 = spawnSync("chattr", ["+i", u.dir], { encoding: "utf8", timeout: 10_000 });
