@@ -22,7 +22,7 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type AgentOptions, type AgentSelection, selectAgent } from "../commands/agent-select.js";
-import { type Io, Refusal, UsageError } from "../commands/io.js";
+import { EXIT, type Io, json, Refusal, UsageError } from "../commands/io.js";
 import { type UserView, userView } from "../commands/view.js";
 import { LockTimeoutError, MAX_FILE_BYTES, readAll, UnsafeFileError } from "../host/atomic.js";
 import { type Creds, withUserCreds } from "../host/user-creds.js";
@@ -167,6 +167,21 @@ export function asRefusal(e: unknown, user?: string): Refusal | null {
 /** One line: control characters (a newline in a file name) shown as `\xNN`. */
 export function oneLine(s: string): string {
   return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/** A refusal: one line on stderr naming the file and the reason, exit 2; with --json also on stdout. */
+export function printRefusal(
+  r: { message: string; path?: string | undefined },
+  opts: { json?: boolean },
+  io: Io,
+  user: string | null,
+  command: string,
+): number {
+  const message = oneLine(r.message);
+  if (opts.json)
+    io.out(json({ ok: false, user, refused: "file", path: r.path ?? null, message, exitCode: EXIT.errors }));
+  io.err(`nix-builders ${command}: ${message}\n`);
+  return EXIT.errors;
 }
 
 // ---------------------------------------------------------------------------------------------------------

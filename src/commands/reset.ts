@@ -23,6 +23,7 @@ import {
   type FileRecord,
   legacyMessage,
   legacyStateFile,
+  printRefusal,
   readManaged,
   readState,
   resolveTarget,
@@ -36,7 +37,6 @@ import { acquireLock, atomicWrite, managedTarget, moveAside } from "../host/atom
 import { withUserCreds } from "../host/user-creds.js";
 import { fromBytes, unifiedDiff } from "../nix/conf-edit.js";
 import { EXIT, type Io, json, Refusal } from "./io.js";
-import { refuse } from "./use.js";
 
 export interface ResetOptions extends TargetOptions {
   force?: boolean;
@@ -56,12 +56,12 @@ export async function runReset(opts: ResetOptions, io: Io): Promise<number> {
     if (r) return r;
     throw e;
   });
-  if (!("view" in t)) return refuse(t, opts, io, opts.user ?? null, "reset");
+  if (!("view" in t)) return printRefusal(t, opts, io, opts.user ?? null, "reset");
   try {
     return await resetFor(t, opts, io);
   } catch (e) {
     const r = asRefusal(e, t.forOther ? t.user.name : undefined);
-    if (r) return refuse(r, opts, io, t.user.name, "reset");
+    if (r) return printRefusal(r, opts, io, t.user.name, "reset");
     throw e;
   }
 }

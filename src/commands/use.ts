@@ -24,7 +24,7 @@ import {
   legacyMessage,
   legacyStateFile,
   newState,
-  oneLine,
+  printRefusal,
   readManaged,
   readState,
   resolveTarget,
@@ -174,29 +174,14 @@ export async function runUse(names: string[], opts: UseOptions, io: Io): Promise
     if (r) return r;
     throw e;
   });
-  if (!("view" in t)) return refuse(t, opts, io, opts.user ?? null);
+  if (!("view" in t)) return printRefusal(t, opts, io, opts.user ?? null, "use");
   try {
     return await useFor(t, names, opts, io);
   } catch (e) {
     const r = asRefusal(e, t.forOther ? t.user.name : undefined);
-    if (r) return refuse(r, opts, io, t.user.name);
+    if (r) return printRefusal(r, opts, io, t.user.name, "use");
     throw e;
   }
-}
-
-/** A refusal: one line on stderr naming the file and the reason, exit 2; with --json also on stdout. */
-export function refuse(
-  r: { message: string; path?: string | undefined },
-  opts: { json?: boolean },
-  io: Io,
-  user: string | null,
-  command = "use",
-): number {
-  const message = oneLine(r.message);
-  if (opts.json)
-    io.out(json({ ok: false, user, refused: "file", path: r.path ?? null, message, exitCode: EXIT.errors }));
-  io.err(`nix-builders ${command}: ${message}\n`);
-  return EXIT.errors;
 }
 
 async function useFor(t: Target, names: string[], opts: UseOptions, io: Io): Promise<number> {

@@ -374,6 +374,13 @@ export async function atomicWrite(
       creds(opts.as, () => {
         removeStaleTemps(dir, base);
         const old = openOld(target, opts.maxBytes ?? MAX_FILE_BYTES);
+        if (old && opts.as && old.st.uid !== opts.as.uid) {
+          fs.closeSync(old.fd);
+          throw new UnsafeFileError(
+            target,
+            `owned by uid ${old.st.uid}, not by ${opts.as.name}; a file's owner is never changed`,
+          );
+        }
         try {
           return writeLocked(target, dir, base, data, old, opts);
         } finally {
@@ -524,6 +531,11 @@ export async function moveAside(
         }
         if (st.isSymbolicLink()) throw new UnsafeFileError(file, "is a symbolic link; refusing to move it");
         if (!st.isFile()) throw new UnsafeFileError(file, "is not a regular file");
+        if (opts.as && st.uid !== opts.as.uid)
+          throw new UnsafeFileError(
+            file,
+            `owned by uid ${st.uid}, not by ${opts.as.name}; refusing to move it`,
+          );
         const dest = uniqueBackupPath(file, (opts.now ?? (() => new Date()))());
         fs.renameSync(file, dest);
         fsyncDir(dir);

@@ -19,7 +19,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { runReset } from "../../src/commands/reset.js";
 import { runUse } from "../../src/commands/use.js";
-import { LOCK_NAME } from "../../src/host/atomic.js";
+import { atomicWrite, LOCK_NAME, moveAside } from "../../src/host/atomic.js";
 import { withUserCreds } from "../../src/host/user-creds.js";
 import { captureIo } from "../support/capture-io.js";
 
@@ -326,6 +326,87 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     // A new account with the same name but another uid has no record at all.
     const file2 = stateFileOf({ ...again, uid: again.uid + 1 });
     assert.equal(read(file2), null);
+  });
+
+  test("#1 root's records are only kept where root alone can change them (NIX_BUILDERS_STATE_DIR into a user's home, a group-writable directory: refused)", async () => {
+    const u = mkUser("f1f");
+    userConf(u);
+    const inHome = path.join(u.home, "state");
+    sh(u, `mkdir -p ${inHome}`);
+    for (const dir of [inHome, path.join(inHome, "deeper")]) {
+      const io = captureIo({ NIX_BUILDERS_STATE_DIR: dir });
+      const code = await runUse([LINE], { user: u.name }, io);
+      assertRefusal({ code, stderr: io.stderr }, u.home, new RegExp(`owned by uid ${u.uid}, not root`));
+      assert.deepEqual(fs.readdirSync(inHome), [], "nothing made in the user's directory");
+      const io2 = captureIo({ NIX_BUILDERS_STATE_DIR: dir });
+      assert.equal(await runReset({ user: u.name }, io2), 2, io2.stderr);
+    }
+    const open = fs.mkdtempSync(path.join(root, "open-"));
+    fs.chmodSync(open, 0o775);
+    const io3 = captureIo({ NIX_BUILDERS_STATE_DIR: path.join(open, "s") });
+    const code3 = await runUse([LINE], { user: u.name }, io3);
+    assertRefusal({ code: code3, stderr: io3.stderr }, open, /writable by group or others/);
+    assert.deepEqual(fs.readdirSync(open), []);
+    assert.equal(read(u.machines), null, "and nothing written in the user's home");
+  });
+
+  test("#1 a damaged record (not JSON, wrong shape, not root's) is one line, exit 2, and nothing is written", async () => {
+    const u = mkUser("f1g");
+    userConf(u);
+    assert.ok([0, 1].includes((await use(u)).code));
+    const file = stateFileOf(u);
+    const good = fs.readFileSync(file, "utf8");
+    const conf = read(u.conf)!;
+    for (const bad of ["{not json", JSON.stringify({ version: 2, files: {} }), "null"]) {
+      fs.writeFileSync(file, bad);
+      assertRefusal(await reset(u), file, /not a nix-builders record/);
+      assertRefusal(await use(u), file, /not a nix-builders record/);
+      assert.ok(read(u.conf)!.equals(conf));
+    }
+    fs.writeFileSync(file, good);
+    fs.chownSync(file, u.uid, u.gid);
+    assertRefusal(await reset(u), file, /not root's alone.*refusing to trust it/);
+    assert.ok(read(u.conf)!.equals(conf));
+  });
+
+  test("#1 written as the user: atomicWrite and moveAside refuse a file that is not the user's, even past the checks", async () => {
+    const u = mkUser("f1h");
+    userConf(u);
+    const as = { name: u.name, uid: u.uid, gid: u.gid };
+    fs.chownSync(u.conf, 0, 0);
+    fs.chmodSync(u.conf, 0o644); // readable: only the owner check stands in the way
+    await assert.rejects(
+      atomicWrite(u.conf, "x\n", { as, noFollow: true }),
+      /owned by uid 0, not by .*never changed/,
+    );
+    await assert.rejects(moveAside(u.conf, { as }), /owned by uid 0/);
+    assert.equal(read(u.conf)!.toString(), "max-jobs = 4\n");
+    assert.equal(fs.statSync(u.conf).uid, 0);
+    // A new file is the user's, never set-id, whatever mode is asked for.
+    const r = await atomicWrite(u.machines, "m\n", { as, noFollow: true, mode: 0o6755 });
+    assert.equal(r.status, "written");
+    const st = fs.statSync(u.machines);
+    assert.equal(st.uid, u.uid);
+    assert.equal(st.mode & 0o7777, 0o755);
+  });
+
+  test("withUserCreds: the user's rights inside, root's again after (also after a throw); an async function is refused", async () => {
+    const u = mkUser("creds0");
+    const as = { name: u.name, uid: u.uid, gid: u.gid };
+    const seen = withUserCreds(as, () => [process.geteuid!(), process.getegid!(), process.getuid!()]);
+    assert.deepEqual(seen, [u.uid, u.gid, 0]);
+    assert.throws(
+      () =>
+        withUserCreds(as, () => {
+          throw new Error("boom");
+        }),
+      /boom/,
+    );
+    assert.equal(process.geteuid!(), 0);
+    assert.equal(process.getegid!(), 0);
+    assert.ok(!process.getgroups!().includes(u.gid));
+    assert.throws(() => withUserCreds(as, async () => 1), /must be synchronous/);
+    assert.equal(process.geteuid!(), 0);
   });
 
   // ---------------------------------------------------------------------------------------------------
