@@ -4,6 +4,7 @@
  * which of the user's settings the daemon ignores.
  */
 import type { Command } from "commander";
+import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.js";
 import type { Machine } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
@@ -59,12 +60,19 @@ export function showJson(v: UserView): Record<string, unknown> {
       ...(i.problem === undefined ? {} : { problem: i.problem }),
     })),
     machines: v.machines.machines.map(machineJson),
-    errors: viewErrors(v).map(({ message, file, line }) => ({ message, file, line })),
+    errors: viewErrors(v).map(({ message, file, line }) => ({
+      message,
+      file,
+      line,
+      displayed: nixErrorDisplay(message),
+    })),
+    ...(v.versionNote ? { nixVersionNote: v.versionNote } : {}),
   };
 }
 
 function renderShow(v: UserView): string {
   let out = `Nix ${formatNixVersion(v.version)} rules (${v.versionSource}) · user ${v.user.name} (uid ${v.user.uid})\n`;
+  if (v.versionNote) out += `  note: ${v.versionNote}\n`;
   if (v.storeMode === "daemon") {
     const verdict = v.verdict!;
     out += `Daemon: ${verdict.allowed ? (v.trusted ? "trusted" : "allowed, not trusted") : "REFUSED"} — ${v.trustReason}\n`;
@@ -88,7 +96,7 @@ function renderShow(v: UserView): string {
     for (const i of v.ignored) {
       out += `  ${i.setting} = ${i.value}  (${formatOrigin(i.origin)})\n    ${i.why}\n`;
       if (i.nixMessage)
-        out += `    Nix says${i.shownByDefault ? "" : " (only with -vvvv)"}: ${i.nixMessage}\n`;
+        out += `    Nix says${i.shownByDefault ? "" : " (only with -vvvv)"}: ${filterAnsiEscapes(i.nixMessage)}\n`;
       else out += "    Nix says nothing about it.\n";
     }
   }
@@ -111,7 +119,7 @@ function renderShow(v: UserView): string {
   if (errors.length) {
     out += "\nNix stops every build with:\n";
     for (const e of errors)
-      out += `  error: ${e.message}${e.file ? `  (${e.file}${e.line ? `:${e.line}` : ""})` : ""}\n`;
+      out += `${indentLines(nixErrorDisplay(e.message), "  ")}${e.file ? `  (${e.file}${e.line ? `:${e.line}` : ""})` : ""}\n`;
   }
   return out;
 }

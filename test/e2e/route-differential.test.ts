@@ -328,7 +328,10 @@ describe("route vs real Nix 2.8 builds (chroot stores as machines)", { skip: SKI
     local = join(dir, "local");
     mkdirSync(join(dir, "bb"));
     copyFileSync("/bin/busybox", join(dir, "bb", "busybox"));
-    const env = { ...process.env, NIX_CONFIG: "sandbox = false\nfsync-metadata = false\nsubstituters =" };
+    const env = {
+      ...process.env,
+      NIX_CONFIG: "sandbox = false\nfsync-metadata = false\nsubstituters =\nbuild-users-group =",
+    };
     const bb = spawnSync("nix-store", ["--store", local, "--add", join(dir, "bb")], {
       env,
       encoding: "utf8",
@@ -368,6 +371,8 @@ describe("route vs real Nix 2.8 builds (chroot stores as machines)", { skip: SKI
         .join("; ");
       const conf = [
         "sandbox = false",
+        // No build users: the host need not have a nixbld group (a fresh machine has none).
+        "build-users-group =",
         "fsync-metadata = false",
         "substituters =",
         "system = x86_64-linux",
