@@ -18,10 +18,11 @@
 import type { ChildProcess } from "node:child_process";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, readFileSync } from "node:fs";
+import { accessSync, constants } from "node:fs";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
+import { readBounded } from "../host/fs-reader.js";
 import { killGroup, spawnAs } from "../host/run-as.js";
 import { type BuildLogSummary, humanLine, parseBuildLog, type TimedLine } from "../nix/build-log.js";
 import { selectMachines } from "../nix/conf-edit.js";
@@ -266,7 +267,8 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
   let outputOk = false;
   if (outcome.code === 0 && outPath && !opts.nixpkgs) {
     try {
-      outputOk = readFileSync(outPath, "utf8").includes(nonce);
+      const r = readBounded(outPath); // a builder made this output: bounded, a regular file only
+      outputOk = r.ok && r.text.includes(nonce);
     } catch {
       outputOk = false;
     }
