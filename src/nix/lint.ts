@@ -132,7 +132,9 @@ export function lintConfError(view: ConfigView, who: string): Finding[] {
         ? "write `name = value` with spaces around `=`, or `include PATH` / `!include PATH`"
         : e.nixMessage.includes("included from")
           ? "create the included file, fix its path, or use `!include` for an optional file"
-          : "fix the value (see `man nix.conf` for the setting's type)",
+          : /is not a regular file|is larger than 16 MiB|^reading '/.test(e.nixMessage)
+            ? "make it a regular nix.conf file, or remove the `include` (or the NIX_CONF_DIR / NIX_USER_CONF_FILES entry) that names it"
+            : "fix the value (see `man nix.conf` for the setting's type)",
       e.nixMessage,
     ),
   ];
