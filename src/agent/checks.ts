@@ -307,22 +307,49 @@ export function checkUnadvertisedBuilders(input: UnadvertisedBuildersCheckInput)
 export const NIX_DEFAULT_NARINFO_NEGATIVE_TTL = 3600;
 
 export function checkNarinfoNegativeTtl(input: {
-  /** The value in the agent's view; null when not set anywhere (Nix's default applies). */
+  /** The value in the agent's view (after nixSettings); null when not set anywhere (Nix's default, 3600). */
   readonly value: string | number | null;
   readonly origin?: Origin | null;
+  /**
+   * How the agent's builds reach the store. The agent checks its own client value, but the lookups
+   * for builds are done by the nix-daemon, which takes the client's value only from a trusted user.
+   * Omitted: treated as trusted (the old behaviour of this check).
+   */
+  readonly store?: "trusted" | "untrusted" | "local";
+  /** The daemon's own value (its nix.conf); null when not set there (3600). Used when untrusted. */
+  readonly daemonValue?: string | number | null;
+  readonly daemonOrigin?: Origin | null;
 }): AgentFinding[] {
-  const raw = input.value;
-  const n =
+  const num = (raw: string | number | null): number =>
     raw === null ? NIX_DEFAULT_NARINFO_NEGATIVE_TTL : typeof raw === "number" ? raw : Number(raw.trim());
-  if (n === 0) return [];
-  const where =
-    raw === null ? `not set, so Nix's default ${NIX_DEFAULT_NARINFO_NEGATIVE_TTL} applies` : `${raw}`;
+  const store = input.store ?? "trusted";
+  const systemFix =
+    'Add "narinfo-cache-negative-ttl = 0" to /etc/nix/nix.conf and restart nix-daemon (NixOS/nix-darwin: nix.settings.narinfo-cache-negative-ttl = 0, which the agent modules set)';
+  const raw = input.value;
+  if (num(raw) !== 0) {
+    const where =
+      raw === null ? `not set, so Nix's default ${NIX_DEFAULT_NARINFO_NEGATIVE_TTL} applies` : `${raw}`;
+    return [
+      finding(
+        "agent-narinfo-negative-ttl",
+        "error",
+        `narinfo-cache-negative-ttl is ${where}${input.origin ? ` (${formatOrigin(input.origin)})` : ""}; the agent checks this at start-up and refuses to start unless it is 0.`,
+        store === "untrusted"
+          ? `${systemFix}. Setting it in the agent's nixSettings would only get the agent past its own check: the agent user is not trusted, so the nix-daemon, which does the lookups for builds, would keep its own value.`
+          : `${systemFix}, or set it in the agent's nixSettings as "0" (the agent user is ${store === "local" ? "using the store directly" : "trusted"}, so the value reaches the store).`,
+      ),
+    ];
+  }
+  if (store !== "untrusted") return [];
+  const d = input.daemonValue ?? null;
+  if (num(d) === 0) return [];
+  const dwhere = d === null ? `not set, so Nix's default ${NIX_DEFAULT_NARINFO_NEGATIVE_TTL}` : `${d}`;
   return [
     finding(
-      "agent-narinfo-negative-ttl",
-      "error",
-      `narinfo-cache-negative-ttl is ${where}${input.origin ? ` (${formatOrigin(input.origin)})` : ""}; the agent checks this at start-up and refuses to start unless it is 0.`,
-      'Add "narinfo-cache-negative-ttl = 0" to /etc/nix/nix.conf (NixOS/nix-darwin: nix.settings.narinfo-cache-negative-ttl = 0), or set it in the agent\'s nixSettings as "0".',
+      "agent-narinfo-negative-ttl-daemon",
+      "warning",
+      `narinfo-cache-negative-ttl is 0 in the agent's own view${input.origin ? ` (${formatOrigin(input.origin)})` : ""}, so the agent starts, but the agent user is not trusted: the nix-daemon, which looks up paths in caches for the agent's builds, ignores the client's value and uses ${dwhere}${input.daemonOrigin ? ` (${formatOrigin(input.daemonOrigin)})` : ""}. A path another agent pushes is then taken as missing for up to that many seconds, which the agent's check exists to prevent.`,
+      `${systemFix}.`,
     ),
   ];
 }
