@@ -81,7 +81,7 @@ export function checkAgentTrust(input: TrustCheckInput): AgentFinding[] {
         "agent-trust-claim-false",
         "error",
         `nixUserIsTrusted is true, but the nix-daemon does not trust ${who} (${input.trust.reason}). The agent will hand in-memory derivations to the daemon, which only trusted users may do, so builds fail with "you are not privileged to build input-addressed derivations".`,
-        `Add ${input.user ?? "the agent user"} to trusted-users in /etc/nix/nix.conf (a single trusted-users line) and restart nix-daemon, or set nixUserIsTrusted = false.`,
+        `Add ${input.user ?? "the agent user"} to trusted-users in /etc/nix/nix.conf (a single trusted-users line; NixOS: nix.settings.trusted-users, not a trusted-users line in nix.extraOptions, which the agent module rejects) and restart nix-daemon, or set nixUserIsTrusted = false.`,
       ),
     ];
   }
@@ -519,4 +519,32 @@ export function checkAgentUser(input: {
     ];
   }
   return [];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent's NixOS / nix-darwin modules and nix.extraOptions
+
+/**
+ * The agent's modules refuse to build a system whose `nix.extraOptions` has a `trusted-users = …`
+ * line while the agent claims trust (hercules-ci-agent `internal/nix/common.nix`, the assertion in
+ * `config`): such a line comes after `nix.settings` in the generated nix.conf and replaces the
+ * `trusted-users` the module added. `extra-trusted-users` is allowed. The pattern is the module's:
+ * a line that starts, after blanks, with `trusted-users`, then blanks and `=`.
+ */
+export function checkModuleExtraOptions(input: {
+  /** The text of `nix.extraOptions`. */
+  readonly extraOptions: string;
+  /** The agent config's nixUserIsTrusted (the modules set it to true by default). */
+  readonly nixUserIsTrusted: boolean;
+}): AgentFinding[] {
+  if (!input.nixUserIsTrusted) return [];
+  if (!/(^|\n)[ \t]*trusted-users[ \t]*=/.test(input.extraOptions)) return [];
+  return [
+    finding(
+      "agent-module-extra-options-trusted-users",
+      "error",
+      "nix.extraOptions sets trusted-users: the hercules-ci-agent NixOS/nix-darwin module refuses this (an assertion fails and the system does not build), because that line would replace the trusted-users the module adds through nix.settings.",
+      "Use nix.settings.trusted-users (additive), or write extra-trusted-users = … in nix.extraOptions.",
+    ),
+  ];
 }
