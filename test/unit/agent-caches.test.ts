@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -238,5 +238,73 @@ describe("readBinaryCaches reads as the agent user (real user, real setpriv)", (
     assert.equal(r.caches, null);
     assert.match(r.findings[0]!.message, /no answer within 500 ms/);
     assert.ok(Date.now() - started < 10_000);
+  });
+});
+
+describe("show --agent --json: taskNixSettings (real user, unit in a fixture root, daemon store)", () => {
+  const isRoot = process.getuid?.() === 0;
+  const name = `nbt-${Math.random().toString(36).slice(2, 8)}`;
+  let dir = "";
+  before(() => {
+    if (!isRoot) return;
+    execFileSync("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], {
+      timeout: 30_000,
+    });
+    dir = mkdtempSync(join(tmpdir(), "nbt-show-"));
+    chmodSync(dir, 0o755);
+  });
+  after(() => {
+    if (!isRoot) return;
+    rmSync(dir, { recursive: true, force: true });
+    execFileSync("userdel", [name], { timeout: 30_000 });
+  });
+
+  it("reports what every task runs with and what the untrusted daemon keeps", async (t) => {
+    if (!isRoot) return t.skip("needs root");
+    const { runShow } = await import("../../src/commands/show.js");
+    const { captureIo } = await import("../support/capture-io.js");
+    const uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8", timeout: 10_000 }).trim());
+    // binary-caches.json at a real host path, owned by the agent user, read through setpriv
+    const caches = join(dir, "binary-caches.json");
+    writeFileSync(caches, readFileSync(join(FIX, "binary-caches.json")));
+    chownSync(caches, uid, 0);
+    chmodSync(caches, 0o600);
+    // the service definition and agent config in a discovery root
+    const root = join(dir, "root");
+    mkdirSync(join(root, "etc", "systemd", "system"), { recursive: true });
+    mkdirSync(join(root, "etc", "hci"), { recursive: true });
+    writeFileSync(
+      join(root, "etc", "systemd", "system", "hercules-ci-agent.service"),
+      `[Service]\nUser=${name}\nEnvironment=NIX_REMOTE=daemon\nExecStart=/nix/store/aaaa-hercules-ci-agent-0.10.8/bin/hercules-ci-agent --config /etc/hci/agent.json\n`,
+    );
+    writeFileSync(
+      join(root, "etc", "hci", "agent.json"),
+      JSON.stringify({
+        baseDirectory: "/var/lib/hci",
+        binaryCachesPath: caches,
+        nixSettings: { "narinfo-cache-negative-ttl": "0" },
+      }),
+    );
+    const io = captureIo({ PATH: process.env["PATH"] });
+    await runShow({ agent: true, agentRoot: root, json: true, nixVersion: "2.8" }, io);
+    const out = JSON.parse(io.stdout);
+    const tns = out.agent.taskNixSettings;
+    assert.equal(out.storeMode, "daemon", `${out.storeMode}: ${out.trustReason}`);
+    assert.equal(out.trusted, false);
+    assert.equal(tns.cachesKnown, true);
+    assert.deepEqual(tns.task.substituters, [
+      "https://cache.example.org",
+      "https://cache.nixos.org",
+      "https://alpha-ci.cachix.org",
+    ]);
+    assert.equal(tns.task.netrcFile, "/var/lib/hci/work/secure/tmp-netrc<random>.key");
+    assert.equal(tns.daemon.store, "untrusted");
+    assert.deepEqual(tns.daemon.substituters, ["https://cache.nixos.org/"]);
+    const found = out.agent.findings.map((f: { id: string }) => f.id);
+    assert.ok(found.includes("agent-caches-untrusted"), found.join(" "));
+    // 0 only in nixSettings: the agent starts, but the untrusted daemon keeps Nix's 3600
+    assert.ok(found.includes("agent-narinfo-negative-ttl-daemon"), found.join(" "));
+    assert.ok(!found.includes("agent-narinfo-negative-ttl"));
+    assert.doesNotMatch(io.stdout, /fixture-token-not-a-secret/);
   });
 });

@@ -237,3 +237,26 @@ describe("point 7: small points", () => {
     // and the config's auto default follows: max(2, 1) = 2 whatever the machine has
   });
 });
+
+describe("point 7: advertised local platforms are a Haskell Data.Set of ByteString (A/EnvironmentInfo.hs:75)", () => {
+  it("sorts byte-wise and removes duplicates, then appends remotePlatformsWithSameFeatures as written", async () => {
+    const { agentAdvertisement } = await import("../../src/agent/index.js");
+    const a = agentAdvertisement(
+      {
+        system: "x86_64-linux",
+        extraPlatforms: ["i686-linux", "X86-weird", "i686-linux"],
+        systemFeatures: [],
+      },
+      ["aarch64-darwin", "aarch64-darwin"],
+    );
+    // byte order puts upper case before lower case
+    assert.deepEqual(a.localPlatforms, ["X86-weird", "i686-linux", "x86_64-linux"]);
+    assert.deepEqual(a.platforms, [
+      "X86-weird",
+      "i686-linux",
+      "x86_64-linux",
+      "aarch64-darwin",
+      "aarch64-darwin",
+    ]);
+  });
+});
