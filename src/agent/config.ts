@@ -555,6 +555,9 @@ function decode(
               ),
             );
           }
+        } else if (typeof v === "bigint" && (v >= 2n ** 63n || v < -(2n ** 63n))) {
+          // tomland `_Int = _BoundedInteger >>> _Integer` (Toml/Codec/BiMap/Conversion.hs:261-299)
+          ignored(k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
         } else if (isInt(v)) {
           input.concurrentTasks = toInt(v);
           explicitKeys.push(k);

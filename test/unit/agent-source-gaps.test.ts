@@ -55,9 +55,17 @@ describe("point 3: JSON concurrentTasks is floored (A/Config/Json.hs:168-169 int
     assert.equal(jsonConcurrentTasks(2 ** 63), null);
   });
 
-  it("TOML floats still mean auto (tomland's int codec does not read floats)", () => {
+  it("TOML floats still mean auto (tomland's int codec does not read floats), and so do TOML integers beyond Int", () => {
     const r = parseAgentConfig('baseDirectory = "/b"\nconcurrentTasks = 4.5\n', "a.toml", { cpus: 16 });
     assert.equal(r.config!.concurrentTasks, 16);
+    const big = parseAgentConfig('baseDirectory = "/b"\nconcurrentTasks = 9223372036854775808\n', "a.toml", {
+      cpus: 16,
+    });
+    assert.equal(big.config!.concurrentTasks, 16);
+    const max = parseAgentConfig('baseDirectory = "/b"\nconcurrentTasks = 9223372036854775807\n', "a.toml", {
+      cpus: 16,
+    });
+    assert.equal(max.config!.concurrentTasksAuto, false);
   });
 });
 
