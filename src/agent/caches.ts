@@ -225,6 +225,8 @@ export interface TaskNixSettings {
     readonly netrcFile: string;
     /** Substituters of the task that the daemon drops (untrusted only). */
     readonly droppedSubstituters: readonly string[];
+    /** Settings the client sends that the store applies for the task (last value per name). */
+    readonly applied: readonly { readonly setting: string; readonly value: string }[];
     /** Settings of the task that the daemon ignores for this user, with Nix's reason. */
     readonly ignored: readonly { readonly setting: string; readonly why: string }[];
   };
@@ -246,6 +248,9 @@ function redacted(t: TaskNixSettings): TaskNixSettings {
       ...t.daemon,
       substituters: r(t.daemon.substituters),
       droppedSubstituters: r(t.daemon.droppedSubstituters),
+      applied: t.daemon.applied.map((a) =>
+        a.setting === "substituters" ? { ...a, value: r(a.value.split(" ")).join(" ") } : a,
+      ),
     },
   };
 }
@@ -283,7 +288,16 @@ export function taskNixSettings(input: TaskNixSettingsInput): TaskNixSettings {
       cachesKnown: caches !== null,
       pairs,
       task,
-      daemon: { store: input.store, ...task, droppedSubstituters: [], ignored: [] },
+      daemon: {
+        store: input.store,
+        ...task,
+        droppedSubstituters: [],
+        applied: [...new Map(pairs.map((p) => [p.name, p.value])).entries()].map(([setting, value]) => ({
+          setting,
+          value,
+        })),
+        ignored: [],
+      },
       findings,
     });
   }
@@ -317,6 +331,7 @@ export function taskNixSettings(input: TaskNixSettingsInput): TaskNixSettings {
     trustedPublicKeys: [...input.daemon.trustedPublicKeys],
     netrcFile: input.daemon.netrcFile,
     droppedSubstituters: rejected,
+    applied: result.applied.map((a) => ({ setting: a.setting, value: a.value })),
     ignored,
   };
 

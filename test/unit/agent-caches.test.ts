@@ -134,6 +134,11 @@ describe("taskNixSettings: what every task runs with", () => {
     ]);
     assert.deepEqual(t.daemon.trustedPublicKeys, [NIXOS_KEY]);
     assert.equal(t.daemon.netrcFile, "/etc/nix/netrc");
+    // max-jobs is a fixed field of every connection; substituters is the filtered list
+    assert.deepEqual(
+      t.daemon.applied.map((a) => [a.setting, a.value]),
+      [["substituters", "https://cache.nixos.org/"]],
+    );
     assert.deepEqual(t.daemon.ignored.map((i) => i.setting).sort(), ["netrc-file", "trusted-public-keys"]);
     const f = t.findings[0]!;
     assert.equal(f.id, "agent-caches-untrusted");
@@ -157,6 +162,14 @@ describe("taskNixSettings: what every task runs with", () => {
   it("trusted: the daemon takes the task's settings as they are", () => {
     const t = taskNixSettings(input({ store: "trusted" }));
     assert.deepEqual(t.daemon.substituters, t.task.substituters);
+    assert.deepEqual(
+      t.daemon.applied.map((a) => a.setting),
+      ["max-jobs", "substituters", "netrc-file", "trusted-public-keys"],
+    );
+    assert.equal(
+      t.daemon.applied.find((a) => a.setting === "substituters")!.value,
+      t.task.substituters.join(" "),
+    );
     assert.deepEqual(t.daemon.trustedPublicKeys, t.task.trustedPublicKeys);
     assert.deepEqual(t.findings, []);
   });
