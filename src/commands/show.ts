@@ -8,7 +8,7 @@ import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.
 import type { Machine } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
-import { type AgentReport, agentReport } from "./agent-checks.js";
+import { type AgentReport, agentCaches, agentReport, renderTaskSettings } from "./agent-checks.js";
 import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 import { originJson, originsText, plural, table } from "./render.js";
@@ -135,6 +135,7 @@ export function agentJson(sel: AgentSelection, r: AgentReport): Record<string, u
     nixSettings: sel.config?.config?.nixSettings ?? {},
     advertisedPlatforms: r.advertisement.platforms,
     advertisedFeatures: r.advertisement.systemFeatures,
+    taskNixSettings: r.taskNixSettings ?? null,
     findings: r.findings,
     otherInstances: sel.others,
   };
@@ -146,6 +147,7 @@ export function renderAgent(sel: AgentSelection, r: AgentReport): string {
   out += ` · nixUserIsTrusted ${sel.config?.config?.nixUserIsTrusted ?? "?"}\n`;
   out += `  advertises platforms: ${r.advertisement.platforms.join(" ") || "-"}\n`;
   out += `  advertises features:  ${r.advertisement.systemFeatures.join(" ") || "-"}\n`;
+  out += renderTaskSettings(r);
   for (const f of r.findings) {
     out += `  ${f.severity}: ${f.message}\n`;
     if (f.fix) out += `    fix: ${f.fix}\n`;
@@ -165,7 +167,8 @@ export async function runShow(opts: ShowOptions, io: Io): Promise<number> {
     ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
   });
   const code = viewErrors(v).length ? EXIT.errors : EXIT.ok;
-  const report = sel ? agentReport(v, sel) : null;
+  const caches = sel ? await agentCaches(sel) : undefined;
+  const report = sel ? agentReport(v, sel, caches) : null;
   if (opts.json) {
     io.out(json({ ...showJson(v), ...(sel && report ? { agent: agentJson(sel, report) } : {}) }));
   } else {
