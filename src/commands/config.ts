@@ -4,6 +4,7 @@
  * and errors, before Nix raises them.
  */
 import type { Command } from "commander";
+import { closeReaders } from "../host/fs-reader.js";
 import type { ConfigFile, ConfigView } from "../nix/conf.js";
 import { indentLines, nixErrorDisplay, nixWarningDisplay } from "../nix/display.js";
 import { formatOrigin } from "../nix/origin.js";
@@ -96,7 +97,16 @@ function fileState(f: ConfigFile, name: string, stoppedHere: boolean): string {
   return `unreadable for ${name}: ${f.skipped} (Nix skips it)`;
 }
 
+/** The command; the user's reader helpers stop when it ends (no process of the user outlives it). */
 export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
+  try {
+    return await runConfigInner(opts, io);
+  } finally {
+    closeReaders();
+  }
+}
+
+async function runConfigInner(opts: ConfigOptions, io: Io): Promise<number> {
   const ctx = await nixContext(opts.nixVersion);
   const user = opts.user !== undefined ? lookupUserOrThrow(ctx.db, opts.user) : null;
   const { serviceEnv } = await import("../host/run-as.js");

@@ -8,7 +8,7 @@
  */
 import { basename, dirname, resolve } from "node:path";
 import type { Command } from "commander";
-import { type IdentityReader, nodeFileReader } from "../host/fs-reader.js";
+import { closeReaders, type IdentityReader, nodeFileReader } from "../host/fs-reader.js";
 import { keyFileFacts, machinesFileFacts } from "../host/keyfile.js";
 import { type ConfigView, type FileReader, loadConfig, unboundedReadError } from "../nix/conf.js";
 import { displayedMessage, filterAnsiEscapes } from "../nix/display.js";
@@ -398,7 +398,16 @@ export function renderLint(r: LintResult): string {
   return out;
 }
 
+/** The command; the user's reader helpers stop when it ends (no process of the user outlives it). */
 export async function runLint(opts: LintOptions, io: Io, given?: UserView): Promise<number> {
+  try {
+    return await runLintInner(opts, io, given);
+  } finally {
+    closeReaders();
+  }
+}
+
+async function runLintInner(opts: LintOptions, io: Io, given?: UserView): Promise<number> {
   const r = await lint(opts, io, given);
   io.out(opts.json ? json(lintJson(r)) : renderLint(r));
   const code = exitCodeFor(r.summary);

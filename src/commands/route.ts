@@ -13,6 +13,7 @@
  */
 import type { Command } from "commander";
 import { type CurrentLoad, loadMap, readCurrentLoad } from "../host/current-load.js";
+import { closeReaders } from "../host/fs-reader.js";
 import { resolveStore, type StoreTarget } from "../host/store.js";
 import { readDerivation } from "../nix/derivation.js";
 import { indentLines, nixErrorDisplay } from "../nix/display.js";
@@ -273,7 +274,16 @@ export function routeDrv(opts: RouteOptions, ctx: RouteContext, drvArg: string |
   };
 }
 
+/** The command; the user's reader helpers stop when it ends (no process of the user outlives it). */
 export async function runRoute(opts: RouteOptions, drvArg: string | undefined, io: Io): Promise<number> {
+  try {
+    return await runRouteInner(opts, drvArg, io);
+  } finally {
+    closeReaders();
+  }
+}
+
+async function runRouteInner(opts: RouteOptions, drvArg: string | undefined, io: Io): Promise<number> {
   const v = await userView({
     user: opts.user,
     nixVersion: opts.nixVersion,

@@ -4,6 +4,7 @@
  * which of the user's settings the daemon ignores.
  */
 import type { Command } from "commander";
+import { closeReaders } from "../host/fs-reader.js";
 import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.js";
 import type { Machine } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
@@ -155,7 +156,16 @@ export function renderAgent(sel: AgentSelection, r: AgentReport): string {
   return out;
 }
 
+/** The command; the user's reader helpers stop when it ends (no process of the user outlives it). */
 export async function runShow(opts: ShowOptions, io: Io): Promise<number> {
+  try {
+    return await runShowInner(opts, io);
+  } finally {
+    closeReaders();
+  }
+}
+
+async function runShowInner(opts: ShowOptions, io: Io): Promise<number> {
   const sel = selectAgent(opts);
   if (sel && opts.user && opts.user !== sel.user)
     throw new UsageError(`--user ${opts.user} and --agent (user ${sel.user}) name different users`);

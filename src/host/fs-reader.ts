@@ -42,6 +42,12 @@ import { join } from "node:path";
 import type { ExistsResult, FileReader, ReadResult } from "../nix/conf.js";
 import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.js";
 
+/**
+ * A helper exits after this long without a request (so that no process of the user outlives the command
+ * by much, even in a long-lived process); the channel starts a new one after half of it.
+ */
+const HELPER_IDLE_MS = 10_000;
+
 /** The most we read of any file Nix reads (a real nix.conf or machines file is a few KiB). */
 export const READ_LIMIT = 16 * 1024 * 1024;
 
@@ -282,11 +288,18 @@ function handle(line) {
 }
 const chunk = Buffer.alloc(65536);
 let pending = Buffer.alloc(0);
+let last = Date.now();
 for (;;) {
   let n;
   try { n = fs.readSync(0, chunk, 0, chunk.length, null); }
-  catch (e) { if (code(e) === "EAGAIN") { sleep(5); continue; } process.exit(0); }
+  catch (e) {
+    if (code(e) !== "EAGAIN") process.exit(0);
+    if (Date.now() - last > ${HELPER_IDLE_MS}) process.exit(0);
+    sleep(5);
+    continue;
+  }
   if (n === 0) process.exit(0);
+  last = Date.now();
   pending = Buffer.concat([pending, chunk.subarray(0, n)]);
   let i;
   while ((i = pending.indexOf(10)) >= 0) {
@@ -363,6 +376,23 @@ class HelperChannel {
     }
   }
 
+  /** When the last answer came (a helper idle for long has exited or is about to). */
+  private lastUse = 0;
+
+  /** Stop the helper: it reads end-of-file and exits (nothing is killed that is not ours). */
+  close(): void {
+    for (const fd of [this.reqFd, this.respFd]) {
+      try {
+        if (fd >= 0) closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+    this.reqFd = this.respFd = -1;
+    this.child = null;
+    this.pending = Buffer.alloc(0);
+  }
+
   private kill(code: ChannelDown["code"]): ChannelDown {
     this.down = new ChannelDown(code);
     if (this.child) killGroup(this.child, "SIGKILL");
@@ -381,6 +411,7 @@ class HelperChannel {
   /** One request, one answer; throws ChannelDown. */
   request(op: "read" | "exists" | "facts", path: string): unknown {
     if (this.down) throw this.down;
+    if (this.child && Date.now() - this.lastUse > HELPER_IDLE_MS / 2) this.close();
     if (!this.child) this.start();
     const line = Buffer.from(`${JSON.stringify({ op, path })}\n`);
     try {
@@ -402,6 +433,7 @@ class HelperChannel {
       if (nl >= 0) {
         parts.push(fresh.subarray(0, nl));
         this.pending = Buffer.from(fresh.subarray(nl + 1));
+        this.lastUse = Date.now();
         return JSON.parse(Buffer.concat(parts).toString("utf8")) as unknown;
       }
       if (fresh.length > 0) parts.push(Buffer.from(fresh));
@@ -437,6 +469,8 @@ export function helperReader(
   timeoutMs = READ_TIMEOUT_MS,
 ): IdentityReader & {
   readonly helpersStarted: number;
+  /** Stop the helper (a later read starts another). */
+  close(): void;
 } {
   const ch = new HelperChannel(id, timeoutMs);
   const ask = <T>(op: "read" | "exists" | "facts", path: string, onDown: (c: ChannelDown) => T): T => {
@@ -452,6 +486,7 @@ export function helperReader(
     get helpersStarted() {
       return ch.started;
     },
+    close: () => ch.close(),
     read: (path) =>
       ask<ReadResult>("read", path, (d) => ({ ok: false, code: d.code, detail: downDetail[d.code] })),
     exists: (path) => ask<ExistsResult>("exists", path, (d) => ({ ok: false, code: d.code })),
@@ -468,7 +503,16 @@ export function helperReader(
   };
 }
 
-const readers = new Map<number, IdentityReader>();
+const readers = new Map<number, ReturnType<typeof helperReader>>();
+
+/**
+ * Stop every helper {@link readerFor} started: at the end of a command, so that no process of the user
+ * outlives it (a caller may delete the user next). A later read starts a new helper.
+ */
+export function closeReaders(): void {
+  for (const r of readers.values()) r.close();
+  readers.clear();
+}
 
 /**
  * The reader for files Nix reads as `id`: this process when that is us (or when we are not root and so

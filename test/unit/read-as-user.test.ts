@@ -286,6 +286,22 @@ describe("rule 2: read as the user, not as root", {
     assert.equal((a as unknown as { helpersStarted: number }).helpersStarted, 1);
   });
 
+  it("a command run in-process leaves no process of the user behind (the user can be deleted next)", async () => {
+    setConf(`include ${join(dir, "readable")}\n`);
+    const { runShow } = await import("../../src/commands/show.js");
+    const { captureIo } = await import("../support/capture-io.js");
+    const io = captureIo({});
+    assert.equal(await runShow({ user: u.name }, io), 0, io.stderr);
+    assert.match(io.stdout, new RegExp(`user ${u.name}`));
+    let left = "";
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      left = spawnSync("pgrep", ["-u", String(u.uid)], { encoding: "utf8", timeout: 5000 }).stdout.trim();
+      if (left === "") break;
+    }
+    assert.equal(left, "", "a helper process of the user is still running");
+  });
+
   it("a helper that misses its deadline is killed, and later reads fail fast with ETIMEDOUT", () => {
     const r = helperReader(resolveIdentity(u.name), 1); // 1 ms: even starting node takes longer
     assert.deepEqual(r.read(join(dir, "readable")), { ok: false, code: "ETIMEDOUT", detail: "timed out" });
