@@ -275,6 +275,7 @@ describe("rule 2: read as the user, not as root", {
     assert.equal(f.readable, false);
     assert.equal(f.ownerUid, 0);
     assert.equal(r.helpersStarted, 1, "one helper process for every read of this identity");
+    r.close();
   });
 
   it("one helper per identity and run, shared by every reader user (readerFor)", () => {
