@@ -65,7 +65,7 @@ export interface ParsedUrl28 {
   query: Record<string, string>;
 }
 
-function percentDecode28(s: string): string | null {
+export function percentDecode28(s: string): string | null {
   let out = "";
   for (let i = 0; i < s.length; ) {
     if (s[i] === "%") {
