@@ -22,6 +22,8 @@ export interface DoctorCommandOptions {
   slowMs?: string;
   nixVersion?: string;
   verbose?: boolean;
+  /** The global --debug: keep the stack trace of a check that threw. */
+  debug?: boolean;
 }
 
 function positive(name: string, v: string | undefined, dflt: number): number {
@@ -45,7 +47,9 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
   // Belt and braces for "never hangs": every step has its own deadline, so this only fires on a bug.
   const watchdogMs = (timeoutSec * 6 + 30) * 1000;
   const watchdog = setTimeout(() => {
-    io.err(`nix-builders doctor: gave up after ${watchdogMs / 1000} s (internal deadline; this is a bug)\n`);
+    const message = `doctor gave up after ${watchdogMs / 1000} s (internal deadline; this is a bug)`;
+    io.err(`nix-builders: internal error: ${message}\n`);
+    if (opts.json) io.out(json({ error: { kind: "internal", message, exitCode: EXIT.internal } }));
     process.exit(EXIT.internal);
   }, watchdogMs);
   watchdog.unref();
@@ -56,6 +60,7 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
     ...(agentFallback ? { agentFallback } : {}),
     ...(opts.builder?.length ? { builders: opts.builder } : {}),
     ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
+    ...(opts.debug ? { debug: true } : {}),
     timeoutSec,
     concurrency,
     slowMs,
@@ -97,5 +102,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--slow-ms <ms>", "warn when ssh + handshake take longer (default 5000)")
     .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
     .option("--verbose", "show evidence for passing checks too")
-    .action(async (opts: DoctorCommandOptions) => exit(await runDoctor(opts, io)));
+    .action(async (opts: DoctorCommandOptions) =>
+      exit(await runDoctor({ ...opts, debug: program.opts()["debug"] === true }, io)),
+    );
 }

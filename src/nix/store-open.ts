@@ -15,7 +15,7 @@
  * Later versions are not modelled here beyond the scheme names: for them only `kind` is meaningful, and
  * a URI is never called rejected.
  */
-import { parseUrl28, percentDecode28, sshAuthority } from "./store-uri.js";
+import { badParam28, parseUrl28, percentDecode28, sshAuthority } from "./store-uri.js";
 import { atLeast, type NixVersion } from "./version.js";
 
 export type StoreOpen =
@@ -37,23 +37,10 @@ export type StoreOpen =
 
 const BINARY_CACHE = new Set(["file", "http", "https", "s3"]);
 
-/** 2.8's `splitUriAndParams` / `decodeQuery`: the first bad `%` escape in a parameter value. */
-function badParam(uri: string): string | null {
-  const q = uri.indexOf("?");
-  if (q < 0) return null;
-  for (const part of uri.slice(q + 1).split("&")) {
-    const e = part.indexOf("=");
-    if (e < 0) continue;
-    const v = part.slice(e + 1);
-    if (percentDecode28(v) === null) return v;
-  }
-  return null;
-}
-
 export function storeOpen(uri: string, version: NixVersion): StoreOpen {
   const v28 = !atLeast(version, 2, 9);
   if (v28) {
-    const bad = badParam(uri);
+    const bad = badParam28(uri);
     if (bad !== null) return { kind: "rejected", error: `invalid URI parameter '${bad}'` };
   }
   const parsed = parseUrl28(uri);

@@ -439,6 +439,16 @@ export const MAX_CONTROL_PATH = 90;
 export function probeSshArgv(input: NixSshArgvInput, opts: ProbeSshOptions = {}): NixSshArgv {
   const base = nixSshArgv(input);
   if (base.error || base.fakeSsh) return base;
+  // Ours, stricter than Nix: 2.8 checks only that the whole `user@host` word does not start with `-`,
+  // so it runs ssh for `nix@-oProxyCommand=…`. We never hand ssh a user or host that starts with `-`.
+  const target = base.args[0] ?? "";
+  const at = target.lastIndexOf("@");
+  if (target.startsWith("-") || target.slice(at + 1).startsWith("-"))
+    return {
+      ...base,
+      args: [],
+      error: `refusing to run ssh for '${target}': the user or host starts with '-' (ssh could read it as an option)`,
+    };
   const extra = ["-oBatchMode=yes", `-oConnectTimeout=${opts.connectTimeoutSec ?? 10}`];
   if (opts.noAgent) extra.push("-oIdentityAgent=none");
   if (opts.controlPath !== undefined)
