@@ -44,6 +44,12 @@ const fatal = (e: unknown): void => {
   process.exitCode = reportFailure(e, io, wants);
   process.exit();
 };
+// Output piped into `head` and the like: stop quietly, as a C tool killed by SIGPIPE would.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code !== "EPIPE") return fatal(e);
+  reported = true;
+  process.exit(process.exitCode ?? exitCode ?? 0);
+});
 process.on("uncaughtException", fatal);
 process.on("unhandledRejection", fatal);
 

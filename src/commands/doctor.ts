@@ -26,10 +26,12 @@ export interface DoctorCommandOptions {
   debug?: boolean;
 }
 
-function positive(name: string, v: string | undefined, dflt: number): number {
+function positive(name: string, v: string | undefined, dflt: number, max: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name}: not a positive number: '${v}'`);
+  // Node's timers take at most 2^31-1 ms and fire at once beyond it.
+  if (n > max) throw new UsageError(`${name}: at most ${max}: '${v}'`);
   return n;
 }
 
@@ -40,9 +42,9 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
   // definition anywhere, the doctor still runs, as user hercules-ci-agent, and says so.
   const agent = selectAgent(opts, { orNone: true });
   const agentFallback = opts.agent === true && agent === null;
-  const timeoutSec = positive("--timeout", opts.timeout, 10);
-  const concurrency = Math.floor(positive("--jobs", opts.jobs, 16));
-  const slowMs = positive("--slow-ms", opts.slowMs, 5000);
+  const timeoutSec = positive("--timeout", opts.timeout, 10, 3600);
+  const concurrency = Math.floor(positive("--jobs", opts.jobs, 16, 1024));
+  const slowMs = positive("--slow-ms", opts.slowMs, 5000, 3_600_000);
   const progress = io.isTTY && !opts.json;
   // Belt and braces for "never hangs": every step has its own deadline, so this only fires on a bug.
   const watchdogMs = (timeoutSec * 6 + 30) * 1000;

@@ -101,6 +101,19 @@ const PATH_ERRNO = new Set([
   ...Object.keys(MORE_STRERROR),
 ]);
 
+/** System calls on files, whose errors say something about the file even when Node omits its path. */
+const FILE_SYSCALLS = new Set([
+  "open",
+  "read",
+  "write",
+  "stat",
+  "lstat",
+  "fstat",
+  "readlink",
+  "scandir",
+  "mkdir",
+]);
+
 /** The C library's text for an errno code (glibc wording), or the code itself. */
 export function errnoText(code: string): string {
   return MORE_STRERROR[code] ?? strerror(code);
@@ -160,6 +173,15 @@ export function describeFailure(e: unknown): CommandFailure {
       exitCode: EXIT.errors,
     };
   }
+  // Node leaves the path out of some (readFileSync of a directory fails in read(2): EISDIR, no path).
+  if (
+    e instanceof Error &&
+    typeof ne?.code === "string" &&
+    PATH_ERRNO.has(ne.code) &&
+    typeof ne.syscall === "string" &&
+    FILE_SYSCALLS.has(ne.syscall)
+  )
+    return { kind: "refusal", message: `cannot ${ne.syscall}: ${errnoText(ne.code)}`, exitCode: EXIT.errors };
   const text = e instanceof Error ? `${e.name === "Error" ? "" : `${e.name}: `}${e.message}` : String(e);
   const first = text.split("\n")[0] ?? "";
   return {
