@@ -14,6 +14,7 @@
  * loopback. Real Nix 2.8 rules (the version is pinned); no root needed.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ import { after, before, describe, it } from "node:test";
 import { type DoctorReport, doctor } from "../../src/doctor/doctor.js";
 import { reportJson, reportText } from "../../src/doctor/report.js";
 import { NIX_2_8 } from "../../src/nix/version.js";
+import { probeStore } from "../../src/remote/probe.js";
 import { nixSshArgv, probeSshArgv } from "../../src/remote/ssh-argv.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "nb-doctor-stores-"));
@@ -188,5 +190,41 @@ describe("a user or host starting with '-' never reaches ssh", () => {
   it("2.8 itself checks only the whole user@host word: nixSshArgv (Nix's model) accepts nix@-x", () => {
     assert.equal(nixSshArgv({ version: NIX_2_8, storeUri: "ssh://nix@-x" }).error, undefined);
     assert.match(nixSshArgv({ version: NIX_2_8, storeUri: "ssh://-x" }).error ?? "", /invalid SSH host name/);
+  });
+});
+
+describe("localhost (2.8: Nix runs `bash -c` on this machine) is probed as Nix runs it", () => {
+  const haveNixStore = (() => {
+    try {
+      execFileSync("nix-store", ["--version"], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  it("bash does not source the identity's ~/.bashrc (Nix's stdin is a pipe; Node's is a socket)", {
+    skip: !haveNixStore && "needs nix-store",
+  }, async () => {
+    const home = join(tmp, "lh-home");
+    mkdirSync(home);
+    const rcRan = join(tmp, "bashrc-ran");
+    writeFileSync(join(home, ".bashrc"), `touch '${rcRan}'\n`);
+    mkdirSync(join(tmp, "lh-conf"));
+    writeFileSync(join(tmp, "lh-conf", "nix.conf"), "build-users-group =\n");
+    const r = await probeStore(
+      { version: NIX_2_8, storeUri: "ssh://localhost", remoteStore: join(tmp, "lh-store") },
+      {
+        timeoutMs: 30_000,
+        baseEnv: {
+          PATH: "/usr/bin:/bin",
+          HOME: home,
+          NIX_CONF_DIR: join(tmp, "lh-conf"),
+          NIX_USER_CONF_FILES: join(tmp, "none"),
+        },
+      },
+    );
+    assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
+    assert.equal(r.argv[0], "bash");
+    assert.equal(existsSync(rcRan), false, "the probe's bash sourced ~/.bashrc; Nix's does not");
   });
 });
