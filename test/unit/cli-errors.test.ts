@@ -223,7 +223,7 @@ describe("cli: no command's refusal path exits 70 or prints a trace", () => {
       assert.doesNotMatch(r.stderr, TRACE, show(r));
       assert.doesNotMatch(`${r.stderr}${r.stdout}`, /internal error/, show(r));
       // A thrown refusal or usage error is one line; a command's own report goes to stdout.
-      assert.ok(lines(r.stderr).length <= 2, show(r));
+      assert.ok(lines(r.stderr).length <= 1, show(r));
     });
   }
   it("doctor --json on those stores: one document, exit code in the summary, no error object", async () => {
