@@ -19,8 +19,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type DoctorReport, doctor } from "../../src/doctor/doctor.js";
+import { type DoctorReport, doctor, exitCodeFor } from "../../src/doctor/doctor.js";
 import { reportJson, reportText } from "../../src/doctor/report.js";
+import { runChecks } from "../../src/doctor/runner.js";
 import { NIX_2_8 } from "../../src/nix/version.js";
 import { probeStore } from "../../src/remote/probe.js";
 import { nixSshArgv, probeSshArgv } from "../../src/remote/ssh-argv.js";
@@ -226,5 +227,38 @@ describe("localhost (2.8: Nix runs `bash -c` on this machine) is probed as Nix r
     assert.equal(r.ok, true, `${JSON.stringify(r.failure)}\n${r.stderr}`);
     assert.equal(r.argv[0], "bash");
     assert.equal(existsSync(rcRan), false, "the probe's bash sourced ~/.bashrc; Nix's does not");
+  });
+});
+
+describe("a check that throws is a bug: exit 70, one line, the trace only with --debug", () => {
+  // The check has a real bug (it reads a property of undefined), as builder.ssh-config had for `local`.
+  const buggy = [
+    {
+      id: "buggy",
+      deps: [],
+      run: async () => {
+        const argv = (JSON.parse("{}") as { argv?: { args: string[] } }).argv;
+        return { status: "pass" as const, message: String(argv!.args.length) };
+      },
+    },
+  ];
+  it("without --debug: fails with one line, no stack in its evidence; the doctor exits 70", async () => {
+    const [r] = await runChecks(buggy, {}, null);
+    assert.equal(r!.status, "fail");
+    assert.equal(r!.internal, true);
+    assert.match(
+      r!.message,
+      /^internal error in check: Cannot read properties of undefined \(reading 'args'\) \(run with --debug for the trace\)$/,
+    );
+    assert.deepEqual(r!.evidence, []);
+    assert.equal(exitCodeFor([r!]), 70);
+    const j = reportJson({ checks: [r!], summary: { ...report.summary, exitCode: 70 } }) as {
+      error?: { kind: string };
+    };
+    assert.equal(j.error?.kind, "internal");
+  });
+  it("with --debug: the stack trace is the evidence", async () => {
+    const [r] = await runChecks(buggy, {}, null, new Map(), { debug: true });
+    assert.match(r!.evidence[0]!.result, /^TypeError: .*\n\s+at /);
   });
 });
