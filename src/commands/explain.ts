@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { type ExplainResult, explainLog, type Finding } from "../nix/explain.js";
 import { parseNixVersion } from "../nix/version.js";
-import { EXIT, type Io, json, UsageError } from "./io.js";
+import { EXIT, errnoText, type Io, json, Refusal, UsageError } from "./io.js";
 
 export interface ExplainCommandOptions {
   json?: boolean;
@@ -95,7 +95,10 @@ export async function runExplain(
     try {
       text = await input.readFile(file);
     } catch (e) {
-      throw new UsageError(`cannot read '${file}': ${e instanceof Error ? e.message : String(e)}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Refusal(`${file}: ${code ? errnoText(code) : e instanceof Error ? e.message : String(e)}`, {
+        path: file,
+      });
     }
   }
   const result = explainLog(text, { version });
@@ -121,7 +124,7 @@ export function register(program: Command, io: Io): void {
     )
     .addHelpText(
       "after",
-      "\nExit status: 0 a cause was found and explained, 1 nothing recognised, 64 usage error.\n\nExample:\n  nix-build … 2>&1 | nix-builders explain\n",
+      "\nExit status: 0 a cause was found and explained, 1 nothing recognised, 2 the file cannot be read, 64 usage error.\n\nExample:\n  nix-build … 2>&1 | nix-builders explain\n",
     )
     .action(async (file: string | undefined, opts: ExplainCommandOptions) => {
       try {
