@@ -170,7 +170,10 @@ function quotePath(path: string, version: NixVersion): string {
   return atLeast(version, 2, 34) ? `"${path}"` : `'${path}'`;
 }
 
-function syntaxError(line: string, path: string, version: NixVersion, lineNo: number): NixError {
+function syntaxError(raw: string, path: string, version: NixVersion, lineNo: number): NixError {
+  // Nix quotes the line up to its `\n`, so a CRLF file's line ends in `\r`; its logger drops every `\r`
+  // when it prints (2.8 and 2.30 alike), so the text a user sees has none.
+  const line = raw.replaceAll("\r", "");
   const msg = atLeast(version, 2, 24)
     ? `syntax error in configuration line '${line}' in ${quotePath(path, version)}`
     : `illegal configuration line '${line}' in '${path}'`;
@@ -358,6 +361,17 @@ function parseValue(def: SettingDef, raw: string, ctx: ParseCtx): SettingValue {
       }
       return orderFeatures([...res], ctx.version);
     }
+    case "optionalPath": {
+      if (raw === "") return null;
+      const c = canonPath(raw);
+      if (c === null) throw notAbsolute(raw, null, null);
+      return c;
+    }
+    case "optionalString":
+      return raw === "" ? null : raw;
+    case "enum":
+      if (t.values.includes(raw)) return raw;
+      throw new NixError("usage", `option '${def.name}' has invalid value '${raw}'`);
   }
 }
 
@@ -495,6 +509,13 @@ class Engine {
   }
 
   private applyResolved(def: SettingDef, append: boolean, raw: string, origin: Origin, overridden: boolean) {
+    if (def.xp !== undefined && atLeast(this.version, 2, 16) && !this.xpEnabled(def.xp)) {
+      this.warnings.push({
+        message: `Ignoring setting '${def.name}' because experimental feature '${def.xp}' is not enabled`,
+        origin,
+      });
+      return;
+    }
     this.currentOrigin = origin;
     let parsed: SettingValue;
     try {
@@ -516,6 +537,27 @@ class Engine {
     }
     slot.layer = this.layer;
     if (overridden) slot.overridden = true;
+  }
+
+  /**
+   * 2.25+: once the files are read, `nix` points `build-hook` at itself (`setDefault`) unless the value
+   * was set outside the system file: a system-file value is replaced too.
+   */
+  buildHookSelfDefault(): void {
+    if (!atLeast(this.version, 2, 25)) return;
+    const slot = this.slots.get("build-hook");
+    if (!slot || slot.overridden) return;
+    const binDir = this.input.env["NIX_BIN_DIR"];
+    const nix = binDir ? `${binDir}/nix` : (this.input.machine.selfExe ?? "nix");
+    slot.value = [nix, "__build-remote"];
+    slot.origins = [{ kind: "default" }];
+    slot.layer = "default";
+  }
+
+  /** Whether an experimental feature is on at this point of the loading. */
+  private xpEnabled(feature: string): boolean {
+    const v = this.slots.get("experimental-features")?.value;
+    return Array.isArray(v) && (v as readonly unknown[]).includes(feature);
   }
 
   /** `applyConfigFile`: read errors and system errors while applying are silently swallowed. */
@@ -772,6 +814,7 @@ export function loadConfig(input: LoadConfigInput): ConfigView {
           throw e;
         }
       }
+      engine.buildHookSelfDefault();
       engine.layer = "flag";
       for (const f of input.flags ?? []) engine.applyFlag(f);
     } catch (e) {

@@ -29,6 +29,13 @@ export function atLeast(v: NixVersion, major: number, minor: number): boolean {
   return v.major > major || (v.major === major && v.minor >= minor);
 }
 
+/** True when `v` is at least major.minor.patch. */
+export function atLeastPatch(v: NixVersion, major: number, minor: number, patch: number): boolean {
+  if (v.major !== major) return v.major > major;
+  if (v.minor !== minor) return v.minor > minor;
+  return v.patch >= patch;
+}
+
 export function formatNixVersion(v: NixVersion): string {
   return `${v.major}.${v.minor}.${v.patch}`;
 }
