@@ -25,6 +25,7 @@ import { nodeFileReader } from "../../src/host/fs-reader.js";
 import { type ConfigFlag, type FileReader, loadConfig, type MachineFacts } from "../../src/nix/conf.js";
 import { SettingRegistry, type SettingType } from "../../src/nix/settings.js";
 import { NIX_2_8, type NixVersion } from "../../src/nix/version.js";
+import { parseJsonBig } from "../support/json-big.js";
 import { REAL_NIXES, type RealNix } from "../support/nix-versions.js";
 import { mulberry32 as rng } from "../support/random.js";
 
@@ -32,69 +33,7 @@ const CASES = 240;
 const XP_FLAG: ConfigFlag = { name: "extra-experimental-features", value: "nix-command" };
 
 // ---------------------------------------------------------------------------------------------------------
-// Helpers: a JSON parser that keeps big integers exact, and Nix's stderr rendering.
-
-function parseJsonBig(text: string): unknown {
-  let i = 0;
-  const ws = () => {
-    while (i < text.length && /\s/.test(text[i]!)) i++;
-  };
-  const val = (): unknown => {
-    ws();
-    const c = text[i];
-    if (c === "{") {
-      i++;
-      const o: Record<string, unknown> = Object.create(null);
-      ws();
-      if (text[i] === "}") {
-        i++;
-        return o;
-      }
-      for (;;) {
-        ws();
-        const k = val() as string;
-        ws();
-        i++; // :
-        o[k] = val();
-        ws();
-        if (text[i++] === "}") return o;
-      }
-    }
-    if (c === "[") {
-      i++;
-      const a: unknown[] = [];
-      ws();
-      if (text[i] === "]") {
-        i++;
-        return a;
-      }
-      for (;;) {
-        a.push(val());
-        ws();
-        if (text[i++] === "]") return a;
-      }
-    }
-    if (c === '"') {
-      const start = i;
-      i++;
-      while (text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
-      i++;
-      return JSON.parse(text.slice(start, i));
-    }
-    const m = /^(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null)/.exec(text.slice(i, i + 64))!;
-    i += m[0].length;
-    const s = m[0];
-    if (s === "true") return true;
-    if (s === "false") return false;
-    if (s === "null") return null;
-    if (/^-?[0-9]+$/.test(s)) {
-      const b = BigInt(s);
-      return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
-    }
-    return Number(s);
-  };
-  return val();
-}
+// Helpers: Nix's stderr rendering.
 
 /**
  * What Nix's logger does to a message on a non-tty stderr (filterANSIEscapes): expand tabs. It also drops
@@ -518,24 +457,6 @@ function describeDiff(n: RealNix): void {
 
     after(() => {
       if (root) rmSync(root, { recursive: true, force: true });
-    });
-
-    test("the registry holds exactly the settings nix knows, with the same aliases", async () => {
-      const res = await runNix(
-        n,
-        {
-          PATH: "/usr/bin:/bin",
-          HOME: join(root, "empty"),
-          NIX_CONF_DIR: join(root, "empty"),
-          NIX_USER_CONF_FILES: "",
-        },
-        root,
-      );
-      const j = parseJsonBig(res.stdout) as Record<string, { aliases: string[] }>;
-      const ours = new SettingRegistry(version);
-      assert.deepEqual(ours.settings.map((d) => d.name).sort(), Object.keys(j).sort());
-      for (const d of ours.settings)
-        assert.deepEqual([...d.aliases].sort(), [...j[d.name]!.aliases].sort(), d.name);
     });
 
     test(`${CASES} generated config trees give identical values, warnings and errors`, async () => {
