@@ -272,7 +272,7 @@ function string2Int(s: string, kind: IntKind): bigint | null {
   return n < r.min || n > r.max ? null : n;
 }
 
-/** HEAD (2.24+): an optional final K/M/G/T (any case) multiplies by 2^10..2^40, wrapping like C++. */
+/** 2.23+: an optional final K/M/G/T (any case) multiplies by 2^10..2^40, wrapping like C++. */
 function string2IntWithUnit(s: string, kind: IntKind): bigint | null {
   let mult = 1n;
   let body = s;
@@ -305,7 +305,7 @@ function parseValue(def: SettingDef, raw: string, ctx: ParseCtx): SettingValue {
       if (raw === "false" || raw === "no" || raw === "0") return false;
       throw new NixError("usage", `Boolean setting '${def.name}' has invalid value '${raw}'`);
     case "int": {
-      const n = atLeast(ctx.version, 2, 24) ? string2IntWithUnit(raw, t.int) : string2Int(raw, t.int);
+      const n = atLeast(ctx.version, 2, 23) ? string2IntWithUnit(raw, t.int) : string2Int(raw, t.int);
       if (n === null) throw new NixError("usage", `setting '${def.name}' has invalid value '${raw}'`);
       return n;
     }
@@ -726,9 +726,9 @@ function fileOrigin(file: string, line: number): Origin {
   return { kind: "file", file, line };
 }
 
-/** Join a directory and a name the way the version does (2.8: string concatenation; HEAD: fs::path). */
+/** Join a directory and a name the way the version does (up to 2.33: string concatenation; 2.34+: fs::path). */
 function joinPath(version: NixVersion, dir: string, rest: string): string {
-  if (!atLeast(version, 2, 16)) return `${dir}/${rest}`;
+  if (!atLeast(version, 2, 34)) return `${dir}/${rest}`;
   if (dir === "") return rest;
   return dir.endsWith("/") ? `${dir}${rest}` : `${dir}/${rest}`;
 }
@@ -742,8 +742,8 @@ export function userConfigFiles(
   const list = env["NIX_USER_CONF_FILES"];
   if (list !== undefined) {
     const parts = list.split(":");
-    // HEAD (ExecutablePath::parse) turns empty components into "."; 2.8 drops them.
-    return atLeast(version, 2, 16)
+    // 2.34+ (ExecutablePath::parse) turns empty components into "."; up to 2.33 tokenizeString drops them.
+    return atLeast(version, 2, 34)
       ? list === ""
         ? []
         : parts.map((p) => (p === "" ? "." : p))
@@ -752,7 +752,7 @@ export function userConfigFiles(
   const home = env["HOME"] ?? passwdHome;
   const configHome = env["XDG_CONFIG_HOME"] ?? joinPath(version, home, ".config");
   const nixHome =
-    atLeast(version, 2, 26) && env["NIX_CONFIG_HOME"] !== undefined
+    atLeast(version, 2, 25) && env["NIX_CONFIG_HOME"] !== undefined
       ? env["NIX_CONFIG_HOME"]
       : joinPath(version, configHome, "nix");
   const dirs = (env["XDG_CONFIG_DIRS"] ?? "/etc/xdg").split(":").filter((p) => p !== "");

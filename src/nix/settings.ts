@@ -415,8 +415,8 @@ function libexecDir(c: DefaultContext): string {
 
 /**
  * `builders` defaults to `@$NIX_CONF_DIR/machines`; the legacy NIX_REMOTE_SYSTEMS (colon-separated machines
- * files) replaces that. 2.8 joins the entries with a space (a bug: two files become one bogus path),
- * later versions with a newline.
+ * files) replaces that. Up to 2.23 Nix joins the entries with a space (a bug: two files become one bogus
+ * path); 2.24+ with a newline.
  */
 function defaultBuilders(c: DefaultContext): string {
   const legacy = c.env["NIX_REMOTE_SYSTEMS"];
@@ -425,7 +425,7 @@ function defaultBuilders(c: DefaultContext): string {
       .split(":")
       .filter((p) => p !== "")
       .map((p) => `@${p}`);
-    return parts.join(atLeast(c.version, 2, 9) ? "\n" : " ");
+    return parts.join(atLeast(c.version, 2, 24) ? "\n" : " ");
   }
   return `@${c.confDir}/machines`;
 }

@@ -327,6 +327,9 @@ function genCase(id: number, root: string, reg: SettingRegistry): Case {
   files.set("links/rel-target.conf", "cores = 11\n");
   files.set("inc/rel-target.conf", "cores = 22\n");
 
+  // A relative trap in the working directory: with XDG_CONFIG_HOME empty, Nix up to 2.33 looks for
+  // "/nix/nix.conf" (string concatenation), 2.34+ for "nix/nix.conf" (a relative fs::path).
+  files.set("nix/nix.conf", "cores = 3\n");
   const top = ["inc/a.conf", "c.conf", "links/l.conf", "inc/sub/b.conf"];
   const env: Record<string, string> = {
     PATH: process.env["PATH"] ?? "/usr/bin:/bin",
