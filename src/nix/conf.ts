@@ -1,8 +1,8 @@
 /**
  * The nix.conf engine: which files Nix reads, how it splits lines, resolves includes, parses values and
  * layers the results. Pure: all file access goes through a {@link FileReader}, all machine facts and
- * environment variables come in as data. Modelled on Nix 2.8 (verified by a differential test against the
- * real binary) and on current Nix ("HEAD", 2.35, from source reading) where they differ.
+ * environment variables come in as data. Checked against real Nix 2.8 and 2.30 by a differential test;
+ * other versions follow the thresholds in docs/nix-versions.md (after 2.30: source reading only).
  *
  * Nothing in here throws: a configuration error is returned in {@link ConfigView.error} as a
  * {@link NixError} carrying Nix's exact message.
