@@ -38,11 +38,11 @@ fi
 
 pass=0; fail=0; skip=0
 for f in "$out"/*.tap; do
-  p=$(grep -E '^# pass [0-9]+' "$f" | tail -1 | awk '{print $3}')
-  x=$(grep -E '^# fail [0-9]+' "$f" | tail -1 | awk '{print $3}')
-  s=$(grep -E '^# skipped [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  p=$(grep -aE '^# pass [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  x=$(grep -aE '^# fail [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  s=$(grep -aE '^# skipped [0-9]+' "$f" | tail -1 | awk '{print $3}')
   # A test cancelled by its parent (e.g. a promise that never settles) did not pass: count it failed.
-  c=$(grep -E '^# cancelled [0-9]+' "$f" | tail -1 | awk '{print $3}')
+  c=$(grep -aE '^# cancelled [0-9]+' "$f" | tail -1 | awk '{print $3}')
   pass=$((pass + ${p:-0})); fail=$((fail + ${x:-0} + ${c:-0})); skip=$((skip + ${s:-0}))
 done
 echo "${pass} passed, ${fail} failed, ${skip} skipped"

@@ -1,7 +1,8 @@
 /**
  * What the agent advertises to hercules-ci.com (`Hercules/Agent/EnvironmentInfo.hs`):
  *
- * - platforms: the set {system} ∪ extra-platforms (a C++ std::set, so sorted and de-duplicated),
+ * - platforms: the set {system} ∪ extra-platforms (a Haskell `Data.Set` of ByteString,
+ *   `EnvironmentInfo.hs:75`, so sorted byte-wise and de-duplicated),
  *   then `remotePlatformsWithSameFeatures` appended as written (no de-duplication);
  * - systemFeatures: the set `system-features` (sorted, de-duplicated); one list for all platforms.
  *
@@ -25,7 +26,7 @@ export interface AgentAdvertisement {
   readonly remotePlatforms: readonly string[];
 }
 
-/** Byte-wise order of std::set<std::string> (ASCII names: same as UTF-16 order). */
+/** Byte-wise order, as `Data.Set ByteString` (ASCII names: same as UTF-16 order). */
 function sortedSet(xs: Iterable<string>): string[] {
   return [...new Set(xs)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }

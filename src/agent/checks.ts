@@ -81,7 +81,7 @@ export function checkAgentTrust(input: TrustCheckInput): AgentFinding[] {
         "agent-trust-claim-false",
         "error",
         `nixUserIsTrusted is true, but the nix-daemon does not trust ${who} (${input.trust.reason}). The agent will hand in-memory derivations to the daemon, which only trusted users may do, so builds fail with "you are not privileged to build input-addressed derivations".`,
-        `Add ${input.user ?? "the agent user"} to trusted-users in /etc/nix/nix.conf (a single trusted-users line) and restart nix-daemon, or set nixUserIsTrusted = false.`,
+        `Add ${input.user ?? "the agent user"} to trusted-users in /etc/nix/nix.conf (a single trusted-users line; NixOS: nix.settings.trusted-users, not a trusted-users line in nix.extraOptions, which the agent module rejects) and restart nix-daemon, or set nixUserIsTrusted = false.`,
       ),
     ];
   }
@@ -307,22 +307,49 @@ export function checkUnadvertisedBuilders(input: UnadvertisedBuildersCheckInput)
 export const NIX_DEFAULT_NARINFO_NEGATIVE_TTL = 3600;
 
 export function checkNarinfoNegativeTtl(input: {
-  /** The value in the agent's view; null when not set anywhere (Nix's default applies). */
+  /** The value in the agent's view (after nixSettings); null when not set anywhere (Nix's default, 3600). */
   readonly value: string | number | null;
   readonly origin?: Origin | null;
+  /**
+   * How the agent's builds reach the store. The agent checks its own client value, but the lookups
+   * for builds are done by the nix-daemon, which takes the client's value only from a trusted user.
+   * Omitted: treated as trusted (the old behaviour of this check).
+   */
+  readonly store?: "trusted" | "untrusted" | "local";
+  /** The daemon's own value (its nix.conf); null when not set there (3600). Used when untrusted. */
+  readonly daemonValue?: string | number | null;
+  readonly daemonOrigin?: Origin | null;
 }): AgentFinding[] {
-  const raw = input.value;
-  const n =
+  const num = (raw: string | number | null): number =>
     raw === null ? NIX_DEFAULT_NARINFO_NEGATIVE_TTL : typeof raw === "number" ? raw : Number(raw.trim());
-  if (n === 0) return [];
-  const where =
-    raw === null ? `not set, so Nix's default ${NIX_DEFAULT_NARINFO_NEGATIVE_TTL} applies` : `${raw}`;
+  const store = input.store ?? "trusted";
+  const systemFix =
+    'Add "narinfo-cache-negative-ttl = 0" to /etc/nix/nix.conf and restart nix-daemon (NixOS/nix-darwin: nix.settings.narinfo-cache-negative-ttl = 0, which the agent modules set)';
+  const raw = input.value;
+  if (num(raw) !== 0) {
+    const where =
+      raw === null ? `not set, so Nix's default ${NIX_DEFAULT_NARINFO_NEGATIVE_TTL} applies` : `${raw}`;
+    return [
+      finding(
+        "agent-narinfo-negative-ttl",
+        "error",
+        `narinfo-cache-negative-ttl is ${where}${input.origin ? ` (${formatOrigin(input.origin)})` : ""}; the agent checks this at start-up and refuses to start unless it is 0.`,
+        store === "untrusted"
+          ? `${systemFix}. Setting it in the agent's nixSettings would only get the agent past its own check: the agent user is not trusted, so the nix-daemon, which does the lookups for builds, would keep its own value.`
+          : `${systemFix}, or set it in the agent's nixSettings as "0" (the agent user is ${store === "local" ? "using the store directly" : "trusted"}, so the value reaches the store).`,
+      ),
+    ];
+  }
+  if (store !== "untrusted") return [];
+  const d = input.daemonValue ?? null;
+  if (num(d) === 0) return [];
+  const dwhere = d === null ? `not set, so Nix's default ${NIX_DEFAULT_NARINFO_NEGATIVE_TTL}` : `${d}`;
   return [
     finding(
-      "agent-narinfo-negative-ttl",
-      "error",
-      `narinfo-cache-negative-ttl is ${where}${input.origin ? ` (${formatOrigin(input.origin)})` : ""}; the agent checks this at start-up and refuses to start unless it is 0.`,
-      'Add "narinfo-cache-negative-ttl = 0" to /etc/nix/nix.conf (NixOS/nix-darwin: nix.settings.narinfo-cache-negative-ttl = 0), or set it in the agent\'s nixSettings as "0".',
+      "agent-narinfo-negative-ttl-daemon",
+      "warning",
+      `narinfo-cache-negative-ttl is 0 in the agent's own view${input.origin ? ` (${formatOrigin(input.origin)})` : ""}, so the agent starts, but the agent user is not trusted: the nix-daemon, which looks up paths in caches for the agent's builds, ignores the client's value and uses ${dwhere}${input.daemonOrigin ? ` (${formatOrigin(input.daemonOrigin)})` : ""}. A path another agent pushes is then taken as missing for up to that many seconds, which the agent's check exists to prevent.`,
+      `${systemFix}.`,
     ),
   ];
 }
@@ -492,4 +519,32 @@ export function checkAgentUser(input: {
     ];
   }
   return [];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent's NixOS / nix-darwin modules and nix.extraOptions
+
+/**
+ * The agent's modules refuse to build a system whose `nix.extraOptions` has a `trusted-users = …`
+ * line while the agent claims trust (hercules-ci-agent `internal/nix/common.nix`, the assertion in
+ * `config`): such a line comes after `nix.settings` in the generated nix.conf and replaces the
+ * `trusted-users` the module added. `extra-trusted-users` is allowed. The pattern is the module's:
+ * a line that starts, after blanks, with `trusted-users`, then blanks and `=`.
+ */
+export function checkModuleExtraOptions(input: {
+  /** The text of `nix.extraOptions`. */
+  readonly extraOptions: string;
+  /** The agent config's nixUserIsTrusted (the modules set it to true by default). */
+  readonly nixUserIsTrusted: boolean;
+}): AgentFinding[] {
+  if (!input.nixUserIsTrusted) return [];
+  if (!/(^|\n)[ \t]*trusted-users[ \t]*=/.test(input.extraOptions)) return [];
+  return [
+    finding(
+      "agent-module-extra-options-trusted-users",
+      "error",
+      "nix.extraOptions sets trusted-users: the hercules-ci-agent NixOS/nix-darwin module refuses this (an assertion fails and the system does not build), because that line would replace the trusted-users the module adds through nix.settings.",
+      "Use nix.settings.trusted-users (additive), or write extra-trusted-users = … in nix.extraOptions.",
+    ),
+  ];
 }

@@ -22,8 +22,8 @@
  */
 
 import { readFileSync } from "node:fs";
-import { cpus as osCpus } from "node:os";
-import { parse as parseToml, TomlError } from "smol-toml";
+import { availableParallelism } from "node:os";
+import { parse as parseToml, TomlDate, TomlError } from "smol-toml";
 import { type AgentFinding, didYouMean, finding } from "./findings.js";
 import { agentNixSettingsFindings } from "./nix-settings.js";
 import { lineColAt, scanJson, scanToml } from "./syntax.js";
@@ -187,12 +187,50 @@ export interface AgentConfigResult {
 }
 
 export interface AgentConfigOptions {
-  /** CPU count for `concurrentTasks = "auto"`; defaults to this machine's. */
+  /** CPU count for `concurrentTasks = "auto"`; defaults to affinityCpuCount() (this process's affinity). */
   readonly cpus?: number;
   /** The agent process environment, for the `apiBaseUrl` default. Defaults to an empty environment. */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** If given, `nixSettings` names (without `extra-`) not in this set are flagged. */
   readonly knownNixSettings?: ReadonlySet<string>;
+}
+
+/**
+ * Number of CPUs in a Linux `/proc/<pid>/status` `Cpus_allowed_list` line ("0-3,8,10-11" → 7);
+ * null when the line is missing or malformed.
+ */
+export function cpusAllowedCount(statusText: string): number | null {
+  const m = /^Cpus_allowed_list:[ \t]*(\S*)[ \t]*$/m.exec(statusText);
+  if (!m) return null;
+  let n = 0;
+  for (const part of m[1]!.split(",")) {
+    const r = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!r) return null;
+    const a = Number(r[1]);
+    const b = r[2] === undefined ? a : Number(r[2]);
+    if (b < a) return null;
+    n += b - a + 1;
+  }
+  return n > 0 ? n : null;
+}
+
+/**
+ * The CPU count the agent's "auto" uses: GHC's `getNumProcessors`, which on Linux counts the
+ * process's CPU affinity mask (`sched_getaffinity`, GHC `rts/posix/OSThreads.c`
+ * `getNumberOfProcessors`), not every CPU of the machine and not a cgroup CPU quota. We read the same
+ * mask from `/proc/<pid>/status` (the agent's pid when known, else our own, which is the machine's
+ * default affinity unless the tool itself was pinned). Elsewhere (macOS: GHC asks sysctl for the
+ * logical CPUs) we use Node's availableParallelism(); on Node 20 (libuv 1.46) that is also the
+ * affinity count, but newer libuv also applies cgroup quotas, which GHC does not, hence /proc first.
+ */
+export function affinityCpuCount(pid: number | "self" = "self"): number {
+  try {
+    const n = cpusAllowedCount(readFileSync(`/proc/${pid}/status`, "utf8"));
+    if (n !== null) return n;
+  } catch {
+    // no /proc (macOS) or the process is gone
+  }
+  return availableParallelism();
 }
 
 /** Haskell `System.FilePath.</>` on POSIX: an absolute right side wins. */
@@ -295,6 +333,14 @@ export function parseAgentConfig(
       throw new AgentConfigError(file, `TOML syntax error: ${(e as Error).message}`);
     }
     const pitfalls = tomlPitfalls(text, file);
+    const rejected = tomlandRejects(value, pitfalls.keyLines, text);
+    if (rejected) {
+      throw new AgentConfigError(
+        file,
+        `TOML the agent cannot parse: ${rejected.reason}. TOML 1.0 allows it, but the agent's TOML library (tomland) does not, so the agent stops with a parse error`,
+        { line: rejected.line },
+      );
+    }
     keyLines = pitfalls.keyLines;
     findings.push(...pitfalls.findings);
     root = plainify(pruneLost(value, pitfalls.lost), false) as Record<string, unknown>;
@@ -487,7 +533,32 @@ function decode(
         } else ignored(k, v, "a boolean (true or false, unquoted)", "uses the default (false)");
         break;
       case "concurrentTasks":
-        if (isInt(v)) {
+        if (format === "json" && typeof v === "number") {
+          // The JSON codec reads an Int through lens-aeson's _Integer (floor of any number) and then
+          // Numeric.Lens.integral (fails outside Int): 4.5 means 4, 0.5 means 0 (fatal), and a number
+          // beyond a 64-bit Int fails, which the optional combinator turns into "auto".
+          const n = jsonConcurrentTasks(v);
+          if (n === null) {
+            ignored(k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
+            break;
+          }
+          input.concurrentTasks = n;
+          explicitKeys.push(k);
+          if (!Number.isInteger(v)) {
+            findings.push(
+              finding(
+                "agent-config-concurrent-tasks-float",
+                "warning",
+                `concurrentTasks = ${v} is not a whole number; the agent's JSON decoder rounds it down to ${n}${n < 1 ? ", which is below 1, so the agent refuses to start" : ""}.`,
+                `Write concurrentTasks as a whole number (at least 2) or "auto".`,
+                { file, line: lineOf(k) },
+              ),
+            );
+          }
+        } else if (typeof v === "bigint" && (v >= 2n ** 63n || v < -(2n ** 63n))) {
+          // tomland `_Int = _BoundedInteger >>> _Integer` (Toml/Codec/BiMap/Conversion.hs:261-299)
+          ignored(k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
+        } else if (isInt(v)) {
           input.concurrentTasks = toInt(v);
           explicitKeys.push(k);
         } else if (v === "auto") {
@@ -516,12 +587,28 @@ function decode(
         }
         break;
       }
-      case "labels":
+      case "labels": {
+        const dropped = isPlainObject(v) && format === "toml" ? tomlLabelsProblem(v, ["labels"]) : null;
+        if (dropped) {
+          findings.push(
+            finding(
+              "agent-config-labels-dropped",
+              "warning",
+              `${dropped.path.join(".")} is ${dropped.what}, which the agent cannot turn into a JSON label value. It decodes labels as a whole, so it ignores ALL labels, without warning.`,
+              dropped.what.includes("array of tables")
+                ? "Write the value as a table or a list of plain values, or use a JSON config."
+                : 'Quote date and time values under labels (e.g. "2026-01-01"), or use a JSON config.',
+              { file, line: lineOf(dropped.path.join(".")) ?? lineOf(k) },
+            ),
+          );
+          break;
+        }
         if (isPlainObject(v)) {
           input.labels = plainify(v, true) as Record<string, unknown>;
           explicitKeys.push(k);
         } else ignored(k, v, "a table/object", "uses no labels");
         break;
+      }
       case "remotePlatformsWithSameFeatures":
         if (Array.isArray(v) && v.every((x) => typeof x === "string")) {
           input.remotePlatformsWithSameFeatures = v as string[];
@@ -620,6 +707,119 @@ function decode(
   return { input, explicitKeys };
 }
 
+/** The type tomland gives a TOML value (`Toml/Type/UValue.hs`), plus "table" for inline tables. */
+function tomlandType(x: unknown): string {
+  if (typeof x === "boolean") return "a boolean";
+  if (typeof x === "bigint") return "an integer";
+  if (typeof x === "number") return "a float";
+  if (typeof x === "string") return "a string";
+  if (x instanceof TomlDate) return tomlDateKind(x);
+  if (Array.isArray(x)) return "an array";
+  return "a table";
+}
+
+/**
+ * The first value in a parsed TOML document (smol-toml, integers as bigint) that tomland refuses to
+ * parse, with a reason and the line of its key when known; null when tomland would accept the values.
+ * tomland reads an array's first element and parses the rest with that element's parser, then checks
+ * that all elements have one type (`Parser/Value.hs` `arrayP`, `anyValueP`; `Type/UValue.hs`
+ * `typeCheck`): `[1, "a"]`, `[1, 2.0]` and a date mixed with a date-time fail. Arrays of inline tables
+ * are only allowed as a key's whole value (`Parser/Item.hs` `inlineTableArrayP`), and an inline table
+ * cannot hold another one (found by the statement scanner).
+ */
+export function tomlandRejects(
+  value: Record<string, unknown>,
+  keyLines: ReadonlyMap<string, number>,
+  text: string,
+): { reason: string; line: number | null } | null {
+  const lineOf = (path: readonly string[]): number | null => {
+    for (let n = path.length; n > 0; n--) {
+      const l = keyLines.get(path.slice(0, n).join("."));
+      if (l !== undefined) return l;
+    }
+    return null;
+  };
+  const walk = (
+    v: unknown,
+    path: string[],
+    inArray: boolean,
+  ): { reason: string; line: number | null } | null => {
+    if (Array.isArray(v)) {
+      const types = [...new Set(v.map(tomlandType))];
+      const where = path.join(".") || "(top level)";
+      if (types.length > 1)
+        return { reason: `${where} is an array that mixes ${types.join(" and ")}`, line: lineOf(path) };
+      if (types[0] === "a table" && inArray)
+        return { reason: `${where} has an array of inline tables inside an array`, line: lineOf(path) };
+      for (const x of v) {
+        const r = walk(x, path, Array.isArray(x));
+        if (r) return r;
+      }
+      return null;
+    }
+    if (isPlainObject(v)) {
+      for (const [k, x] of Object.entries(v)) {
+        const r = walk(x, [...path, k], false);
+        if (r) return r;
+      }
+    }
+    return null;
+  };
+  const found = walk(value, [], false);
+  if (found) return found;
+  const nested = scanToml(text).find((st) => st.kind === "kv" && st.nestedInlineTable);
+  return nested
+    ? {
+        reason: `${nested.keys.join(".")} nests an inline table inside an inline table or inner array`,
+        line: nested.line,
+      }
+    : null;
+}
+
+/** A smol-toml date/time as tomland names its kind. */
+function tomlDateKind(d: TomlDate): string {
+  if (d.isDate()) return "a local date";
+  if (d.isTime()) return "a local time";
+  return d.isLocal() ? "a local date-time" : "an offset date-time";
+}
+
+/**
+ * The first value under `labels` that the agent's TOML codec cannot embed as JSON
+ * (`Config/Toml.hs` `embedJson` / `anyValueToJSON`): a date or time value, or an array of tables
+ * (`[[labels.x]]` or `x = [{…}]`), which is neither a value nor a table to tomland. The codec runs
+ * over every key of the table (tomland `internalTableMap`), so one such value fails the whole map.
+ */
+export function tomlLabelsProblem(v: unknown, path: string[]): { path: string[]; what: string } | null {
+  if (v instanceof TomlDate) return { path, what: tomlDateKind(v) };
+  if (Array.isArray(v)) {
+    if (v.some((x) => isPlainObject(x))) return { path, what: "an array of tables" };
+    for (const x of v) {
+      const p = tomlLabelsProblem(x, path);
+      if (p) return { path: p.path, what: `an array holding ${p.what}` };
+    }
+    return null;
+  }
+  if (isPlainObject(v)) {
+    for (const [k, x] of Object.entries(v)) {
+      const p = tomlLabelsProblem(x, [...path, k]);
+      if (p) return p;
+    }
+  }
+  return null;
+}
+
+/**
+ * What the agent's JSON codec makes of a JSON number for an Int field (`Config/Json.hs` `int`:
+ * lens-aeson `_Integer`, which is `floor`, then `integral` into a 64-bit Int). null when it does not
+ * fit, which the field's optional combinator turns into "absent". JavaScript numbers lose precision
+ * beyond 2^53, so values within a few thousand of ±2^63 may be judged differently; nobody writes those.
+ */
+export function jsonConcurrentTasks(v: number): number | null {
+  if (!Number.isFinite(v)) return null;
+  const n = Math.floor(v);
+  return n >= 2 ** 63 || n < -(2 ** 63) ? null : n;
+}
+
 function mountablesProblem(v: unknown): string | null {
   if (!isPlainObject(v)) return `expected a table/object, got ${describeType(v)}`;
   for (const [name, m] of Object.entries(v)) {
@@ -657,7 +857,7 @@ function finalize(
       ),
     );
   }
-  const cpus = opts.cpus ?? osCpus().length;
+  const cpus = opts.cpus ?? affinityCpuCount();
   const auto = input.concurrentTasks === undefined || input.concurrentTasks === "auto";
   const concurrentTasks = auto ? Math.max(2, cpus) : (input.concurrentTasks as number);
   if (concurrentTasks < 1) {

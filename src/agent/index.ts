@@ -1,5 +1,6 @@
 /** Everything nix-builders knows about hercules-ci-agent. See docs/agent.md. */
 export * from "./advertise.js";
+export * from "./caches.js";
 export * from "./checks.js";
 export * from "./config.js";
 export * from "./discover.js";

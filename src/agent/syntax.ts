@@ -194,6 +194,13 @@ export interface TomlStatement {
   /** Key pieces: for headers the full table name, for key/values the (possibly dotted) key. */
   readonly keys: readonly string[];
   readonly line: number;
+  /**
+   * Key/values only: the value has an inline table nested in an inline table, or in an array that
+   * is itself nested (`a = {b = {c = 1}}`, `a = [[{b = 1}]]`). TOML 1.0 allows this; the agent's TOML
+   * library does not (tomland `Parser/Item.hs`: inline-table values and array elements go through
+   * its plain value parser, which has no inline tables), so the agent stops with a parse error.
+   */
+  readonly nestedInlineTable?: boolean;
 }
 
 /**
@@ -309,15 +316,17 @@ export function scanToml(text: string): TomlStatement[] {
     }
     return keys;
   };
-  const skipValue = (): void => {
+  /** Skip a value; true when it nests an inline table where tomland cannot parse one. */
+  const skipValue = (): boolean => {
     skipBlank(false);
     const c = text[i];
     if (c === '"' || c === "'") {
       skipString();
-      return;
+      return false;
     }
     if (c === "[" || c === "{") {
-      let depth = 0;
+      const stack: string[] = [];
+      let nested = false;
       while (i < n) {
         const d = text[i]!;
         if (d === '"' || d === "'") {
@@ -328,19 +337,21 @@ export function scanToml(text: string): TomlStatement[] {
           skipComment();
           continue;
         }
-        if (d === "[" || d === "{") depth++;
+        if (d === "{" && !(stack.length === 0 || (stack.length === 1 && stack[0] === "["))) nested = true;
+        if (d === "[" || d === "{") stack.push(d);
         else if (d === "]" || d === "}") {
-          depth--;
-          if (depth === 0) {
+          stack.pop();
+          if (stack.length === 0) {
             advance();
-            return;
+            return nested;
           }
         }
         advance();
       }
-      return;
+      return nested;
     }
     while (i < n && text[i] !== "\n" && text[i] !== "#") advance();
+    return false;
   };
   while (true) {
     skipBlank(true);
@@ -364,8 +375,8 @@ export function scanToml(text: string): TomlStatement[] {
     }
     skipBlank(false);
     if (text[i] === "=") advance();
-    out.push({ kind: "kv", keys, line: startLine });
-    skipValue();
+    if (skipValue()) out.push({ kind: "kv", keys, line: startLine, nestedInlineTable: true });
+    else out.push({ kind: "kv", keys, line: startLine });
   }
   return out;
 }

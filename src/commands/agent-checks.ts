@@ -7,6 +7,8 @@ import {
   type AgentAdvertisement,
   type AgentFinding,
   agentAdvertisement,
+  agentNixOverrides,
+  type BinaryCachesResult,
   type BuildersSetting,
   checkAgentTrust,
   checkAgentUser,
@@ -16,20 +18,31 @@ import {
   checkNarinfoNegativeTtl,
   checkRemotePlatforms,
   checkUnadvertisedBuilders,
+  readBinaryCaches,
+  redactUri,
+  type TaskNixSettings,
+  taskNixSettings,
 } from "../agent/index.js";
+import type { OverriddenSetting } from "../nix/trust.js";
 import type { AgentSelection } from "./agent-select.js";
 import { settingText, type UserView } from "./view.js";
 
 export interface AgentReport {
   advertisement: AgentAdvertisement;
   findings: AgentFinding[];
+  /** What every task runs with (nixSettings + caches) and what the store keeps; null without a config. */
+  taskNixSettings?: TaskNixSettings | null;
 }
 
 function strings(v: unknown): string[] {
   return Array.isArray(v) ? v.map(String) : [];
 }
 
-export function agentReport(view: UserView, sel: AgentSelection): AgentReport {
+/**
+ * `caches`: binary-caches.json as read for the agent (readBinaryCaches); undefined when the caller did
+ * not read it (then taskNixSettings shows only the part that does not depend on it).
+ */
+export function agentReport(view: UserView, sel: AgentSelection, caches?: BinaryCachesResult): AgentReport {
   const c = view.client.settings;
   const nixView = {
     system: settingText(c.get("system")?.value ?? view.facts.system),
@@ -49,6 +62,41 @@ export function agentReport(view: UserView, sel: AgentSelection): AgentReport {
       scope: a.origin.kind === "agent" ? "agent" : a.layer,
     }));
   const ttl = c.get("narinfo-cache-negative-ttl");
+  const d = view.daemon?.settings;
+  const daemonTtl = d?.get("narinfo-cache-negative-ttl");
+  const store = localStore ? "local" : view.trusted ? "trusted" : "untrusted";
+  const cfg = sel.config?.config ?? null;
+  let task: TaskNixSettings | null = null;
+  if (cfg) {
+    const overridden: OverriddenSetting[] = [];
+    for (const st of c.values())
+      if (st.overridden)
+        overridden.push({
+          name: st.name,
+          value: settingText(st.value),
+          origin: st.origin[st.origin.length - 1]!,
+        });
+    const netrc = c.get("netrc-file");
+    task = taskNixSettings({
+      version: view.version,
+      nixSettings: agentNixOverrides(cfg),
+      agent: {
+        substituters: strings(c.get("substituters")?.value),
+        trustedPublicKeys: strings(c.get("trusted-public-keys")?.value),
+        netrcFile: netrc ? settingText(netrc.value) || null : null,
+      },
+      caches: caches?.caches ?? null,
+      workDirectory: cfg.workDirectory,
+      store,
+      daemon: {
+        substituters: strings(d?.get("substituters")?.value),
+        trustedSubstituters: strings(d?.get("trusted-substituters")?.value),
+        trustedPublicKeys: strings(d?.get("trusted-public-keys")?.value),
+        netrcFile: settingText(d?.get("netrc-file")?.value ?? "/etc/nix/netrc"),
+      },
+      overridden,
+    });
+  }
   const maxJobs = c.get("max-jobs");
   const findings: AgentFinding[] = [
     ...sel.findings,
@@ -70,6 +118,9 @@ export function agentReport(view: UserView, sel: AgentSelection): AgentReport {
     ...checkNarinfoNegativeTtl({
       value: ttl && ttl.layer !== "default" ? settingText(ttl.value) : null,
       origin: ttl?.origin[ttl.origin.length - 1] ?? null,
+      store,
+      daemonValue: daemonTtl && daemonTtl.layer !== "default" ? settingText(daemonTtl.value) : null,
+      daemonOrigin: daemonTtl?.origin[daemonTtl.origin.length - 1] ?? null,
     }),
     ...checkMaxJobsZero({
       maxJobs: maxJobs ? Number(maxJobs.value) : null,
@@ -82,6 +133,27 @@ export function agentReport(view: UserView, sel: AgentSelection): AgentReport {
       privateDevices: sel.agent.privateDevices,
       systemFeatures: nixView.systemFeatures,
     }),
+    ...(caches?.findings ?? []),
+    ...(task?.findings ?? []),
   ];
-  return { advertisement, findings };
+  return { advertisement, findings, taskNixSettings: task };
+}
+
+/** binary-caches.json of the selected agent, read as the agent user (undefined without a config). */
+export async function agentCaches(sel: AgentSelection): Promise<BinaryCachesResult | undefined> {
+  const cfg = sel.config?.config;
+  if (!cfg) return undefined;
+  return readBinaryCaches(cfg.binaryCachesPath, sel.user);
+}
+
+/** Two or three lines for `show --agent`: the substituters a task gets, and what the store keeps. */
+export function renderTaskSettings(r: AgentReport): string {
+  const t = r.taskNixSettings;
+  if (!t) return "";
+  const list = (xs: readonly string[]): string => xs.map(redactUri).join(" ") || "(none)";
+  let out = `  tasks run with substituters: ${list(t.task.substituters)}${t.cachesKnown ? "" : "  (binary-caches.json not read)"}\n`;
+  if (t.daemon.store === "untrusted") {
+    out += `  the nix-daemon keeps for them: ${list(t.daemon.substituters)}; its own trusted-public-keys and netrc-file\n`;
+  }
+  return out;
 }

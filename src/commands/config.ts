@@ -5,6 +5,7 @@
  */
 import type { Command } from "commander";
 import type { ConfigView } from "../nix/conf.js";
+import { indentLines, nixErrorDisplay, nixWarningDisplay } from "../nix/display.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
 import { EXIT, type Io, json } from "./io.js";
@@ -72,12 +73,14 @@ export function configJson(view: ConfigView, user: string, all = false): Record<
     warnings: view.warnings.map((w) => ({
       message: w.message,
       text: `warning: ${w.message}`,
+      displayed: nixWarningDisplay(w.message),
       origin: w.origin ? originJson(w.origin) : null,
     })),
     error: view.error
       ? {
           message: view.error.nixMessage,
           text: `error: ${view.error.nixMessage}`,
+          displayed: nixErrorDisplay(view.error.nixMessage),
           file: view.error.file,
           line: view.error.line,
         }
@@ -94,11 +97,13 @@ export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
   const view = loadUserConfig(ctx, me, env);
   const code = view.error ? EXIT.errors : EXIT.ok;
   if (opts.json) {
-    io.out(json(configJson(view, me.name, opts.all)));
+    const doc = configJson(view, me.name, opts.all);
+    io.out(json(ctx.versionNote ? { ...doc, nixVersionNote: ctx.versionNote } : doc));
     return code;
   }
   let out = `Nix ${formatNixVersion(view.nixVersion)} rules (${ctx.versionSource}) for user ${me.name}`;
   out += user ? " (service environment: passwd home, clean environment)\n" : "\n";
+  if (ctx.versionNote) out += `  note: ${ctx.versionNote}\n`;
   out += "\nFiles, in the order Nix applies them:\n";
   out += table(
     view.files.map((f) => [
@@ -120,10 +125,10 @@ export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
   if (view.warnings.length) {
     out += "\nWarnings Nix prints:\n";
     for (const w of view.warnings)
-      out += `  warning: ${w.message}${w.origin ? `  (${formatOrigin(w.origin)})` : ""}\n`;
+      out += `${indentLines(nixWarningDisplay(w.message), "  ")}${w.origin ? `  (${formatOrigin(w.origin)})` : ""}\n`;
   }
   if (view.error) {
-    out += `\nNix stops with:\n  error: ${view.error.nixMessage}\n`;
+    out += `\nNix stops with:\n${indentLines(nixErrorDisplay(view.error.nixMessage), "  ")}\n`;
     if (view.error.file) out += `  at ${view.error.file}${view.error.line ? `:${view.error.line}` : ""}\n`;
   }
   io.out(out);

@@ -41,7 +41,7 @@ function indent(text: string, prefix: string): string {
 function renderFinding(f: Finding, verbose: boolean): string {
   const out: string[] = [];
   out.push(`line ${f.line}: ${f.summary}  [${f.cause}]`);
-  out.push(indent(f.text.trim(), "    > "));
+  out.push(indent(f.displayed.trim(), "    > "));
   if (verbose) {
     out.push(indent(f.detail, "    "));
     if (f.fix.length > 0) {

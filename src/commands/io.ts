@@ -25,6 +25,21 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * The tool declines to act on something it was pointed at: a file it must not or cannot use. The
+ * message is one line that names the file and the reason ("/home/u/.config/nix/nix.conf: is a symbolic
+ * link; refusing to follow it"); the command line prints it and exits 2, never with a stack trace.
+ * `path` is the file concerned, for the JSON form.
+ */
+export class Refusal extends Error {
+  override name = "Refusal";
+  readonly path: string | undefined;
+  constructor(message: string, opts?: { path?: string }) {
+    super(message);
+    this.path = opts?.path;
+  }
+}
+
 /** Exit codes shared by every command. */
 export const EXIT = {
   ok: 0,

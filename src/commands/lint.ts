@@ -12,6 +12,7 @@ import type { Command } from "commander";
 import { nodeFileReader } from "../host/fs-reader.js";
 import { keyFileFacts, machinesFileFacts } from "../host/keyfile.js";
 import { type ConfigView, type FileReader, loadConfig } from "../nix/conf.js";
+import { displayedMessage, filterAnsiEscapes } from "../nix/display.js";
 import {
   exitCodeFor,
   type Finding,
@@ -340,10 +341,21 @@ export function lintJson(r: LintResult): Record<string, unknown> {
       line: f.line,
       message: f.message,
       fix: f.fix,
-      ...(f.nixMessage === undefined ? {} : { nixMessage: f.nixMessage }),
+      ...(f.nixMessage === undefined
+        ? {}
+        : { nixMessage: f.nixMessage, nixDisplayed: lintNixDisplay(f.severity, f.nixMessage) }),
     })),
     summary: r.summary,
   };
+}
+
+/** Nix's displayed form of a lint finding's Nix message (the message part, tabs expanded as Nix's logger does). */
+function lintNixDisplay(severity: string, message: string): string {
+  return severity === "error"
+    ? displayedMessage(message, "error")
+    : severity === "warning"
+      ? displayedMessage(message, "warning")
+      : filterAnsiEscapes(message);
 }
 
 export function renderLint(r: LintResult): string {
@@ -358,7 +370,7 @@ export function renderLint(r: LintResult): string {
     out += `${where}: ${f.severity}: ${f.message}\n`;
     out += `  fix: ${f.fix}\n`;
     if (f.nixMessage !== undefined) {
-      const [first, ...rest] = f.nixMessage.split("\n");
+      const [first, ...rest] = lintNixDisplay(f.severity, f.nixMessage).split("\n");
       out += `  Nix says: ${first}\n`;
       for (const l of rest) out += `            ${l}\n`;
     }

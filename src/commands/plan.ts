@@ -13,8 +13,9 @@
  */
 import { execFile } from "node:child_process";
 import type { Command } from "commander";
-import { type ReadMode, readClosure } from "../host/closure.js";
+import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
 import { openValidity, type ValidityMethod } from "../host/store.js";
+import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import { type RouteResult, route } from "../nix/route.js";
 import { formatNixVersion } from "../nix/version.js";
@@ -331,12 +332,23 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
 
 /* ---------- installables ---------- */
 
+/** Evaluation can be slow, but never unbounded: a deadline for nix-instantiate / nix eval. */
+const EVAL_DEADLINE_MS = 10 * 60_000;
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    execFile(cmd, args, { env, maxBuffer: 1 << 26 }, (err, stdout, stderr) => {
-      if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${stderr.trim() || err.message}`));
-      else resolvePromise(stdout);
-    });
+    execFile(
+      cmd,
+      args,
+      { env, maxBuffer: 1 << 26, timeout: EVAL_DEADLINE_MS, killSignal: "SIGKILL" },
+      (err, stdout, stderr) => {
+        const why = (err as { killed?: boolean } | null)?.killed
+          ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
+          : stderr.trim() || err?.message;
+        if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`));
+        else resolvePromise(stdout);
+      },
+    );
   });
 }
 
@@ -355,8 +367,11 @@ export async function resolveInstallables(
   const storeArgs = [...ctx.store.nixArgs];
   for (const a of args) {
     const bare = a.split("!")[0]!;
-    if (bare.endsWith(".drv") && bare.startsWith(`${ctx.store.storeDir}/`)) {
-      out.push(bare);
+    // Like Nix: an argument with a `/` that leads (through symlinks: a GC root, a link) into the
+    // store names that store path; a .drv there is the derivation itself, not a Nix expression.
+    const storePath = bare.includes("/") ? followLinksToStorePath(bare, ctx.store.storeDir) : null;
+    if (storePath?.endsWith(".drv")) {
+      out.push(storePath);
       continue;
     }
     let text: string;
@@ -491,7 +506,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
   });
   const ctx = routeContext(v, opts.store === undefined ? {} : { store: opts.store });
   if (ctx.fatal !== null) {
-    io.err(`error: ${ctx.fatal}\n(Nix stops every build with this error)\n`);
+    io.err(`${nixErrorDisplay(ctx.fatal)}\n(Nix stops every build with this error)\n`);
     return EXIT.errors;
   }
   const roots = await resolveInstallables(args, ctx, io.env);
@@ -511,7 +526,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
   } catch (e) {
     if (onProgress) io.err("\r\x1b[K");
     if (e instanceof NixError) {
-      io.err(`error: ${e.nixMessage}\n`);
+      io.err(`${nixErrorDisplay(e.nixMessage)}\n`);
       return EXIT.errors;
     }
     if (e instanceof Error && e.name === "StoreAccessError") {
@@ -520,7 +535,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     }
     throw e;
   } finally {
-    checker.then(
+    await checker.then(
       (c) => c.close(),
       () => {},
     );

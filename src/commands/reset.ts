@@ -6,15 +6,37 @@
  *
  * When a file was changed by someone else after `use` wrote it, reset refuses (that change would be lost)
  * unless --force is given.
+ *
+ * Run by root, reset reads only root's record (/var/lib/nix-builders/use/<uid>-<name>/state.json), acts only
+ * on the two files `use` manages, at the paths derived again from the user's passwd home, and does every
+ * file operation there with the user's credentials: a restored file is the user's, never set-id. A record
+ * in the user's own directory (older versions) is never trusted. See src/app/use-state.ts.
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import type { Command } from "commander";
 import { agentRestartCommand } from "../agent/index.js";
-import { acquireLock, atomicWrite, backupName, fsyncDir, managedTarget } from "../host/atomic.js";
+import {
+  asRefusal,
+  checkConfigChain,
+  checkStateLocation,
+  checkStateMatches,
+  type FileRecord,
+  legacyMessage,
+  legacyStateFile,
+  printRefusal,
+  readManaged,
+  readState,
+  resolveTarget,
+  sha256,
+  stateLocation,
+  type Target,
+  type TargetOptions,
+  writeState,
+} from "../app/use-state.js";
+import { acquireLock, atomicWrite, managedTarget, moveAside } from "../host/atomic.js";
+import { withUserCreds } from "../host/user-creds.js";
 import { fromBytes, unifiedDiff } from "../nix/conf-edit.js";
-import { EXIT, type Io, json } from "./io.js";
-import { readBytes, readState, resolveTarget, sha256, type TargetOptions, writeState } from "./use.js";
+import { EXIT, type Io, json, Refusal } from "./io.js";
 
 export interface ResetOptions extends TargetOptions {
   force?: boolean;
@@ -29,28 +51,66 @@ interface ResetFile {
 }
 
 export async function runReset(opts: ResetOptions, io: Io): Promise<number> {
-  const t = await resolveTarget(opts, io, "reset");
+  const t = await resolveTarget(opts, io, "reset").catch((e: unknown) => {
+    const r = asRefusal(e);
+    if (r) return r;
+    throw e;
+  });
+  if (!("view" in t)) return printRefusal(t, opts, io, opts.user ?? null, "reset");
+  try {
+    return await resetFor(t, opts, io);
+  } catch (e) {
+    const r = asRefusal(e, t.forOther ? t.user.name : undefined);
+    if (r) return printRefusal(r, opts, io, t.user.name, "reset");
+    throw e;
+  }
+}
+
+async function resetFor(t: Target, opts: ResetOptions, io: Io): Promise<number> {
   const out = (code: number, extra: Record<string, unknown>, text: string): number => {
     if (opts.json) io.out(json({ ok: code === EXIT.ok, user: t.user.name, ...extra }));
     else io.out(text);
     return code;
   };
-  if (!fs.existsSync(t.stateFile))
-    return out(EXIT.ok, { files: [] }, `Nothing to reset: no nix-builders use record in ${t.stateDir}.\n`);
+  const loc = stateLocation(t, io.env);
+  const noRecord = () => {
+    const legacy = legacyStateFile(t);
+    if (legacy) throw new Refusal(legacyMessage(legacy, t), { path: legacy });
+    return out(EXIT.ok, { files: [] }, `Nothing to reset: no nix-builders use record in ${loc.dir}.\n`);
+  };
+  checkStateLocation(loc);
+  if (!fs.existsSync(loc.file)) return noRecord();
 
-  const lock = await acquireLock(t.stateDir);
+  const lock = await acquireLock(loc.dir);
   const files: ResetFile[] = [];
   try {
-    const state = readState(t.stateFile);
-    if (state === null) return out(EXIT.ok, { files: [] }, "Nothing to reset.\n");
+    const state = readState(loc);
+    if (state === null) return noRecord();
+    checkStateMatches(state, t, loc);
+    // Only the two files use manages for this user, at the paths derived from the user's home now.
+    const recs: [string, FileRecord][] = [
+      [t.machinesFile, state.files.machines],
+      [t.confFile, state.files.conf],
+    ];
+    const managed = withUserCreds(t.creds, () => recs.filter(([f]) => managedTarget(f) !== null));
+    checkConfigChainUnlessManaged(t, managed.length > 0);
     // First pass: is every file still what use left there (or the original)?
-    const conflicts: ResetFile[] = [];
-    for (const [file, rec] of Object.entries(state.files)) {
-      if (managedTarget(file) !== null) {
-        conflicts.push({ path: file, status: "managed", backup: null, diff: "" });
-        continue;
-      }
-      const cur = readBytes(file);
+    const conflicts: ResetFile[] = managed.map(([f]) => ({
+      path: f,
+      status: "managed",
+      backup: null,
+      diff: "",
+    }));
+    const current = new Map<string, Buffer | null>();
+    for (const [file, rec] of recs) {
+      if (managed.some(([f]) => f === file)) continue;
+      if (rec.existed && rec.uid !== t.user.uid)
+        throw new Refusal(
+          `${loc.file}: records owner uid ${rec.uid} for ${file}; reset only restores files owned by ${t.user.name}`,
+          { path: loc.file },
+        );
+      const cur = readManaged(t, file).bytes;
+      current.set(file, cur);
       const original = rec.content === null ? null : Buffer.from(rec.content, "base64");
       const ours =
         cur === null
@@ -78,14 +138,16 @@ export async function runReset(opts: ResetOptions, io: Io): Promise<number> {
     }
 
     // The reverse of use's order: nix.conf first, so that it never points at a machines file we removed.
-    for (const [file, rec] of Object.entries(state.files).reverse()) {
-      const cur = readBytes(file);
+    for (const [file, rec] of [...recs].reverse()) {
+      const cur = current.get(file) ?? null;
       if (rec.existed) {
         const original = Buffer.from(rec.content ?? "", "base64");
+        // Written as the user: the owner is the user; the mode as it was, never with set-id bits.
         const r = await atomicWrite(file, original, {
-          uid: rec.uid ?? undefined,
-          gid: rec.gid ?? undefined,
-          mode: rec.mode ?? undefined,
+          as: t.creds,
+          noFollow: true,
+          mode: (rec.mode ?? 0o644) & 0o777,
+          ...(rec.gid !== null ? { gid: rec.gid } : {}),
         });
         const diff = fromBytes(
           unifiedDiff(cur?.toString("latin1") ?? null, original.toString("latin1"), { old: file, new: file }),
@@ -101,22 +163,18 @@ export async function runReset(opts: ResetOptions, io: Io): Promise<number> {
         });
       } else if (cur !== null) {
         // Did not exist before use: move it aside (atomic; the bytes stay available in the backup).
-        let dest = backupName(file, new Date());
-        for (let i = 1; fs.existsSync(dest); i++)
-          dest = backupName(file, new Date()).replace(/\.bak$/, `-${i}.bak`);
-        fs.renameSync(file, dest);
-        fsyncDir(path.dirname(file));
+        const dest = await moveAside(file, { as: t.creds });
         files.push({
           path: file,
-          status: "removed",
+          status: dest ? "removed" : "unchanged",
           backup: dest,
-          diff: fromBytes(unifiedDiff(cur.toString("latin1"), null, { old: file, new: file })),
+          diff: dest ? fromBytes(unifiedDiff(cur.toString("latin1"), null, { old: file, new: file })) : "",
         });
       } else {
         files.push({ path: file, status: "unchanged", backup: null, diff: "" });
       }
     }
-    writeState(t.stateFile, null, { uid: t.user.uid, gid: t.user.gid });
+    writeState(loc, null);
   } finally {
     lock.release();
   }
@@ -130,6 +188,11 @@ export async function runReset(opts: ResetOptions, io: Io): Promise<number> {
   }
   if (restart) text += `\nThe agent reads nix.conf only when it starts: restart it (${restart}).\n`;
   return out(EXIT.ok, { files, restart }, text);
+}
+
+/** The chain check; a store-managed file is reported as such instead (reset cannot write it either way). */
+function checkConfigChainUnlessManaged(t: Target, anyManaged: boolean): void {
+  if (!anyManaged) checkConfigChain(t);
 }
 
 export function register(program: Command, io: Io, exit: (code: number) => void): void {

@@ -15,6 +15,7 @@ import type { Command } from "commander";
 import { type CurrentLoad, loadMap, readCurrentLoad } from "../host/current-load.js";
 import { resolveStore, type StoreTarget } from "../host/store.js";
 import { readDerivation } from "../nix/derivation.js";
+import { indentLines, nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import type { Machine } from "../nix/machines.js";
 import { type RouteDrv, type RouteLocal, type RouteResult, route } from "../nix/route.js";
@@ -130,6 +131,9 @@ export function routeJson(r: RouteReport): Record<string, unknown> {
     if (d.kind === "none" || d.kind === "postpone") decision.message = d.message;
     else decision.note = d.message;
   }
+  // Nix's error as it shows it (the raw text stays in `message`).
+  if (decision.kind === "none" && typeof decision.message === "string")
+    decision.displayed = nixErrorDisplay(decision.message);
   const byUri = new Map(ctx.machines.map((m) => [m.storeUri, m]));
   return {
     nixVersion: formatNixVersion(ctx.version),
@@ -196,10 +200,7 @@ export function renderRoute(r: RouteReport): string {
       out += `Decision: postpone — Nix prints: ${d.message ?? ""}\n`;
       break;
     case "none":
-      out += `Decision: none — Nix fails with:\n${(d.message ?? "")
-        .split("\n")
-        .map((l, i) => `  ${i === 0 ? "error: " : ""}${l}`)
-        .join("\n")}\n`;
+      out += `Decision: none — Nix fails with:\n${indentLines(nixErrorDisplay(d.message ?? ""), "  ")}\n`;
       break;
   }
   out += `  the hook is ${result.hook.asked ? `asked (${result.hook.why}) and replies ${result.hook.reply}` : `not asked (${result.hook.why})`}\n`;
@@ -285,7 +286,7 @@ export async function runRoute(opts: RouteOptions, drvArg: string | undefined, i
     drv = routeDrv(opts, ctx, drvArg);
   } catch (e) {
     if (e instanceof NixError) {
-      io.err(`error: ${e.nixMessage}\n`);
+      io.err(`${nixErrorDisplay(e.nixMessage)}\n`);
       return EXIT.errors;
     }
     throw e;

@@ -4,10 +4,11 @@
  * which of the user's settings the daemon ignores.
  */
 import type { Command } from "commander";
+import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.js";
 import type { Machine } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
-import { type AgentReport, agentReport } from "./agent-checks.js";
+import { type AgentReport, agentCaches, agentReport, renderTaskSettings } from "./agent-checks.js";
 import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 import { originJson, originsText, plural, table } from "./render.js";
@@ -54,12 +55,19 @@ export function showJson(v: UserView): Record<string, unknown> {
     })),
     includes: v.machines.includes.map((i) => ({ path: i.resolved, found: i.found, from: i.from })),
     machines: v.machines.machines.map(machineJson),
-    errors: viewErrors(v).map(({ message, file, line }) => ({ message, file, line })),
+    errors: viewErrors(v).map(({ message, file, line }) => ({
+      message,
+      file,
+      line,
+      displayed: nixErrorDisplay(message),
+    })),
+    ...(v.versionNote ? { nixVersionNote: v.versionNote } : {}),
   };
 }
 
 function renderShow(v: UserView): string {
   let out = `Nix ${formatNixVersion(v.version)} rules (${v.versionSource}) · user ${v.user.name} (uid ${v.user.uid})\n`;
+  if (v.versionNote) out += `  note: ${v.versionNote}\n`;
   if (v.storeMode === "daemon") {
     const verdict = v.verdict!;
     out += `Daemon: ${verdict.allowed ? (v.trusted ? "trusted" : "allowed, not trusted") : "REFUSED"} — ${v.trustReason}\n`;
@@ -78,7 +86,7 @@ function renderShow(v: UserView): string {
     for (const i of v.ignored) {
       out += `  ${i.setting} = ${i.value}  (${formatOrigin(i.origin)})\n    ${i.why}\n`;
       if (i.nixMessage)
-        out += `    Nix says${i.shownByDefault ? "" : " (only with -vvvv)"}: ${i.nixMessage}\n`;
+        out += `    Nix says${i.shownByDefault ? "" : " (only with -vvvv)"}: ${filterAnsiEscapes(i.nixMessage)}\n`;
       else out += "    Nix says nothing about it.\n";
     }
   }
@@ -101,7 +109,7 @@ function renderShow(v: UserView): string {
   if (errors.length) {
     out += "\nNix stops every build with:\n";
     for (const e of errors)
-      out += `  error: ${e.message}${e.file ? `  (${e.file}${e.line ? `:${e.line}` : ""})` : ""}\n`;
+      out += `${indentLines(nixErrorDisplay(e.message), "  ")}${e.file ? `  (${e.file}${e.line ? `:${e.line}` : ""})` : ""}\n`;
   }
   return out;
 }
@@ -117,6 +125,7 @@ export function agentJson(sel: AgentSelection, r: AgentReport): Record<string, u
     nixSettings: sel.config?.config?.nixSettings ?? {},
     advertisedPlatforms: r.advertisement.platforms,
     advertisedFeatures: r.advertisement.systemFeatures,
+    taskNixSettings: r.taskNixSettings ?? null,
     findings: r.findings,
     otherInstances: sel.others,
   };
@@ -128,6 +137,7 @@ export function renderAgent(sel: AgentSelection, r: AgentReport): string {
   out += ` · nixUserIsTrusted ${sel.config?.config?.nixUserIsTrusted ?? "?"}\n`;
   out += `  advertises platforms: ${r.advertisement.platforms.join(" ") || "-"}\n`;
   out += `  advertises features:  ${r.advertisement.systemFeatures.join(" ") || "-"}\n`;
+  out += renderTaskSettings(r);
   for (const f of r.findings) {
     out += `  ${f.severity}: ${f.message}\n`;
     if (f.fix) out += `    fix: ${f.fix}\n`;
@@ -147,7 +157,8 @@ export async function runShow(opts: ShowOptions, io: Io): Promise<number> {
     ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
   });
   const code = viewErrors(v).length ? EXIT.errors : EXIT.ok;
-  const report = sel ? agentReport(v, sel) : null;
+  const caches = sel ? await agentCaches(sel) : undefined;
+  const report = sel ? agentReport(v, sel, caches) : null;
   if (opts.json) {
     io.out(json({ ...showJson(v), ...(sel && report ? { agent: agentJson(sel, report) } : {}) }));
   } else {

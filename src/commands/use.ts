@@ -4,19 +4,39 @@
  * the system's builders (copied byte for byte from where they stand, e.g. /etc/nix/machines) and sets
  * `builders = @<that file>` in the user's nix.conf, keeping every other line.
  *
- * Writes are atomic (temp file, fsync, rename), backed up, locked, and recorded in a state file
- * (`<conf dir>/.nix-builders/state.json`, written before anything else changes) so that `reset` can put the
- * original bytes, owner and mode back. A kill at any point leaves every file old or new, and a rerun
- * finishes the job.
+ * Writes are atomic (temp file, fsync, rename), backed up, locked, and recorded (the record is written
+ * before anything else changes) so that `reset` can put the original bytes and mode back. A kill at any
+ * point leaves every file old or new, and a rerun finishes the job.
+ *
+ * Run by root for user U, every file operation in U's home runs with U's credentials, the config chain must
+ * be U's own (no symlinks, no other owner), and the record is root's, under /var/lib/nix-builders: see
+ * src/app/use-state.ts. A refusal is one line naming the file and the reason, exit 2 (and in --json).
  */
-import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import type { Command } from "commander";
 import { agentRestartCommand } from "../agent/index.js";
-import { type AtomicWriteResult, acquireLock, atomicWrite, fsyncDir, managedTarget } from "../host/atomic.js";
+import {
+  asRefusal,
+  checkConfigChain,
+  checkStateMatches,
+  ensureChainDirs,
+  ensureStateDir,
+  legacyMessage,
+  legacyStateFile,
+  newState,
+  printRefusal,
+  readManaged,
+  readState,
+  resolveTarget,
+  sha256,
+  stateLocation,
+  type Target,
+  type TargetOptions,
+  writeState,
+} from "../app/use-state.js";
+import { type AtomicWriteResult, acquireLock, atomicWrite, managedTarget } from "../host/atomic.js";
 import { nodeFileReader } from "../host/fs-reader.js";
-import type { UserInfo } from "../host/users.js";
+import { withUserCreds } from "../host/user-creds.js";
 import {
   buildersEntries,
   fromBytes,
@@ -30,58 +50,13 @@ import {
 } from "../nix/conf-edit.js";
 import { type BuildersResult, type Machine, parseBuilders, parseMachineRow } from "../nix/machines.js";
 import { formatOrigin, type Origin } from "../nix/origin.js";
-import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
-import { loadUserConfig, settingText, type UserView, userView } from "./view.js";
+import { loadUserConfig, settingText, type UserView } from "./view.js";
 
 // ---------------------------------------------------------------------------------------------------------
-// Whose configuration: shared by use, reset and verify
+// Whose configuration: shared by use, reset and verify (src/app/use-state.ts)
 
-export interface TargetOptions extends AgentOptions {
-  user?: string;
-  nixVersion?: string;
-}
-
-export interface Target {
-  sel: AgentSelection | null;
-  view: UserView;
-  user: UserInfo;
-  /** The user nix.conf Nix gives priority to (where `builders` goes). */
-  confFile: string;
-  confDir: string;
-  machinesFile: string;
-  stateDir: string;
-  stateFile: string;
-}
-
-export async function resolveTarget(opts: TargetOptions, io: Io, command: string): Promise<Target> {
-  const sel = selectAgent(opts);
-  if (sel && opts.user && opts.user !== sel.user)
-    throw new UsageError(`--user ${opts.user} and --agent (user ${sel.user}) name different users`);
-  const name = sel ? sel.user : opts.user;
-  if (name === undefined) throw new UsageError(`${command}: say whose configuration: --user NAME or --agent`);
-  const view = await userView({
-    user: name,
-    nixVersion: opts.nixVersion,
-    env: io.env,
-    ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
-  });
-  const confFile = view.client.userFiles[0];
-  if (confFile === undefined)
-    throw new UsageError(`${command}: ${name} has no user nix.conf (NIX_USER_CONF_FILES is empty)`);
-  const confDir = path.dirname(confFile);
-  const stateDir = path.join(confDir, ".nix-builders");
-  return {
-    sel,
-    view,
-    user: view.user,
-    confFile,
-    confDir,
-    machinesFile: path.join(confDir, "machines"),
-    stateDir,
-    stateFile: path.join(stateDir, "state.json"),
-  };
-}
+export { resolveTarget, type Target, type TargetOptions };
 
 /** The builders the system gives every user: the daemon's own view, or (no daemon) the system nix.conf. */
 export function systemBuilders(v: UserView): {
@@ -112,159 +87,6 @@ export function systemBuilders(v: UserView): {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// State record
-
-export interface FileRecord {
-  existed: boolean;
-  /** The original bytes, base64; null when the file did not exist. */
-  content: string | null;
-  uid: number | null;
-  gid: number | null;
-  mode: number | null;
-  /** sha256 of every content `use` has written (or meant to write) there. */
-  written: string[];
-}
-
-export interface UseState {
-  version: 1;
-  user: string;
-  uid: number;
-  created: string;
-  files: Record<string, FileRecord>;
-  /** Directories `use` made (reset leaves them: the lock file lives in one of them). */
-  createdDirs: string[];
-}
-
-export function sha256(b: Buffer): string {
-  return createHash("sha256").update(b).digest("hex");
-}
-
-export function readState(file: string): UseState | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw e;
-  }
-  const s = JSON.parse(text) as UseState;
-  if (s.version !== 1 || typeof s.files !== "object")
-    throw new Error(`${file}: not a nix-builders state record`);
-  return s;
-}
-
-/** Atomic write of the state record (the caller holds the state directory's lock). */
-export function writeState(file: string, state: UseState | null, owner: { uid: number; gid: number }): void {
-  const dir = path.dirname(file);
-  if (state === null) {
-    fs.rmSync(file, { force: true });
-    fsyncDir(dir);
-    return;
-  }
-  for (const n of fs.readdirSync(dir))
-    if (n.startsWith(".state.json.tmp.")) fs.rmSync(path.join(dir, n), { force: true });
-  const tmp = path.join(dir, `.state.json.tmp.${process.pid}.${randomBytes(4).toString("hex")}`);
-  const fd = fs.openSync(tmp, "wx", 0o600);
-  try {
-    fs.writeFileSync(fd, `${JSON.stringify(state, null, 2)}\n`);
-    fs.fchownSync(fd, owner.uid, owner.gid);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  fsyncDir(dir);
-}
-
-export function readBytes(file: string): Buffer | null {
-  try {
-    return fs.readFileSync(file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw e;
-  }
-}
-
-function snapshot(file: string): FileRecord {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT")
-      return { existed: false, content: null, uid: null, gid: null, mode: null, written: [] };
-    throw e;
-  }
-  if (!st.isFile()) throw new Error(`${file} is not a regular file`);
-  return {
-    existed: true,
-    content: fs.readFileSync(file).toString("base64"),
-    uid: st.uid,
-    gid: st.gid,
-    mode: st.mode & 0o7777,
-    written: [],
-  };
-}
-
-/**
- * Refuse to write through a directory symlink the user (or anyone but root) controls: we run as root and
- * write into the user's home, so `~/.config` → `/etc` must not make us write /etc/nix/nix.conf.
- */
-export function checkDirChain(dir: string, home: string): void {
-  const rel = path.relative(home, dir);
-  const parts = rel.startsWith("..") || path.isAbsolute(rel) ? [] : rel.split(path.sep).filter(Boolean);
-  let cur = home;
-  for (const p of ["", ...parts]) {
-    cur = p === "" ? cur : path.join(cur, p);
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(cur);
-    } catch {
-      return; // does not exist yet: we create it
-    }
-    if (st.isSymbolicLink() && st.uid !== 0)
-      throw new Error(`${cur} is a symlink owned by uid ${st.uid}; refusing to write through it`);
-  }
-}
-
-/** mkdir -p, each new directory owned by the user (made under a temp name, chowned, then renamed). */
-export function ensureDirs(dir: string, owner: { uid: number; gid: number }): string[] {
-  const created: string[] = [];
-  const missing: string[] = [];
-  let cur = dir;
-  while (!fs.existsSync(cur)) {
-    missing.unshift(cur);
-    const up = path.dirname(cur);
-    if (up === cur) break;
-    cur = up;
-  }
-  for (const d of missing) {
-    const parent = path.dirname(d);
-    const base = path.basename(d);
-    for (const n of fs.readdirSync(parent)) {
-      if (n.startsWith(`.${base}.nix-builders-mkdir.`))
-        fs.rmSync(path.join(parent, n), { recursive: true, force: true });
-    }
-    const tmp = path.join(
-      parent,
-      `.${base}.nix-builders-mkdir.${process.pid}.${randomBytes(4).toString("hex")}`,
-    );
-    fs.mkdirSync(tmp, { mode: 0o755 });
-    fs.chownSync(tmp, owner.uid, owner.gid);
-    fs.chmodSync(tmp, 0o755);
-    try {
-      fs.renameSync(tmp, d);
-      created.push(d);
-    } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== "EEXIST" && code !== "ENOTEMPTY") throw e;
-    }
-    fsyncDir(parent);
-  }
-  return created;
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // The command
 
 export interface UseOptions extends TargetOptions {
@@ -282,9 +104,14 @@ interface FileResult {
   diff: string;
 }
 
+/** A system machines file (root's, e.g. /etc/nix/machines), for copying its lines byte for byte. */
 function readLatin1(file: string): string | null {
-  const b = readBytes(file);
-  return b === null ? null : b.toString("latin1");
+  try {
+    return fs.readFileSync(file).toString("latin1");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
 }
 
 /** Choose the machine lines: NAMEs from the system's builders, or whole machine lines given literally. */
@@ -342,7 +169,22 @@ function trustFix(v: UserView): string {
 
 export async function runUse(names: string[], opts: UseOptions, io: Io): Promise<number> {
   if (names.length === 0) throw new UsageError("use: name at least one builder (host, URI or machine line)");
-  const t = await resolveTarget(opts, io, "use");
+  const t = await resolveTarget(opts, io, "use").catch((e: unknown) => {
+    const r = asRefusal(e);
+    if (r) return r;
+    throw e;
+  });
+  if (!("view" in t)) return printRefusal(t, opts, io, opts.user ?? null, "use");
+  try {
+    return await useFor(t, names, opts, io);
+  } catch (e) {
+    const r = asRefusal(e, t.forOther ? t.user.name : undefined);
+    if (r) return printRefusal(r, opts, io, t.user.name, "use");
+    throw e;
+  }
+}
+
+async function useFor(t: Target, names: string[], opts: UseOptions, io: Io): Promise<number> {
   const v = t.view;
   const warnings: string[] = [];
   const report = (code: number, extra: Record<string, unknown>, text: string): number => {
@@ -413,9 +255,11 @@ export async function runUse(names: string[], opts: UseOptions, io: Io): Promise
     });
 
   // Managed by NixOS / nix-darwin / home-manager: write nothing, say what to configure instead.
-  const managed = [t.confFile, t.machinesFile]
-    .map((f) => ({ f, target: managedTarget(f) }))
-    .filter((x) => x.target !== null);
+  const managed = withUserCreds(t.creds, () =>
+    [t.confFile, t.machinesFile]
+      .map((f) => ({ f, target: managedTarget(f) }))
+      .filter((x) => x.target !== null),
+  );
   if (managed.length > 0) {
     const snippet = nixosSnippet({
       machines: chosen.machines,
@@ -436,14 +280,17 @@ export async function runUse(names: string[], opts: UseOptions, io: Io): Promise
     );
   }
 
-  checkDirChain(t.confDir, t.user.home);
-  const owner = { uid: t.user.uid, gid: t.user.gid };
+  // The user's config chain: real directories and files of the user's own, or a one-line refusal.
+  checkConfigChain(t);
+  const legacy = legacyStateFile(t);
+  if (legacy) warnings.push(legacyMessage(legacy, t));
   const results: FileResult[] = [];
-  let edit = plan(readLatin1(t.confFile));
+  const latin1 = (b: Buffer | null) => (b === null ? null : b.toString("latin1"));
+  let edit = plan(latin1(readManaged(t, t.confFile).bytes));
 
   if (opts.dryRun) {
-    const mOld = readLatin1(t.machinesFile);
-    const cOld = readLatin1(t.confFile);
+    const mOld = latin1(readManaged(t, t.machinesFile).bytes);
+    const cOld = latin1(readManaged(t, t.confFile).bytes);
     for (const [f, o, n] of [
       [t.machinesFile, mOld, machinesText],
       [t.confFile, cOld, edit.text],
@@ -458,45 +305,41 @@ export async function runUse(names: string[], opts: UseOptions, io: Io): Promise
       });
     }
   } else {
-    ensureDirs(t.stateDir, owner);
-    const lock = await acquireLock(t.stateDir);
+    const loc = stateLocation(t, io.env);
+    ensureStateDir(loc);
+    const lock = await acquireLock(loc.dir);
     try {
-      const createdDirs: string[] = [];
-      let state = readState(t.stateFile);
-      const confOld = readLatin1(t.confFile);
-      edit = plan(confOld);
+      let state = readState(loc);
+      if (state) checkStateMatches(state, t, loc);
+      // Again under the lock: what we record and write is what is there now.
+      checkConfigChain(t);
+      const mSnap = readManaged(t, t.machinesFile);
+      const cSnap = readManaged(t, t.confFile);
+      edit = plan(latin1(cSnap.bytes));
       const wantMachines = Buffer.from(machinesText, "latin1");
       const wantConf = Buffer.from(edit.text, "latin1");
-      if (state === null) {
-        state = {
-          version: 1,
-          user: t.user.name,
-          uid: t.user.uid,
-          created: new Date().toISOString(),
-          files: { [t.machinesFile]: snapshot(t.machinesFile), [t.confFile]: snapshot(t.confFile) },
-          createdDirs,
-        };
-      }
+      state ??= newState(t, mSnap, cSnap);
       // Record what we are about to write before writing it: reset then knows these bytes are ours.
-      for (const [f, b] of [
-        [t.machinesFile, wantMachines],
-        [t.confFile, wantConf],
+      for (const [rec, b] of [
+        [state.files.machines, wantMachines],
+        [state.files.conf, wantConf],
       ] as const) {
-        if (!state.files[f]) state.files[f] = snapshot(f);
-        const rec = state.files[f]!;
         const h = sha256(b);
         if (!rec.written.includes(h)) rec.written.push(h);
       }
-      writeState(t.stateFile, state, owner);
-      for (const [f, b] of [
-        [t.machinesFile, wantMachines],
-        [t.confFile, wantConf],
+      writeState(loc, state);
+      ensureChainDirs(t);
+      for (const [f, b, snap] of [
+        [t.machinesFile, wantMachines, mSnap],
+        [t.confFile, wantConf, cSnap],
       ] as const) {
-        const before = readLatin1(f);
-        const exists = before !== null;
-        const mode = exists ? fs.statSync(f).mode & 0o7777 : 0o644;
-        const r: AtomicWriteResult = await atomicWrite(f, b, { uid: owner.uid, gid: owner.gid, mode });
-        const diff = fromBytes(unifiedDiff(before, b.toString("latin1"), { old: f, new: f }));
+        const r: AtomicWriteResult = await atomicWrite(f, b, {
+          as: t.creds,
+          noFollow: true,
+          mode: snap.mode ?? 0o644,
+          ...(snap.gid !== null ? { gid: snap.gid } : {}),
+        });
+        const diff = fromBytes(unifiedDiff(latin1(snap.bytes), b.toString("latin1"), { old: f, new: f }));
         if (r.status === "written")
           results.push({ path: f, status: "written", created: r.created, backup: r.backup, diff });
         else if (r.status === "unchanged")

@@ -7,7 +7,7 @@
 import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { nodeFileReader } from "../host/fs-reader.js";
 import { type MachineFacts, machineFacts } from "../host/machine-facts.js";
-import { findNix, type NixInstall } from "../host/nix.js";
+import { type NixInstall, probeNix } from "../host/nix.js";
 import { serviceEnv } from "../host/run-as.js";
 import { readUserDb, resolveUser, type UserDb, type UserInfo } from "../host/users.js";
 import { type ConfigFlag, type ConfigView, type EffectiveSetting, loadConfig } from "../nix/conf.js";
@@ -23,7 +23,7 @@ import {
   type StoreMode,
   storeMode,
 } from "../nix/trust.js";
-import { NIX_LATEST, type NixVersion, parseNixVersion } from "../nix/version.js";
+import { formatNixVersion, NIX_LATEST, type NixVersion, parseNixVersion } from "../nix/version.js";
 import { UsageError } from "./io.js";
 
 export interface ViewOptions {
@@ -45,6 +45,8 @@ export interface NixContext {
   nix: NixInstall | null;
   version: NixVersion;
   versionSource: "installed" | "flag" | "latest";
+  /** Why the rules are not the installed Nix's although a `nix` was found (its version could not be read). */
+  versionNote?: string;
   facts: MachineFacts;
   db: UserDb;
 }
@@ -73,9 +75,11 @@ export interface UserView extends NixContext {
 }
 
 export async function nixContext(nixVersion: string | undefined): Promise<NixContext> {
-  const nix = await findNix();
+  const probe = await probeNix();
+  const nix = probe.install;
   let version: NixVersion;
   let versionSource: NixContext["versionSource"];
+  let versionNote: string | undefined;
   if (nixVersion !== undefined) {
     const v = parseNixVersion(nixVersion);
     if (!v) throw new UsageError(`--nix-version: not a version: '${nixVersion}' (expected X.Y, e.g. 2.8)`);
@@ -87,9 +91,11 @@ export async function nixContext(nixVersion: string | undefined): Promise<NixCon
   } else {
     version = NIX_LATEST;
     versionSource = "latest";
+    if (probe.problem)
+      versionNote = `cannot read the version of the installed Nix: ${probe.problem}; following Nix ${formatNixVersion(NIX_LATEST)}'s rules (the newest modelled); pass --nix-version X.Y to choose`;
   }
   const facts = await machineFacts(nix);
-  return { nix, version, versionSource, facts, db: readUserDb() };
+  return { nix, version, versionSource, ...(versionNote ? { versionNote } : {}), facts, db: readUserDb() };
 }
 
 function currentUser(db: UserDb): UserInfo {

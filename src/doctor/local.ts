@@ -122,7 +122,9 @@ export function localChecks(): CheckDef<LocalCtx>[] {
           return {
             status: "fail",
             cause: "local-config",
-            message: `Nix is not installed (no \`nix\` on PATH or in the usual places); following Nix ${formatNixVersion(view.version)}'s rules`,
+            message:
+              view.versionNote ??
+              `Nix is not installed (no \`nix\` on PATH or in the usual places); following Nix ${formatNixVersion(view.version)}'s rules`,
             fix: "Install Nix.",
           };
         return {

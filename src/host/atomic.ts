@@ -16,12 +16,18 @@
  * drops it when we close the fd or die, kill -9 included. So a crashed holder can never block the next run.
  * The lock file is left in place on purpose (deleting it would reintroduce the classic unlink race); it
  * holds the pid of the last holder for error messages.
+ *
+ * Root writing into a user's directory passes `opts.as` (that user): then every path-based step, the lock
+ * file included, runs with the user's credentials (host/user-creds.ts), the new file is the user's, and
+ * set-id bits are never written. `opts.noFollow` refuses a symlink at the target instead of following it.
+ * A path we must not write (a symlink we do not follow, not a regular file) is an UnsafeFileError.
  */
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { type Creds, withUserCreds } from "./user-creds.js";
 
 export const LOCK_NAME = ".nix-builders.lock";
 const TMP_INFIX = ".nix-builders.tmp.";
@@ -40,6 +46,29 @@ export interface AtomicWriteOptions {
   readonly lockTimeoutMs?: number;
   /** Clock for the backup name (tests). */
   readonly now?: () => Date;
+  /** Do every path-based step with this user's credentials (root writing in a user's home). */
+  readonly as?: Creds;
+  /** Refuse a symlink at the target (default: follow symlinks owned by root or by us). */
+  readonly noFollow?: boolean;
+  /** Largest old file we read (default 16 MiB); a bigger one is an UnsafeFileError. */
+  readonly maxBytes?: number;
+}
+
+export const MAX_FILE_BYTES = 16 * 1024 * 1024;
+
+/** A path we refuse to write or read: `path` names it, the message is one line and starts with it. */
+export class UnsafeFileError extends Error {
+  readonly path: string;
+  constructor(file: string, reason: string) {
+    super(`${file}: ${reason}`);
+    this.name = "UnsafeFileError";
+    this.path = file;
+  }
+}
+
+/** Run `fn` with `as`'s credentials when given (see user-creds.ts), else as we are. */
+function creds<T>(as: Creds | undefined, fn: () => T): T {
+  return as ? withUserCreds(as, fn) : fn();
 }
 
 export type AtomicWriteResult =
@@ -114,25 +143,27 @@ export function managedTarget(file: string, storeDir = "/nix/store"): string | n
  * root or by us (root must not be steered by a symlink another user planted in a directory it writes to).
  * A dangling link is an error.
  */
-function resolveTarget(file: string): string {
-  const me = process.getuid?.() ?? 0;
+function resolveTarget(file: string, noFollow = false): string {
+  const me = process.geteuid?.() ?? 0;
   let cur = path.resolve(file);
   for (let hops = 0; ; hops++) {
-    if (hops > 40) throw new Error(`${file}: too many levels of symbolic links`);
+    if (hops > 40) throw new UnsafeFileError(file, "too many levels of symbolic links");
     let st: fs.Stats;
     try {
       st = fs.lstatSync(cur);
-    } catch {
-      break; // does not exist (yet): a new file in that directory
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") break; // a new file in that directory
+      throw e;
     }
     if (!st.isSymbolicLink()) break;
+    if (noFollow) throw new UnsafeFileError(cur, "is a symbolic link; refusing to write through it");
     if (st.uid !== 0 && st.uid !== me) {
-      throw new Error(`${cur} is a symlink owned by uid ${st.uid}; refusing to write through it`);
+      throw new UnsafeFileError(cur, `is a symlink owned by uid ${st.uid}; refusing to write through it`);
     }
     cur = path.resolve(path.dirname(cur), fs.readlinkSync(cur));
   }
   if (cur !== path.resolve(file) && !fs.existsSync(cur)) {
-    throw new Error(`${file} is a dangling symlink (to ${cur}); refusing to write through it`);
+    throw new UnsafeFileError(file, `is a dangling symlink (to ${cur}); refusing to write through it`);
   }
   return path.join(fs.realpathSync(path.dirname(cur)), path.basename(cur));
 }
@@ -166,21 +197,37 @@ function runFlock(fd: number, timeoutMs: number): Promise<"locked" | "timeout"> 
   });
 }
 
-/** Take the exclusive lock of directory `dir`. Released by `release()` or by process death. */
-export async function acquireLock(dir: string, timeoutMs = 30_000): Promise<HeldLock> {
+/**
+ * Take the exclusive lock of directory `dir`. Released by `release()` or by process death. With `as`, the
+ * lock file is opened (and created) with that user's credentials; flock(2) itself needs no rights.
+ */
+export async function acquireLock(dir: string, timeoutMs = 30_000, as?: Creds): Promise<HeldLock> {
   const lockPath = path.join(dir, LOCK_NAME);
   // O_NOFOLLOW: never let a planted symlink make us truncate some other file. Read-only is enough for
   // flock(2), so a lock file created by another user (e.g. root, in the agent's home) still works.
-  const flags = fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
-  let fd: number;
+  const flags = fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
   let writable = true;
-  try {
-    fd = fs.openSync(lockPath, flags | fs.constants.O_RDWR, 0o644);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EACCES") throw e;
-    fd = fs.openSync(lockPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    writable = false;
-  }
+  const fd = creds(as, () => {
+    let f: number;
+    try {
+      f = fs.openSync(lockPath, flags | fs.constants.O_RDWR, 0o644);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ELOOP")
+        throw new UnsafeFileError(
+          lockPath,
+          "is a symbolic link; lock files are never reached through symbolic links",
+        );
+      if (code !== "EACCES") throw e;
+      f = fs.openSync(lockPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      writable = false;
+    }
+    if (!fs.fstatSync(f).isFile()) {
+      fs.closeSync(f);
+      throw new UnsafeFileError(lockPath, "is not a regular file");
+    }
+    return f;
+  });
   try {
     const r = await runFlock(fd, timeoutMs);
     if (r === "timeout") {
@@ -213,8 +260,13 @@ export async function acquireLock(dir: string, timeoutMs = 30_000): Promise<Held
 }
 
 /** Run `fn` while holding the lock of `dir`. */
-export async function withLock<T>(dir: string, fn: () => Promise<T> | T, timeoutMs?: number): Promise<T> {
-  const lock = await acquireLock(dir, timeoutMs);
+export async function withLock<T>(
+  dir: string,
+  fn: () => Promise<T> | T,
+  timeoutMs?: number,
+  as?: Creds,
+): Promise<T> {
+  const lock = await acquireLock(dir, timeoutMs, as);
   try {
     return await fn();
   } finally {
@@ -299,8 +351,8 @@ function removeStaleTemps(dir: string, base: string): void {
 
 /**
  * Atomically replace `file` with `content`. See the module comment for the guarantees.
- * Throws LockTimeoutError when another run holds the lock for too long, and ordinary errors for I/O failures
- * (e.g. EPERM when chown is not allowed).
+ * Throws LockTimeoutError when another run holds the lock for too long, UnsafeFileError for a path we must
+ * not write, and ordinary errors for I/O failures (e.g. EPERM when chown is not allowed).
  */
 export async function atomicWrite(
   file: string,
@@ -308,46 +360,79 @@ export async function atomicWrite(
   opts: AtomicWriteOptions = {},
 ): Promise<AtomicWriteResult> {
   const storeDir = opts.storeDir ?? "/nix/store";
-  const managed = managedTarget(file, storeDir);
+  const managed = creds(opts.as, () => managedTarget(file, storeDir));
   if (managed !== null) return { status: "managed", path: file, target: managed };
 
-  const target = resolveTarget(file);
+  const target = creds(opts.as, () => resolveTarget(file, opts.noFollow));
   const dir = path.dirname(target);
   const base = path.basename(target);
   const data = typeof content === "string" ? Buffer.from(content, "utf8") : Buffer.from(content);
 
   return withLock(
     dir,
-    () => {
-      removeStaleTemps(dir, base);
-
-      // O_NOFOLLOW: the file we compare, back up and fix up is the one we resolved, not a swapped-in symlink.
-      let old: { st: fs.Stats; bytes: Buffer; fd: number } | null = null;
-      try {
-        const fd = fs.openSync(
-          target,
-          fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-        );
-        const st = fs.fstatSync(fd);
-        if (!st.isFile()) {
-          fs.closeSync(fd);
-          throw new Error(`${target} is not a regular file`);
+    () =>
+      creds(opts.as, () => {
+        removeStaleTemps(dir, base);
+        const old = openOld(target, opts.maxBytes ?? MAX_FILE_BYTES);
+        if (old && opts.as && old.st.uid !== opts.as.uid) {
+          fs.closeSync(old.fd);
+          throw new UnsafeFileError(
+            target,
+            `owned by uid ${old.st.uid}, not by ${opts.as.name}; a file's owner is never changed`,
+          );
         }
-        old = { st, bytes: fs.readFileSync(fd), fd };
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "ELOOP") throw new Error(`${target} became a symlink; refusing to write through it`);
-        if (code === "EISDIR") throw new Error(`${target} is not a regular file`);
-        if (code !== "ENOENT") throw e;
-      }
-      try {
-        return writeLocked(target, dir, base, data, old, opts);
-      } finally {
-        if (old) fs.closeSync(old.fd);
-      }
-    },
+        try {
+          return writeLocked(target, dir, base, data, old, opts);
+        } finally {
+          if (old) fs.closeSync(old.fd);
+        }
+      }),
     opts.lockTimeoutMs,
+    opts.as,
   );
+}
+
+/**
+ * The current file at `target`, opened O_NOFOLLOW (the file we compare, back up and fix up is the one we
+ * resolved, not a swapped-in symlink), or null when there is none. Bounded: at most `maxBytes`.
+ */
+function openOld(target: string, maxBytes: number): { st: fs.Stats; bytes: Buffer; fd: number } | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(target, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ELOOP") throw new UnsafeFileError(target, "became a symlink; refusing to write through it");
+    if (code === "EISDIR") throw new UnsafeFileError(target, "is not a regular file");
+    throw e;
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new UnsafeFileError(target, "is not a regular file");
+    if (st.size > maxBytes) throw new UnsafeFileError(target, `is larger than ${maxBytes} bytes`);
+    const bytes = readAll(fd, maxBytes);
+    if (bytes === null) throw new UnsafeFileError(target, `is larger than ${maxBytes} bytes`);
+    return { st, bytes, fd };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+/** Read an open regular file to its end; null when it holds more than `max` bytes. */
+export function readAll(fd: number, max: number): Buffer | null {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const buf = Buffer.alloc(Math.min(64 * 1024, max + 1 - total));
+    const n = fs.readSync(fd, buf, 0, buf.length, null);
+    if (n === 0) break;
+    total += n;
+    chunks.push(buf.subarray(0, n));
+    if (total > max) return null;
+  }
+  return Buffer.concat(chunks);
 }
 
 function writeLocked(
@@ -358,16 +443,15 @@ function writeLocked(
   old: { st: fs.Stats; bytes: Buffer; fd: number } | null,
   opts: AtomicWriteOptions,
 ): AtomicWriteResult {
-  const uid = opts.uid ?? old?.st.uid ?? process.getuid?.() ?? 0;
-  const gid = opts.gid ?? old?.st.gid ?? process.getgid?.() ?? 0;
-  const mode = (opts.mode ?? (old ? old.st.mode & 0o7777 : 0o644)) & 0o7777;
+  // As a user: the file is theirs (it cannot be anyone else's), and never set-id.
+  const uid = opts.as ? opts.as.uid : (opts.uid ?? old?.st.uid ?? process.getuid?.() ?? 0);
+  const gid = opts.gid ?? old?.st.gid ?? (opts.as ? opts.as.gid : (process.getgid?.() ?? 0));
+  const mode = (opts.mode ?? (old ? old.st.mode & 0o7777 : 0o644)) & (opts.as ? 0o777 : 0o7777);
 
   if (old?.bytes.equals(data)) {
     let metadataFixed = false;
-    if (old.st.uid !== uid || old.st.gid !== gid) {
-      fs.fchownSync(old.fd, uid, gid);
-      metadataFixed = true;
-    }
+    if (old.st.uid !== uid || old.st.gid !== gid)
+      metadataFixed = chownFd(old.fd, uid, gid, opts) || metadataFixed;
     if ((old.st.mode & 0o7777) !== mode) {
       fs.fchmodSync(old.fd, mode);
       metadataFixed = true;
@@ -385,7 +469,7 @@ function writeLocked(
   try {
     let off = 0;
     while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
-    fs.fchownSync(fd, uid, gid);
+    chownFd(fd, uid, gid, opts);
     fs.fchmodSync(fd, mode); // after chown: chown may clear setuid/setgid bits
     fs.fsyncSync(fd);
   } catch (e) {
@@ -402,4 +486,62 @@ function writeLocked(
   }
   fsyncDir(dir);
   return { status: "written", path: target, created: old === null, backup } as const;
+}
+
+/**
+ * fchown; as a user (`opts.as`) only the group can change, and only to one of the user's groups: when the
+ * kernel says no, the file keeps the user's primary group (returns false).
+ */
+function chownFd(fd: number, uid: number, gid: number, opts: AtomicWriteOptions): boolean {
+  if (!opts.as) {
+    fs.fchownSync(fd, uid, gid);
+    return true;
+  }
+  const st = fs.fstatSync(fd);
+  if (st.gid === gid) return false;
+  try {
+    fs.fchownSync(fd, -1, gid);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EPERM") return false;
+    throw e;
+  }
+}
+
+/**
+ * Move `file` aside to a fresh `<file>.nix-builders.<ISO time>.bak` (a rename: atomic, the bytes, owner and
+ * mode stay as they were), under the directory's lock. Returns the backup path, or null when there is no
+ * file. Refuses a symlink or anything but a regular file.
+ */
+export async function moveAside(
+  file: string,
+  opts: Pick<AtomicWriteOptions, "as" | "lockTimeoutMs" | "now"> = {},
+): Promise<string | null> {
+  const dir = path.dirname(file);
+  return withLock(
+    dir,
+    () =>
+      creds(opts.as, () => {
+        let st: fs.Stats;
+        try {
+          st = fs.lstatSync(file);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+          throw e;
+        }
+        if (st.isSymbolicLink()) throw new UnsafeFileError(file, "is a symbolic link; refusing to move it");
+        if (!st.isFile()) throw new UnsafeFileError(file, "is not a regular file");
+        if (opts.as && st.uid !== opts.as.uid)
+          throw new UnsafeFileError(
+            file,
+            `owned by uid ${st.uid}, not by ${opts.as.name}; refusing to move it`,
+          );
+        const dest = uniqueBackupPath(file, (opts.now ?? (() => new Date()))());
+        fs.renameSync(file, dest);
+        fsyncDir(dir);
+        return dest;
+      }),
+    opts.lockTimeoutMs,
+    opts.as,
+  );
 }

@@ -7,8 +7,9 @@
  *   - "sync": open/read/close into one shared buffer, usually one read per file, no promise per file;
  *   - "pool": fs.promises.readFile with a pool of `concurrency` reads in flight.
  */
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, lstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { posix } from "node:path";
 import { realPathOf, type StoreLocation } from "../nix/derivation.js";
 import { type DrvScan, scanDerivation } from "../nix/drv-scan.js";
 import { NixError } from "../nix/errors.js";
@@ -270,4 +271,34 @@ export async function readClosure(
   opts: ReadClosureOptions = {},
 ): Promise<DrvClosure> {
   return (opts.mode ?? "sync") === "sync" ? readSyncClosure(roots, opts) : readPoolClosure(roots, opts);
+}
+
+/** Symlink hops before giving up (Nix itself would loop forever on a cycle). */
+const MAX_LINK_HOPS = 40;
+
+/**
+ * Nix's `Store::followLinksToStorePath` (how `nix show-derivation` and every new-style command decide
+ * that an argument containing `/` is a store path): make the argument absolute (lexically, against
+ * `cwd`), and while it is not under the logical store directory and is a symlink, replace it by its
+ * target (relative targets against the link's directory). A GC root (`nix-instantiate --add-root`),
+ * a `result`-style link or a chain of links to a `.drv` thus names that derivation. Returns the
+ * store path (the first component under the store directory), or null when the chain ends outside.
+ */
+export function followLinksToStorePath(arg: string, storeDir: string, cwd = process.cwd()): string | null {
+  const inStore = (p: string) => p.startsWith(`${storeDir}/`) && p.length > storeDir.length + 1;
+  let path = posix.resolve(cwd, arg);
+  for (let hops = 0; !inStore(path); hops++) {
+    if (hops > MAX_LINK_HOPS) return null;
+    let target: string;
+    try {
+      if (!lstatSync(path).isSymbolicLink()) break;
+      target = readlinkSync(path);
+    } catch {
+      break;
+    }
+    path = posix.resolve(posix.dirname(path), target);
+  }
+  if (!inStore(path)) return null;
+  const rest = path.slice(storeDir.length + 1);
+  return `${storeDir}/${rest.split("/")[0]}`;
 }

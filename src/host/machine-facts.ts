@@ -6,12 +6,11 @@
  * configuration, reading each setting's `defaultValue`), cached per Nix binary so that commands
  * start fast. Fallback when no Nix is installed: computed here the way Nix computes them.
  */
-import { execFile } from "node:child_process";
-import { accessSync, constants, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
-import { join } from "node:path";
-import { readCache, writeCache } from "./cache.js";
-import type { NixInstall } from "./nix.js";
+import { accessSync, constants, readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { fileIdentity, readCache, writeCache } from "./cache.js";
+import { type CpuidRegs, readCpuid } from "./cpuid.js";
+import { emptyNixEnv, type NixInstall, runWithDeadline, withPrivateDir } from "./nix.js";
 
 export interface MachineFacts {
   system: string;
@@ -23,20 +22,91 @@ export interface MachineFacts {
   source: "nix" | "computed";
 }
 
+/**
+ * The CPU features Nix 2.8's x86-64 level detection looks at, by their /proc/cpuinfo names, and
+ * the CPU vendor string. Nix asks libcpuid (`cpu_identify`), so these are the features libcpuid
+ * 0.6 (Debian 12's, which its Nix 2.8 links) reports, not the kernel's list.
+ */
+export interface CpuFeatures {
+  vendor: string;
+  flags: ReadonlySet<string>;
+}
+
+/**
+ * Nix 2.8's `computeLevels()` (src/libutil/compute-levels.cc): each level needs all of its flags
+ * and every lower level. libcpuid 0.6 reports the AVX-512 flags only for Intel CPUs, and refuses
+ * (no levels at all) a CPU whose vendor it does not know.
+ */
 const X86_LEVELS: { level: number; flags: string[] }[] = [
-  { level: 2, flags: ["cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"] },
-  { level: 3, flags: ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"] },
+  { level: 1, flags: ["cmov", "cx8", "fpu", "fxsr", "mmx", "sse", "sse2"] },
+  { level: 2, flags: ["cx16", "lahf_lm", "popcnt", "pni", "ssse3", "sse4_1", "sse4_2"] },
+  { level: 3, flags: ["avx", "avx2", "f16c", "fma", "abm", "movbe"] },
   { level: 4, flags: ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"] },
 ];
 
-/** The x86-64 micro-architecture levels a CPU with these /proc/cpuinfo flags supports (1 always). */
-export function x86Levels(flags: ReadonlySet<string>): number[] {
-  const levels = [1];
-  for (const { level, flags: need } of X86_LEVELS) {
-    if (need.every((f) => flags.has(f))) levels.push(level);
-    else break;
+/** The vendor strings libcpuid 0.6 knows (`cpuid_vendor_identify`). */
+const LIBCPUID_VENDORS = new Set([
+  "GenuineIntel",
+  "AuthenticAMD",
+  "CyrixInstead",
+  "NexGenDriven",
+  "GenuineTMx86",
+  "UMC UMC UMC ",
+  "CentaurHauls",
+  "RiseRiseRise",
+  "SiS SiS SiS ",
+  "Geode by NSC",
+  "HygonGenuine",
+]);
+
+/** The x86-64 micro-architecture levels Nix 2.8 computes for this CPU (possibly none). */
+export function x86Levels(cpu: CpuFeatures): number[] {
+  if (!LIBCPUID_VENDORS.has(cpu.vendor)) return [];
+  const levels: number[] = [];
+  for (const { level, flags } of X86_LEVELS) {
+    if (level === 4 && cpu.vendor !== "GenuineIntel") break; // libcpuid 0.6: AVX-512 flags only for Intel
+    if (!flags.every((f) => cpu.flags.has(f))) break;
+    levels.push(level);
   }
   return levels;
+}
+
+/** CPUID bits → the /proc/cpuinfo names above, decoded as libcpuid 0.6 does (including its leaf limits). */
+export function featuresFromCpuid(regs: CpuidRegs): CpuFeatures | null {
+  const l0 = regs[0];
+  if (!l0) return null;
+  const vendor = [l0[1], l0[3], l0[2]]
+    .map((r) => Buffer.from(Uint32Array.of(r).buffer).toString("latin1"))
+    .join("");
+  const flags = new Set<string>();
+  const bits = (reg: number | undefined, table: Record<number, string>) => {
+    if (reg === undefined) return;
+    for (const [bit, name] of Object.entries(table)) if ((reg >>> Number(bit)) & 1) flags.add(name);
+  };
+  const maxBasic = l0[0];
+  const maxExt = regs[0x80000000]?.[0] ?? 0;
+  if (maxBasic >= 1) {
+    bits(regs[1]?.[3], { 0: "fpu", 8: "cx8", 15: "cmov", 23: "mmx", 24: "fxsr", 25: "sse", 26: "sse2" });
+    bits(regs[1]?.[2], {
+      0: "pni",
+      9: "ssse3",
+      12: "fma",
+      13: "cx16",
+      19: "sse4_1",
+      20: "sse4_2",
+      22: "movbe",
+      23: "popcnt",
+      28: "avx",
+      29: "f16c",
+    });
+  }
+  if (maxBasic >= 7) {
+    bits(regs[7]?.[1], { 5: "avx2" });
+    if (vendor === "GenuineIntel")
+      bits(regs[7]?.[1], { 16: "avx512f", 17: "avx512dq", 28: "avx512cd", 30: "avx512bw", 31: "avx512vl" });
+  }
+  if (maxExt >= 0x80000001) bits(regs[0x80000001]?.[2], { 0: "lahf_lm", 5: "abm" });
+  return { vendor, flags };
 }
 
 /** Nix's `system` double for a Node platform/arch pair. */
@@ -60,7 +130,7 @@ export function nixSystemFor(platform: string, arch: string): string {
 export function computeFacts(input: {
   platform: string;
   arch: string;
-  cpuFlags: ReadonlySet<string>;
+  cpu: CpuFeatures;
   kvmAccessible: boolean;
   hardwareThreads: number;
 }): MachineFacts {
@@ -68,7 +138,7 @@ export function computeFacts(input: {
   const extra: string[] = [];
   if (system === "x86_64-linux") {
     extra.push("i686-linux");
-    for (const l of x86Levels(input.cpuFlags)) extra.push(`x86_64-v${l}-linux`);
+    for (const l of x86Levels(input.cpu)) extra.push(`x86_64-v${l}-linux`);
   }
   const features = ["benchmark", "big-parallel", "nixos-test"];
   if (input.platform === "linux" && input.kvmAccessible) features.push("kvm");
@@ -82,14 +152,26 @@ export function computeFacts(input: {
   };
 }
 
-function readCpuFlags(): Set<string> {
+/** The kernel's view of the CPU (/proc/cpuinfo): only when CPUID cannot be run. */
+function cpuinfoFeatures(): CpuFeatures {
   try {
-    const text = readFileSync("/proc/cpuinfo", "utf8");
-    const line = text.split("\n").find((l) => l.startsWith("flags"));
-    return new Set((line?.split(":")[1] ?? "").trim().split(/\s+/));
+    const text = readFileSync("/proc/cpuinfo", "utf8").slice(0, 1 << 20);
+    const field = (name: string) =>
+      text
+        .split("\n")
+        .find((l) => l.startsWith(name))
+        ?.split(":")[1]
+        ?.trim() ?? "";
+    return { vendor: field("vendor_id"), flags: new Set(field("flags").split(/\s+/)) };
   } catch {
-    return new Set();
+    return { vendor: "", flags: new Set() };
   }
+}
+
+/** The CPU as Nix sees it: CPUID run by a process, or /proc/cpuinfo when that cannot run. */
+export async function localCpuFeatures(): Promise<CpuFeatures> {
+  const regs = await readCpuid();
+  return (regs && featuresFromCpuid(regs)) ?? cpuinfoFeatures();
 }
 
 function kvmAccessible(): boolean {
@@ -101,11 +183,11 @@ function kvmAccessible(): boolean {
   }
 }
 
-export function computeLocalFacts(): MachineFacts {
+export async function computeLocalFacts(): Promise<MachineFacts> {
   return computeFacts({
     platform: process.platform,
     arch: process.arch,
-    cpuFlags: readCpuFlags(),
+    cpu: await localCpuFeatures(),
     kvmAccessible: kvmAccessible(),
     hardwareThreads: Math.max(1, cpus().length),
   });
@@ -128,44 +210,48 @@ export function factsFromShowConfig(
   };
 }
 
-function run(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(argv[0]!, argv.slice(1), { env, timeout: 10_000, maxBuffer: 16 << 20 }, (err, stdout) =>
-      err ? reject(err) : resolve(stdout),
-    );
-  });
+/** A cached facts value must have exactly the shape Nix's answer gives; anything else is a miss. */
+export function validFacts(v: unknown): MachineFacts | undefined {
+  if (!v || typeof v !== "object") return undefined;
+  const f = v as Record<string, unknown>;
+  const strings = (x: unknown, re: RegExp) =>
+    Array.isArray(x) && x.length <= 64 && x.every((s) => typeof s === "string" && re.test(s));
+  const count = (x: unknown) => typeof x === "number" && Number.isSafeInteger(x) && x > 0 && x < 1 << 20;
+  if (typeof f["system"] !== "string" || !SYSTEM.test(f["system"])) return undefined;
+  if (!strings(f["extraPlatforms"], SYSTEM) || !strings(f["systemFeatures"], FEATURE)) return undefined;
+  if (!count(f["cores"]) || !count(f["hardwareThreads"]) || f["source"] !== "nix") return undefined;
+  if (Object.keys(f).length !== 6) return undefined;
+  return f as unknown as MachineFacts;
 }
+const SYSTEM = /^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+){1,3}$/;
+const FEATURE = /^[A-Za-z0-9_.+-]{1,100}$/;
 
 /**
  * Ask the installed Nix for its machine defaults, with an empty configuration so that no config
- * file (or a broken one) can interfere. The answer is cached per Nix binary (path, inode, mtime)
- * and per /dev/kvm access, since `kvm` detection depends on the calling process.
+ * file (or a broken one) can interfere: a fresh private NIX_CONF_DIR (mkdtemp), never a directory
+ * someone could have made beforehand. The answer is cached per Nix binary (real path, device,
+ * inode, size, mtime, ctime) and per /dev/kvm access, since `kvm` detection depends on the calling
+ * process; the cache is the running user's own (see cache.ts).
  */
 export async function machineFacts(nix: NixInstall | null): Promise<MachineFacts> {
   if (!nix) return computeLocalFacts();
-  const st = statSync(nix.nixPath);
-  const key = `${nix.nixPath}:${st.ino}:${st.mtimeMs}:${kvmAccessible() ? "kvm" : "nokvm"}:${process.getuid?.() ?? 0}`;
-  const cached = readCache<MachineFacts>("machine-facts", key);
+  const id = fileIdentity(nix.nixPath);
+  const key = id ? `${id}:${kvmAccessible() ? "kvm" : "nokvm"}` : null;
+  const cached = key ? readCache("machine-facts", key, validFacts) : undefined;
   if (cached) return cached;
-  const empty = join(tmpdir(), `nix-builders-empty-conf-${process.pid}`);
-  mkdirSync(empty, { recursive: true });
   let facts: MachineFacts;
   try {
-    const out = await run(
-      [nix.nixPath, "--extra-experimental-features", "nix-command", "show-config", "--json"],
-      {
-        PATH: process.env["PATH"] ?? "/usr/bin:/bin",
-        NIX_CONF_DIR: empty,
-        NIX_USER_CONF_FILES: "",
-        HOME: empty,
-      },
+    const out = await withPrivateDir("nix-builders-conf-", (empty) =>
+      runWithDeadline(
+        [nix.nixPath, "--extra-experimental-features", "nix-command", "show-config", "--json"],
+        emptyNixEnv(empty),
+      ),
     );
     facts = factsFromShowConfig(JSON.parse(out));
+    if (!validFacts(facts)) return computeLocalFacts();
   } catch {
     return computeLocalFacts();
-  } finally {
-    rmSync(empty, { recursive: true, force: true });
   }
-  writeCache("machine-facts", key, facts);
+  if (key) writeCache("machine-facts", key, facts);
   return facts;
 }

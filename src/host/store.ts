@@ -130,7 +130,8 @@ export interface ValidityChecker {
   readonly method: ValidityMethod;
   /** The subset of `paths` that is valid. Paths that are not store paths are never sent. */
   valid(paths: readonly string[]): Promise<Set<string>>;
-  close(): void;
+  /** Close the connection; resolves once any process behind it has exited. */
+  close(): Promise<void>;
 }
 
 export class StoreAccessError extends Error {
@@ -147,7 +148,7 @@ function protocolChecker(
   method: ValidityMethod,
   conn: WorkerConnection,
   storeDir: string,
-  onClose: () => void,
+  onClose: () => Promise<void> | void,
 ): ValidityChecker {
   return {
     method,
@@ -156,9 +157,9 @@ function protocolChecker(
       if (send.length === 0) return new Set();
       return new Set(await conn.queryValidPaths(send, { timeoutMs: 120_000 }));
     },
-    close() {
+    async close() {
       conn.close();
-      onClose();
+      await onClose();
     },
   };
 }
@@ -169,11 +170,21 @@ export async function daemonValidity(target: StoreTarget): Promise<ValidityCheck
   if (!result.ok || !connection) {
     throw new StoreAccessError(result.ok ? "no connection" : result.nixMessage);
   }
-  return protocolChecker("daemon", connection, target.storeDir, () => socket?.destroy());
+  return protocolChecker("daemon", connection, target.storeDir, () => {
+    socket?.destroy();
+  });
 }
 
+/** Deadlines: the `nix-daemon --stdio` handshake, and one `nix-store --check-validity` chunk. */
+const HANDSHAKE_DEADLINE_MS = 30_000;
+const CHECK_DEADLINE_MS = 300_000;
+
 /** The worker protocol over `nix-daemon --stdio`, which opens the local (or chroot) store itself. */
-export async function stdioValidity(target: StoreTarget, nixDaemon = "nix-daemon"): Promise<ValidityChecker> {
+export async function stdioValidity(
+  target: StoreTarget,
+  nixDaemon = "nix-daemon",
+  deadlineMs = HANDSHAKE_DEADLINE_MS,
+): Promise<ValidityChecker> {
   const args = ["--stdio", ...(target.root !== null ? ["--store", target.root] : [])];
   let stderr = "";
   const child: ChildProcess = spawn(nixDaemon, args, { stdio: ["pipe", "pipe", "pipe"] });
@@ -185,17 +196,31 @@ export async function stdioValidity(target: StoreTarget, nixDaemon = "nix-daemon
     { input: child.stdout!, output: child.stdin! },
     { storeUri: target.root ?? "local", closer: () => child.stdin!.end() },
   );
-  const first = await Promise.race([hs, spawnError]);
-  if (first instanceof Error) throw new StoreAccessError(`cannot run ${nixDaemon} --stdio: ${first.message}`);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<Error>((res) => {
+    timer = setTimeout(() => res(new Error(`no handshake within ${deadlineMs / 1000} s`)), deadlineMs);
+  });
+  const first = await Promise.race([hs, spawnError, deadline]).finally(() => clearTimeout(timer));
+  if (first instanceof Error) {
+    child.kill("SIGKILL");
+    throw new StoreAccessError(`cannot run ${nixDaemon} --stdio: ${first.message}`);
+  }
   const { result, connection } = first;
   if (!result.ok || !connection) {
     child.kill();
     const why = stderr.trim() || (result.ok ? "no connection" : result.nixMessage);
     throw new StoreAccessError(`${nixDaemon} --stdio: ${why}`);
   }
-  return protocolChecker("stdio", connection, target.storeDir, () => {
-    // The daemon exits on EOF; make sure it does not linger if it does not.
-    setTimeout(() => child.kill(), 2000).unref();
+  const exited = new Promise<void>((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) res();
+    else child.once("exit", () => res());
+  });
+  return protocolChecker("stdio", connection, target.storeDir, async () => {
+    // The daemon exits on EOF; make sure it does not linger if it does not. Waiting for it means
+    // nothing touches the store after the command returns (a caller may remove a scratch store).
+    const timer = setTimeout(() => child.kill("SIGKILL"), 2000);
+    await exited;
+    clearTimeout(timer);
   });
 }
 
@@ -206,10 +231,16 @@ export function nixStoreValidity(target: StoreTarget, nixStore = "nix-store"): V
       execFile(
         nixStore,
         [...target.nixArgs, "--check-validity", "--print-invalid", ...chunk],
-        { maxBuffer: 1 << 28 },
+        { maxBuffer: 1 << 28, timeout: CHECK_DEADLINE_MS },
         (err, stdout, stderr) =>
           err
-            ? rej(new StoreAccessError(`nix-store --check-validity: ${stderr.trim() || err.message}`))
+            ? rej(
+                new StoreAccessError(
+                  (err as { killed?: boolean }).killed
+                    ? `nix-store --check-validity did not finish within ${CHECK_DEADLINE_MS / 1000} s`
+                    : `nix-store --check-validity: ${stderr.trim() || err.message}`,
+                ),
+              )
             : res(stdout),
       );
     });
@@ -230,7 +261,7 @@ export function nixStoreValidity(target: StoreTarget, nixStore = "nix-store"): V
       }
       return valid;
     },
-    close() {},
+    async close() {},
   };
 }
 

@@ -17,6 +17,7 @@
  * failed.` early in the log wins over the `a 'aarch64-linux' with features {} is required …` that Nix
  * prints last.
  */
+import { filterAnsiEscapes } from "./display.js";
 import { atLeast, type NixVersion, parseNixVersion } from "./version.js";
 
 // ---------------------------------------------------------------------------------------------------------
@@ -96,6 +97,8 @@ export interface LogLine {
   /** 1-based line number in the original text (several logical lines can share one JSON line). */
   readonly line: number;
   readonly text: string;
+  /** The line as Nix's logger shows it (tabs expanded, see nix/display.ts); absent when it equals text. */
+  readonly displayed?: string;
 }
 
 export interface ExplainContext {
@@ -1796,6 +1799,10 @@ function internalJsonText(json: string): string | null {
   return null;
 }
 
+function logLine(line: number, text: string, shown = filterAnsiEscapes(text)): LogLine {
+  return shown === text ? { line, text } : { line, text, displayed: shown };
+}
+
 /**
  * Split a log into logical lines: ANSI codes removed, `@nix {json}` lines replaced by their message
  * (a multi-line message becomes several logical lines with the same line number), carriage-return
@@ -1813,10 +1820,13 @@ export function normaliseLog(text: string): LogLine[] {
     if (at >= 0) {
       const msg = internalJsonText(t.slice(at + 5));
       if (msg === null) continue;
-      for (const part of msg.split("\n")) out.push({ line: i + 1, text: stripAnsi(part) });
+      // internal-json carries the raw message; Nix's logger would have shown the whole of it filtered.
+      const shown = filterAnsiEscapes(msg).split("\n");
+      const parts = msg.split("\n");
+      for (let k = 0; k < parts.length; k++) out.push(logLine(i + 1, stripAnsi(parts[k]!), shown[k]));
       continue;
     }
-    out.push({ line: i + 1, text: stripAnsi(t) });
+    out.push(logLine(i + 1, stripAnsi(t)));
   }
   while (out.length > 0 && out[out.length - 1]!.text === "") out.pop();
   return out;
@@ -1836,6 +1846,8 @@ export interface Finding {
   line: number;
   /** The matched line (normalised). */
   text: string;
+  /** The matched line as Nix shows it (tabs expanded as Nix's logger does): what to print. */
+  displayed: string;
   summary: string;
   detail: string;
   fix: string[];
@@ -1868,7 +1880,19 @@ function toVersion(v: ExplainOptions["version"]): NixVersion | null {
   return v;
 }
 
+/**
+ * The first entry matching the current line in either form: as Nix displays it (tabs expanded; so
+ * what a finding quotes is what the user saw), else as given (a raw message, e.g. from internal-json
+ * or this tool's JSON, may hold tabs). The finding keeps both.
+ */
 function matchAt(ctx: ExplainContext): Finding | null {
+  const here = ctx.lines[ctx.index]!;
+  if (here.displayed === undefined) return matchForm(ctx, here);
+  const shown = ctx.lines.map((l) => ({ line: l.line, text: l.displayed ?? l.text }));
+  return matchForm({ ...ctx, lines: shown }, here) ?? matchForm(ctx, here);
+}
+
+function matchForm(ctx: ExplainContext, here: LogLine): Finding | null {
   const t = ctx.lines[ctx.index]!.text;
   for (const e of BY_PRIORITY) {
     if (e.when && !e.when(ctx)) continue;
@@ -1884,8 +1908,9 @@ function matchAt(ctx: ExplainContext): Finding | null {
         severity: e.severity,
         generic: x.generic ?? e.generic,
         priority: e.priority,
-        line: ctx.lines[ctx.index]!.line,
-        text: t,
+        line: here.line,
+        text: here.text,
+        displayed: here.displayed ?? here.text,
         summary: x.summary,
         detail: x.detail,
         fix: x.fix,

@@ -32,6 +32,7 @@ if (childMode === "loop") {
   process.stdout.write("ready\n");
   for (;;) {
     await atomicWrite(target, i++ % 2 === 0 ? a : b, { lockTimeoutMs: 60_000 });
+    process.stdout.write("w\n");
   }
 } else if (childMode === "once") {
   const r = await atomicWrite(process.env.NB_TARGET!, process.env.NB_CONTENT!, { lockTimeoutMs: 5000 });
@@ -278,8 +279,19 @@ function runTests(): void {
           },
           stdio: ["ignore", "pipe", "inherit"],
         });
-        // Wait until the child is in its write loop, then kill it at a random point.
-        await new Promise<void>((res) => child.stdout.once("data", () => res()));
+        // Wait until the child has completed two writes (so the count below does not depend on how
+        // loaded the machine is), then kill it at a random point.
+        await new Promise<void>((res) => {
+          let out = "";
+          const onData = (d: Buffer) => {
+            out += d.toString();
+            if ((out.match(/^w$/gm) ?? []).length >= 2) {
+              child.stdout.off("data", onData);
+              res();
+            }
+          };
+          child.stdout.on("data", onData);
+        });
         await new Promise((res) => setTimeout(res, Math.floor(Math.random() * 80)));
         child.kill("SIGKILL");
         await new Promise((res) => child.once("close", res));

@@ -328,7 +328,10 @@ describe("route vs real Nix 2.8 builds (chroot stores as machines)", { skip: SKI
     local = join(dir, "local");
     mkdirSync(join(dir, "bb"));
     copyFileSync("/bin/busybox", join(dir, "bb", "busybox"));
-    const env = { ...process.env, NIX_CONFIG: "sandbox = false\nfsync-metadata = false\nsubstituters =\nbuild-users-group =" };
+    const env = {
+      ...process.env,
+      NIX_CONFIG: "sandbox = false\nfsync-metadata = false\nsubstituters =\nbuild-users-group =",
+    };
     const bb = spawnSync("nix-store", ["--store", local, "--add", join(dir, "bb")], {
       env,
       encoding: "utf8",

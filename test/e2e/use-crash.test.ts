@@ -92,13 +92,22 @@ function argv(args: string[]): string[] {
   ];
 }
 
+/** Root's records (`use` for `reset`) in the test's own directory, not the host's /var/lib/nix-builders. */
+function env(): NodeJS.ProcessEnv {
+  return { ...process.env, NIX_BUILDERS_STATE_DIR: path.join(root, "state") };
+}
+
+function stateDirOf(h: Home): string {
+  return path.join(root, "state", "use", `${h.uid}-${h.user}`);
+}
+
 function run(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync("unshare", argv(args), { cwd: REPO, encoding: "utf8", timeout: 120_000 });
+  const r = spawnSync("unshare", argv(args), { cwd: REPO, encoding: "utf8", timeout: 120_000, env: env() });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function start(args: string[]): ChildProcess {
-  return spawn("unshare", argv(args), { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  return spawn("unshare", argv(args), { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: env() });
 }
 
 function exited(
@@ -173,7 +182,7 @@ function assertWhole(h: Home, exp: Expected, allowedMachines: Buffer[], context:
     );
   if (conf.equals(exp.conf))
     assert.ok(m !== null, `${context}: nix.conf points at a machines file that is missing`);
-  const state = path.join(path.dirname(h.conf), ".nix-builders/state.json");
+  const state = path.join(stateDirOf(h), "state.json");
   if (fs.existsSync(state)) JSON.parse(fs.readFileSync(state, "utf8")); // never partial
   for (const f of [h.conf, h.machines]) {
     if (!fs.existsSync(f)) continue;
@@ -311,7 +320,7 @@ describe("use / reset: crashes, concurrency, byte-exact reset", { skip: SKIP }, 
       const h = mkUser(`k${w}`);
       const exp = reference(h, ["b1.test", "b2.test"]);
       const all = [exp.byName["b1.test"]!, exp.byName["b2.test"]!];
-      const lockFile = path.join(path.dirname(h.conf), ".nix-builders", ".nix-builders.lock");
+      const lockFile = path.join(stateDirOf(h), ".nix-builders.lock");
       const durations: number[] = [];
       const writePhase: number[] = [];
       const est = (xs: number[], d: number) =>

@@ -58,6 +58,8 @@ export function makeDrvStore(conf: string[] = []): DrvStore {
       "system-features = kvm",
       "max-jobs = 1",
       "substituters =",
+      // No build users: a fresh machine has no nixbld group, and the test must not need one.
+      "build-users-group =",
       ...conf,
       "",
     ].join("\n"),
@@ -102,7 +104,8 @@ export function makeDrvStore(conf: string[] = []): DrvStore {
       });
     },
     cleanup() {
-      rmSync(dir, { recursive: true, force: true });
+      // A nix process that has just finished may still be removing its temp files: retry ENOTEMPTY.
+      rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }

@@ -4,7 +4,9 @@
  * derivations named with their reason, postponed-forever cases, installables through nix-instantiate.
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { planClosure, runPlan } from "../../src/commands/plan.js";
 import { routeContext } from "../../src/commands/route.js";
@@ -151,7 +153,7 @@ describe("plan", { skip: SKIP }, () => {
           const got = await c.valid(outs);
           all.add(JSON.stringify([...got].sort()));
         } finally {
-          c.close();
+          await c.close();
         }
       }
       assert.equal(all.size, 1);
@@ -168,6 +170,57 @@ describe("plan", { skip: SKIP }, () => {
     assert.equal(json.roots.length, 1);
     assert.match(json.roots[0], /-from-file\.drv$/);
     assert.equal(json.builders[0].builder, m1);
+  });
+
+  test("a GC root, a symlink or a chain of links to a .drv is that derivation, as for nix show-derivation", async () => {
+    const dir = mkdtempSync(join(s.dir, "links-"));
+    const nixEnv = { ...s.env };
+    delete nixEnv["NIX_STATE_DIR"];
+    // A real GC root made by Nix 2.8 (no .drv suffix), a link, a relative chain, a `..` in the argument.
+    execFileSync(
+      "nix-instantiate",
+      [
+        "--store",
+        s.store,
+        "--add-root",
+        join(dir, "gcroot"),
+        "-E",
+        `let ${PRELUDE(s.busybox)} in mk "rooted" { system = "aarch64-linux"; }`,
+      ],
+      { env: nixEnv, stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 },
+    );
+    symlinkSync(d.mid!, join(dir, "link.drv"));
+    mkdirSync(join(dir, "sub"));
+    symlinkSync("../link.drv", join(dir, "sub", "rel"));
+    const args = [
+      join(dir, "gcroot"),
+      join(dir, "link.drv"),
+      join(dir, "sub", "rel"),
+      join(dir, "sub", "..", "sub", "rel"),
+    ];
+    // What real Nix 2.8 says each argument is.
+    const nixSays = args.map((a) => {
+      const out = execFileSync(
+        "nix",
+        ["--extra-experimental-features", "nix-command", "--store", s.store, "show-derivation", a],
+        {
+          env: nixEnv,
+          encoding: "utf8",
+          timeout: 60_000,
+        },
+      );
+      return Object.keys(JSON.parse(out))[0];
+    });
+    assert.match(nixSays[0]!, /-rooted\.drv$/);
+    assert.equal(nixSays[1], d.mid);
+    const { code, json } = await plan(args, `${m1} aarch64-linux,x86_64-linux - 1 1`);
+    assert.equal(code, 0);
+    assert.deepEqual(json.roots, [...new Set(nixSays)]);
+    // A link that leaves the store still goes to nix-instantiate (here: a file that is an expression).
+    writeFileSync(join(dir, "expr.nix"), `let ${PRELUDE(s.busybox)} in mk "via-expr" { }`);
+    symlinkSync("expr.nix", join(dir, "expr-link.drv"));
+    const viaExpr = await plan([join(dir, "expr-link.drv")], `${m1} x86_64-linux - 1 1`);
+    assert.match(viaExpr.json.roots[0], /-via-expr\.drv$/);
   });
 
   test("a missing .drv is Nix's error, exit 2", async () => {
