@@ -170,10 +170,9 @@ function quotePath(path: string, version: NixVersion): string {
   return atLeast(version, 2, 34) ? `"${path}"` : `'${path}'`;
 }
 
-function syntaxError(raw: string, path: string, version: NixVersion, lineNo: number): NixError {
-  // Nix quotes the line up to its `\n`, so a CRLF file's line ends in `\r`; its logger drops every `\r`
-  // when it prints (2.8 and 2.30 alike), so the text a user sees has none.
-  const line = raw.replaceAll("\r", "");
+function syntaxError(line: string, path: string, version: NixVersion, lineNo: number): NixError {
+  // Nix quotes the line up to its `\n`, so a CRLF file's line keeps its `\r` here; the logger drops it
+  // when printing (2.8 and 2.30 alike): display.ts gives that printed form.
   const msg = atLeast(version, 2, 24)
     ? `syntax error in configuration line '${line}' in ${quotePath(path, version)}`
     : `illegal configuration line '${line}' in '${path}'`;

@@ -23,6 +23,7 @@ import { after, before, describe, test } from "node:test";
 import { MODELLED_SETTINGS } from "../../src/commands/config.js";
 import { nodeFileReader } from "../../src/host/fs-reader.js";
 import { type ConfigFlag, type FileReader, loadConfig, type MachineFacts } from "../../src/nix/conf.js";
+import { nixErrorDisplay, nixWarningDisplay } from "../../src/nix/display.js";
 import { SettingRegistry, type SettingType } from "../../src/nix/settings.js";
 import { NIX_2_8, type NixVersion } from "../../src/nix/version.js";
 import { parseJsonBig } from "../support/json-big.js";
@@ -33,32 +34,8 @@ const CASES = 240;
 const XP_FLAG: ConfigFlag = { name: "extra-experimental-features", value: "nix-command" };
 
 // ---------------------------------------------------------------------------------------------------------
-// Helpers: Nix's stderr rendering.
-
-/**
- * What Nix's logger does to a message on a non-tty stderr (filterANSIEscapes): expand tabs. It also drops
- * CR, but the model's messages must already have none (a CRLF line quoted in a syntax error), so a CR
- * left in a message shows up as a difference.
- */
-function renderLikeNix(s: string): string {
-  let out = "";
-  let w = 0;
-  for (const ch of s) {
-    if (ch === "\x07") continue;
-    if (ch === "\t") {
-      out += " ";
-      w++;
-      while (w % 8) {
-        out += " ";
-        w++;
-      }
-      continue;
-    }
-    out += ch;
-    w++;
-  }
-  return out;
-}
+// Helpers. Nix's stderr is compared with the model's messages as Nix displays them (src/nix/display.ts:
+// tabs expanded, CR dropped), so the display rules are checked against both versions too.
 
 const OFFLINE = "warning: you don't have Internet access; disabling some network-dependent features";
 
@@ -500,8 +477,8 @@ function describeDiff(n: RealNix): void {
             kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
             assert.ok(view.error, `nix failed but we did not: ${run.stderr}`);
             const expected = [
-              ...view.warnings.map((w) => renderLikeNix(`warning: ${w.message}`)),
-              renderLikeNix(`error: ${view.error.nixMessage}`),
+              ...view.warnings.map((w) => nixWarningDisplay(w.message)),
+              nixErrorDisplay(view.error.nixMessage),
             ];
             if (view.error.kind === "usage") expected.push(TRY);
             assert.deepEqual(stderrLines, expected);
@@ -511,7 +488,7 @@ function describeDiff(n: RealNix): void {
           assert.equal(view.error, null, `we failed but nix did not: ${view.error?.nixMessage}`);
           assert.deepEqual(
             stderrLines,
-            view.warnings.map((w) => renderLikeNix(`warning: ${w.message}`)),
+            view.warnings.map((w) => nixWarningDisplay(w.message)),
           );
           const j = parseJsonBig(run.stdout) as Record<string, { value: unknown }>;
           assert.deepEqual(Object.keys(j).sort(), [...view.settings.keys()].sort());
