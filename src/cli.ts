@@ -5,7 +5,7 @@
  * and anything that is not a command name load them all, in the same order as before.
  */
 import { Command, CommanderError } from "commander";
-import { EXIT, type Io, processIo, UsageError } from "./commands/io.js";
+import { EXIT, type Io, json, oneLine, processIo, reportFailure } from "./commands/io.js";
 
 type Register = (program: Command, io: Io, exit: (code: number) => void) => void;
 
@@ -29,27 +29,52 @@ const exit = (code: number): void => {
   exitCode = code;
 };
 
+// Read before parsing, so that a failure anywhere (even while commander parses) is reported in the form
+// asked for. Only words before a `--` count.
+const words = process.argv.slice(2);
+const flags = words.includes("--") ? words.slice(0, words.indexOf("--")) : words;
+const wants = { json: flags.includes("--json"), debug: flags.includes("--debug") };
+
+// An error thrown outside the command's promise chain (an event handler, a stray rejection) gets the
+// same one-line report and exit code, never Node's default trace.
+let reported = false;
+const fatal = (e: unknown): void => {
+  if (reported) return;
+  reported = true;
+  process.exitCode = reportFailure(e, io, wants);
+  process.exit();
+};
+// Output piped into `head` and the like: stop quietly, as a C tool killed by SIGPIPE would.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code !== "EPIPE") return fatal(e);
+  reported = true;
+  process.exit(process.exitCode ?? exitCode ?? 0);
+});
+process.on("uncaughtException", fatal);
+process.on("unhandledRejection", fatal);
+
 const program = new Command();
 program
   .name("nix-builders")
   .description("Make this machine a correct, verified client of Nix remote builders.")
   .version("0.1.0")
+  .option("--debug", "on an error, also print its stack trace")
   .exitOverride()
   .showHelpAfterError();
 
 try {
-  const one = COMMANDS.find(([name]) => name === process.argv[2]);
+  const one = COMMANDS.find(([name]) => name === words.find((w) => !w.startsWith("-")));
   for (const [, load] of one ? [one] : COMMANDS) (await load())(program, io, exit);
   await program.parseAsync(process.argv);
   if (exitCode !== undefined) process.exitCode = exitCode;
 } catch (e) {
   if (e instanceof CommanderError) {
+    // commander printed its message (and help) on stderr already.
     process.exitCode = e.exitCode === 0 ? 0 : EXIT.usage;
-  } else if (e instanceof UsageError) {
-    io.err(`nix-builders: ${e.message}\n`);
-    process.exitCode = EXIT.usage;
+    if (e.exitCode !== 0 && wants.json)
+      io.out(json({ error: { kind: "usage", message: oneLine(e.message), exitCode: EXIT.usage } }));
   } else {
-    io.err(`nix-builders: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = EXIT.internal;
+    reported = true;
+    process.exitCode = reportFailure(e, io, wants);
   }
 }

@@ -22,12 +22,16 @@ export interface DoctorCommandOptions {
   slowMs?: string;
   nixVersion?: string;
   verbose?: boolean;
+  /** The global --debug: keep the stack trace of a check that threw. */
+  debug?: boolean;
 }
 
-function positive(name: string, v: string | undefined, dflt: number): number {
+function positive(name: string, v: string | undefined, dflt: number, max: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${name}: not a positive number: '${v}'`);
+  // Node's timers take at most 2^31-1 ms and fire at once beyond it.
+  if (n > max) throw new UsageError(`${name}: at most ${max}: '${v}'`);
   return n;
 }
 
@@ -38,14 +42,16 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
   // definition anywhere, the doctor still runs, as user hercules-ci-agent, and says so.
   const agent = selectAgent(opts, { orNone: true });
   const agentFallback = opts.agent === true && agent === null;
-  const timeoutSec = positive("--timeout", opts.timeout, 10);
-  const concurrency = Math.floor(positive("--jobs", opts.jobs, 16));
-  const slowMs = positive("--slow-ms", opts.slowMs, 5000);
+  const timeoutSec = positive("--timeout", opts.timeout, 10, 3600);
+  const concurrency = Math.floor(positive("--jobs", opts.jobs, 16, 1024));
+  const slowMs = positive("--slow-ms", opts.slowMs, 5000, 3_600_000);
   const progress = io.isTTY && !opts.json;
   // Belt and braces for "never hangs": every step has its own deadline, so this only fires on a bug.
   const watchdogMs = (timeoutSec * 6 + 30) * 1000;
   const watchdog = setTimeout(() => {
-    io.err(`nix-builders doctor: gave up after ${watchdogMs / 1000} s (internal deadline; this is a bug)\n`);
+    const message = `doctor gave up after ${watchdogMs / 1000} s (internal deadline; this is a bug)`;
+    io.err(`nix-builders: internal error: ${message}\n`);
+    if (opts.json) io.out(json({ error: { kind: "internal", message, exitCode: EXIT.internal } }));
     process.exit(EXIT.internal);
   }, watchdogMs);
   watchdog.unref();
@@ -56,6 +62,7 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
     ...(agentFallback ? { agentFallback } : {}),
     ...(opts.builder?.length ? { builders: opts.builder } : {}),
     ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
+    ...(opts.debug ? { debug: true } : {}),
     timeoutSec,
     concurrency,
     slowMs,
@@ -97,5 +104,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--slow-ms <ms>", "warn when ssh + handshake take longer (default 5000)")
     .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
     .option("--verbose", "show evidence for passing checks too")
-    .action(async (opts: DoctorCommandOptions) => exit(await runDoctor(opts, io)));
+    .action(async (opts: DoctorCommandOptions) =>
+      exit(await runDoctor({ ...opts, debug: program.opts()["debug"] === true }, io)),
+    );
 }

@@ -10,7 +10,7 @@ import { readBounded } from "../host/fs-reader.js";
 import { readProblemText } from "../nix/conf.js";
 import { type ExplainResult, explainLog, type Finding } from "../nix/explain.js";
 import { parseNixVersion } from "../nix/version.js";
-import { EXIT, type Io, json, UsageError } from "./io.js";
+import { EXIT, errnoText, type Io, json, Refusal, UsageError } from "./io.js";
 
 export interface ExplainCommandOptions {
   json?: boolean;
@@ -104,7 +104,10 @@ export async function runExplain(
     try {
       text = await input.readFile(file);
     } catch (e) {
-      throw new UsageError(`cannot read '${file}': ${e instanceof Error ? e.message : String(e)}`);
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Refusal(`${file}: ${code ? errnoText(code) : e instanceof Error ? e.message : String(e)}`, {
+        path: file,
+      });
     }
   }
   const result = explainLog(text, { version });
@@ -130,7 +133,7 @@ export function register(program: Command, io: Io): void {
     )
     .addHelpText(
       "after",
-      "\nExit status: 0 a cause was found and explained, 1 nothing recognised, 64 usage error.\n\nExample:\n  nix-build … 2>&1 | nix-builders explain\n",
+      "\nExit status: 0 a cause was found and explained, 1 nothing recognised, 2 the file cannot be read, 64 usage error.\n\nExample:\n  nix-build … 2>&1 | nix-builders explain\n",
     )
     .action(async (file: string | undefined, opts: ExplainCommandOptions) => {
       try {

@@ -16,11 +16,12 @@
  * See docs/doctor.md.
  */
 import { chownSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type RunAsIdentity, runAs, runAsArgv, serviceEnv } from "../host/run-as.js";
 import type { Machine } from "../nix/machines.js";
+import { type StoreOpen, storeOpen, storeOpenError } from "../nix/store-open.js";
 import { sshAuthority } from "../nix/store-uri.js";
 import { matchUserList } from "../nix/trust.js";
 import { atLeast, type NixVersion } from "../nix/version.js";
@@ -409,6 +410,90 @@ async function runRemoteConfigSession(ctx: BuilderCtx): Promise<RemoteRun> {
   }
 }
 
+const ONLY_SSH = "the doctor checks only ssh:// and ssh-ng:// builders; nothing was run for it";
+
+/**
+ * The verdict on a machine whose store is not reached over ssh, from this machine alone (a stat, no
+ * connection, nothing run): which store the build hook would open instead, and whether it is there.
+ */
+async function nonSshVerdict(
+  open: Exclude<StoreOpen, { kind: "ssh" } | { kind: "rejected" }>,
+  ctx: BuilderCtx,
+): Promise<CheckOutcome> {
+  const uri = ctx.machine.storeUri;
+  const who = ctx.env.identity.name;
+  const warn = (message: string, evidence: Evidence[] = []): CheckOutcome => ({
+    status: "warn",
+    cause: "local-config",
+    message: `'${uri}' is not a remote builder: ${message}; ${ONLY_SSH}`,
+    evidence,
+    fix: "For a remote builder, use an ssh://[user@]host or ssh-ng://[user@]host store URI in the machines line.",
+  });
+  switch (open.kind) {
+    case "auto":
+      return warn(
+        "it is this machine's own store (local, or through its daemon): builds sent there run here",
+      );
+    case "local": {
+      if (open.root === null) return warn("it is this machine's system store: builds sent there run here");
+      const st = await stat(open.root).catch((e: NodeJS.ErrnoException) => e.code ?? "error");
+      const ev = [
+        {
+          what: `stat ${open.root}`,
+          result: typeof st === "string" ? st : st.isDirectory() ? "a directory" : "not a directory",
+        },
+      ];
+      return warn(
+        `it is a chroot store on this machine (${open.root}${typeof st === "string" ? ", not there yet: Nix creates it" : ""}); builds sent there run here, as ${who}`,
+        ev,
+      );
+    }
+    case "daemon": {
+      const env = ctx.env.env;
+      const socket =
+        open.socket ??
+        env["NIX_DAEMON_SOCKET_PATH"] ??
+        `${env["NIX_STATE_DIR"] ?? "/nix/var/nix"}/daemon-socket/socket`;
+      const st = await stat(socket).catch((e: NodeJS.ErrnoException) => e.code ?? "error");
+      const ev = [
+        {
+          what: `stat ${socket}`,
+          result: typeof st === "string" ? st : st.isSocket() ? "a socket" : "not a socket",
+        },
+      ];
+      if (typeof st === "string" || !st.isSocket())
+        return {
+          status: "fail",
+          cause: "daemon-unreachable",
+          message: `'${uri}' is the Nix daemon at ${socket} on this machine, and Nix cannot connect to it: cannot connect to socket at '${socket}': ${typeof st === "string" ? (st === "ENOENT" ? "No such file or directory" : st) : "Connection refused"}`,
+          evidence: ev,
+          fix: "Remove this line, or start the daemon it names. A remote builder needs an ssh:// or ssh-ng:// store URI.",
+        };
+      return warn(`it is the Nix daemon at ${socket} on this machine: builds sent there run here`, ev);
+    }
+    case "binary-cache":
+      return {
+        status: "fail",
+        cause: "local-config",
+        message: `'${uri}' is a binary cache (${open.scheme}), not a builder: every build sent there fails (Nix 2.8: "build of '…' on '${uri}' failed: error: unable to build with a primary store that isn't a local store"); ${ONLY_SSH}`,
+        fix: "Remove this line from the machines list (binary caches belong in `substituters`).",
+      };
+    case "dummy":
+      return {
+        status: "fail",
+        cause: "local-config",
+        message: `'${uri}' is Nix's dummy store, which holds nothing and builds nothing; ${ONLY_SSH}`,
+        fix: "Remove this line from the machines list.",
+      };
+    case "unknown":
+      return {
+        status: "warn",
+        cause: "local-config",
+        message: `'${uri}' is a ${open.scheme} store, not an ssh builder; ${ONLY_SSH}`,
+      };
+  }
+}
+
 export function builderChecks(): CheckDef<BuilderCtx>[] {
   return [
     {
@@ -416,13 +501,21 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
       deps: ["ssh-path"],
       async run(ctx) {
         const m = ctx.machine;
-        const a = sshAuthority(m.storeUri, ctx.env.version);
-        if (!m.storeUri.startsWith("ssh://") && !m.storeUri.startsWith("ssh-ng://"))
+        const v = ctx.env.version;
+        // What Nix cannot open, it never runs anything for: neither do we (no ssh, no DNS).
+        const refused = storeOpenError(m.storeUri, v);
+        if (refused !== null)
           return {
-            status: "warn",
+            status: "fail",
             cause: "local-config",
-            message: `'${m.storeUri}' is not an ssh store; the doctor only checks ssh:// and ssh-ng:// builders`,
+            message: `Nix ${v.major}.${v.minor} cannot open this store: ${refused}. The build hook prints "cannot build on '${m.storeUri}': ${refused}" and never uses this machine (nothing was run for it)`,
+            fix: "Fix the store URI in column 1 of the machines line.",
           };
+        const open = storeOpen(m.storeUri, v);
+        if (open.kind === "rejected")
+          throw new Error(`storeOpen and storeOpenError disagree on '${m.storeUri}'`);
+        if (open.kind !== "ssh") return nonSshVerdict(open, ctx);
+        const a = sshAuthority(m.storeUri, v);
         if ((a.host ?? "").startsWith("-") || (a.user ?? "").startsWith("-"))
           return {
             status: "fail",
@@ -472,6 +565,9 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
       id: "builder.ssh-config",
       deps: ["builder.ssh-argv", "ssh-identity"],
       async run(ctx) {
+        // builder.ssh-argv warned about a store that is not reached over ssh: nothing below applies.
+        if (!ctx.argv)
+          return { status: "skip", message: "not applicable: not an ssh store (see builder.ssh-argv)" };
         const na = notSsh(ctx);
         if (na) return na;
         const argv = [ctx.env.sshPath ?? "ssh", "-G", ...withCommand(ctx.argv!, ctx.env.version, null)];

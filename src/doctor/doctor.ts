@@ -31,6 +31,8 @@ export interface DoctorOptions {
   slowMs?: number;
   nixVersion?: string;
   env: NodeJS.ProcessEnv;
+  /** Keep the stack trace of a check that threw (the global --debug). */
+  debug?: boolean;
   /** After the local checks (builder null), then as each builder's checks end. */
   onProgress?: (done: number, total: number, builder: string | null) => void;
 }
@@ -60,7 +62,8 @@ function identityOf(u: UserView["user"]): RunAsIdentity {
   return { name: u.name, uid: u.uid, gid: u.gid, home: u.home, shell: u.shell };
 }
 
-export function exitCodeFor(checks: readonly { status: CheckStatus }[]): number {
+export function exitCodeFor(checks: readonly { status: CheckStatus; internal?: true }[]): number {
+  if (checks.some((c) => c.internal)) return 70;
   if (checks.some((c) => c.status === "fail")) return 2;
   if (checks.some((c) => c.status === "warn")) return 1;
   return 0;
@@ -128,7 +131,14 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
     sshPath: null,
     ...(sel ? { agent: { sel, report: agentReport(view, sel) } } : {}),
   };
-  const local = await runChecks([...localChecks(), ...(sel ? [agentCheck()] : [])], lctx, null);
+  const runOpts = { debug: opts.debug ?? false };
+  const local = await runChecks(
+    [...localChecks(), ...(sel ? [agentCheck()] : [])],
+    lctx,
+    null,
+    new Map(),
+    runOpts,
+  );
   const prior = new Map(local.map((c) => [c.id, c]));
 
   let machines = view.machines.machines;
@@ -153,7 +163,7 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
         keyChecks,
       },
     };
-    const r = await runChecks(defs, ctx, m.storeUri, prior);
+    const r = await runChecks(defs, ctx, m.storeUri, prior, runOpts);
     durations[m.storeUri] = Math.round(performance.now() - b0);
     done++;
     opts.onProgress?.(done, machines.length, m.storeUri);

@@ -3,7 +3,12 @@ import type { DoctorReport } from "./doctor.js";
 import type { CheckResult } from "./types.js";
 
 export function reportJson(r: DoctorReport): Record<string, unknown> {
+  const bug = r.checks.find((c) => c.internal);
   return {
+    // A check that threw: the same error object as every command's --json on an internal error.
+    ...(bug
+      ? { error: { kind: "internal", message: `${bug.id}: ${bug.message}`, exitCode: r.summary.exitCode } }
+      : {}),
     checks: r.checks.map((c) => ({
       id: c.id,
       builder: c.builder,

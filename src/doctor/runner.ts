@@ -9,6 +9,7 @@ export async function runChecks<C>(
   ctx: C,
   builder: string | null,
   prior: ReadonlyMap<string, CheckResult> = new Map(),
+  opts: { debug?: boolean } = {},
 ): Promise<CheckResult[]> {
   const done = new Map<string, CheckResult>(prior);
   const out: CheckResult[] = [];
@@ -49,16 +50,21 @@ export async function runChecks<C>(
           durationMs: 0,
         };
       } catch (e) {
+        // A check that throws is a bug in nix-builders: it fails (and the doctor exits 70), on one line;
+        // the stack trace only with --debug.
+        const text = e instanceof Error ? e.message : String(e);
         result = {
           id: def.id,
           builder,
           status: "fail",
           cause: null,
-          message: `internal error in check: ${e instanceof Error ? e.message : String(e)}`,
-          evidence: [{ what: "exception", result: e instanceof Error ? (e.stack ?? e.message) : String(e) }],
+          message: `internal error in check: ${text.split("\n")[0]}${opts.debug ? "" : " (run with --debug for the trace)"}`,
+          evidence:
+            opts.debug && e instanceof Error && e.stack ? [{ what: "exception", result: e.stack }] : [],
           fix: null,
           deps: def.deps,
           durationMs: 0,
+          internal: true,
         };
       }
     }

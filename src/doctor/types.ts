@@ -38,6 +38,8 @@ export interface CheckResult {
   /** The checks this one needed. */
   deps: string[];
   durationMs: number;
+  /** The check threw: a bug in nix-builders (the doctor then exits 70). */
+  internal?: true;
 }
 
 export interface CheckDef<C> {

@@ -1,8 +1,8 @@
 /**
  * The nix.conf engine: which files Nix reads, how it splits lines, resolves includes, parses values and
  * layers the results. Pure: all file access goes through a {@link FileReader}, all machine facts and
- * environment variables come in as data. Modelled on Nix 2.8 (verified by a differential test against the
- * real binary) and on current Nix ("HEAD", 2.35, from source reading) where they differ.
+ * environment variables come in as data. Checked against real Nix 2.8 and 2.30 by a differential test;
+ * other versions follow the thresholds in docs/nix-versions.md (after 2.30: source reading only).
  *
  * Nothing in here throws: a configuration error is returned in {@link ConfigView.error} as a
  * {@link NixError} carrying Nix's exact message.
@@ -183,7 +183,9 @@ function syntaxError(
   lineNo: number,
   text: string,
 ): NixError {
-  // Nix quotes the whole line; we quote a bounded excerpt, and nothing of a private key.
+  // Nix quotes the line up to its `\n`, so a CRLF file's line keeps its `\r` here; the logger drops it
+  // when printing (2.8 and 2.30 alike): display.ts gives that printed form. We quote a bounded excerpt,
+  // and nothing of a private key.
   const line = quotableLine(rawLine, text);
   const msg = atLeast(version, 2, 24)
     ? `syntax error in configuration line '${line}' in ${quotePath(path, version)}`
@@ -283,7 +285,7 @@ function string2Int(s: string, kind: IntKind): bigint | null {
   return n < r.min || n > r.max ? null : n;
 }
 
-/** HEAD (2.24+): an optional final K/M/G/T (any case) multiplies by 2^10..2^40, wrapping like C++. */
+/** 2.23+: an optional final K/M/G/T (any case) multiplies by 2^10..2^40, wrapping like C++. */
 function string2IntWithUnit(s: string, kind: IntKind): bigint | null {
   let mult = 1n;
   let body = s;
@@ -316,7 +318,7 @@ function parseValue(def: SettingDef, raw: string, ctx: ParseCtx): SettingValue {
       if (raw === "false" || raw === "no" || raw === "0") return false;
       throw new NixError("usage", `Boolean setting '${def.name}' has invalid value '${raw}'`);
     case "int": {
-      const n = atLeast(ctx.version, 2, 24) ? string2IntWithUnit(raw, t.int) : string2Int(raw, t.int);
+      const n = atLeast(ctx.version, 2, 23) ? string2IntWithUnit(raw, t.int) : string2Int(raw, t.int);
       if (n === null) throw new NixError("usage", `setting '${def.name}' has invalid value '${raw}'`);
       return n;
     }
@@ -372,6 +374,17 @@ function parseValue(def: SettingDef, raw: string, ctx: ParseCtx): SettingValue {
       }
       return orderFeatures([...res], ctx.version);
     }
+    case "optionalPath": {
+      if (raw === "") return null;
+      const c = canonPath(raw);
+      if (c === null) throw notAbsolute(raw, null, null);
+      return c;
+    }
+    case "optionalString":
+      return raw === "" ? null : raw;
+    case "enum":
+      if (t.values.includes(raw)) return raw;
+      throw new NixError("usage", `option '${def.name}' has invalid value '${raw}'`);
   }
 }
 
@@ -557,6 +570,13 @@ class Engine {
   }
 
   private applyResolved(def: SettingDef, append: boolean, raw: string, origin: Origin, overridden: boolean) {
+    if (def.xp !== undefined && atLeast(this.version, 2, 16) && !this.xpEnabled(def.xp)) {
+      this.warnings.push({
+        message: `Ignoring setting '${def.name}' because experimental feature '${def.xp}' is not enabled`,
+        origin,
+      });
+      return;
+    }
     this.currentOrigin = origin;
     let parsed: SettingValue;
     try {
@@ -578,6 +598,27 @@ class Engine {
     }
     slot.layer = this.layer;
     if (overridden) slot.overridden = true;
+  }
+
+  /**
+   * 2.25+: once the files are read, `nix` points `build-hook` at itself (`setDefault`) unless the value
+   * was set outside the system file: a system-file value is replaced too.
+   */
+  buildHookSelfDefault(): void {
+    if (!atLeast(this.version, 2, 25)) return;
+    const slot = this.slots.get("build-hook");
+    if (!slot || slot.overridden) return;
+    const binDir = this.input.env["NIX_BIN_DIR"];
+    const nix = binDir ? `${binDir}/nix` : (this.input.machine.selfExe ?? "nix");
+    slot.value = [nix, "__build-remote"];
+    slot.origins = [{ kind: "default" }];
+    slot.layer = "default";
+  }
+
+  /** Whether an experimental feature is on at this point of the loading. */
+  private xpEnabled(feature: string): boolean {
+    const v = this.slots.get("experimental-features")?.value;
+    return Array.isArray(v) && (v as readonly unknown[]).includes(feature);
   }
 
   /** `applyConfigFile`: read errors and system errors while applying are silently swallowed. */
@@ -752,9 +793,9 @@ function fileOrigin(file: string, line: number): Origin {
   return { kind: "file", file, line };
 }
 
-/** Join a directory and a name the way the version does (2.8: string concatenation; HEAD: fs::path). */
+/** Join a directory and a name the way the version does (up to 2.33: string concatenation; 2.34+: fs::path). */
 function joinPath(version: NixVersion, dir: string, rest: string): string {
-  if (!atLeast(version, 2, 16)) return `${dir}/${rest}`;
+  if (!atLeast(version, 2, 34)) return `${dir}/${rest}`;
   if (dir === "") return rest;
   return dir.endsWith("/") ? `${dir}${rest}` : `${dir}/${rest}`;
 }
@@ -768,8 +809,8 @@ export function userConfigFiles(
   const list = env["NIX_USER_CONF_FILES"];
   if (list !== undefined) {
     const parts = list.split(":");
-    // HEAD (ExecutablePath::parse) turns empty components into "."; 2.8 drops them.
-    return atLeast(version, 2, 16)
+    // 2.34+ (ExecutablePath::parse) turns empty components into "."; up to 2.33 tokenizeString drops them.
+    return atLeast(version, 2, 34)
       ? list === ""
         ? []
         : parts.map((p) => (p === "" ? "." : p))
@@ -778,7 +819,7 @@ export function userConfigFiles(
   const home = env["HOME"] ?? passwdHome;
   const configHome = env["XDG_CONFIG_HOME"] ?? joinPath(version, home, ".config");
   const nixHome =
-    atLeast(version, 2, 26) && env["NIX_CONFIG_HOME"] !== undefined
+    atLeast(version, 2, 25) && env["NIX_CONFIG_HOME"] !== undefined
       ? env["NIX_CONFIG_HOME"]
       : joinPath(version, configHome, "nix");
   const dirs = (env["XDG_CONFIG_DIRS"] ?? "/etc/xdg").split(":").filter((p) => p !== "");
@@ -840,6 +881,7 @@ export function loadConfig(input: LoadConfigInput): ConfigView {
           throw e;
         }
       }
+      engine.buildHookSelfDefault();
       engine.layer = "flag";
       for (const f of input.flags ?? []) engine.applyFlag(f);
     } catch (e) {

@@ -65,7 +65,7 @@ export interface ParsedUrl28 {
   query: Record<string, string>;
 }
 
-function percentDecode28(s: string): string | null {
+export function percentDecode28(s: string): string | null {
   let out = "";
   for (let i = 0; i < s.length; ) {
     if (s[i] === "%") {
@@ -79,6 +79,22 @@ function percentDecode28(s: string): string | null {
     } else out += s[i++];
   }
   return out;
+}
+
+/**
+ * 2.8's `decodeQuery` (in `parseURL` and again in `splitUriAndParams`): the first parameter value with a
+ * bad `%` escape, which makes `openStore` fail with `invalid URI parameter '<value>'` for any scheme.
+ */
+export function badParam28(uri: string): string | null {
+  const q = uri.indexOf("?");
+  if (q < 0) return null;
+  for (const part of uri.slice(q + 1).split("&")) {
+    const e = part.indexOf("=");
+    if (e < 0) continue;
+    const v = part.slice(e + 1);
+    if (percentDecode28(v) === null) return v;
+  }
+  return null;
 }
 
 /** 2.8's `parseURL`. Returns null where 2.8 throws `BadURL`. */
@@ -169,7 +185,10 @@ function sshAuthority28(storeUri: string, scheme: string): SshAuthority {
       hostForKnownHosts: null,
       sshTarget: null,
       valid: false,
-      error: `don't know how to open Nix store '${storeUri}'`,
+      error:
+        badParam28(storeUri) !== null
+          ? `invalid URI parameter '${badParam28(storeUri)}'`
+          : `don't know how to open Nix store '${storeUri}'`,
     };
   }
   let conn = (parsed.authority ?? "") + parsed.path;

@@ -1,10 +1,10 @@
 /**
  * Nix versions and the behaviour switches that depend on them.
  *
- * The tool follows the installed Nix by default; `--nix-version X.Y` overrides it.
- * Only two behaviour families are modelled in depth: 2.8 (Debian 12, verified by tests
- * against the real binaries) and current Nix ("HEAD", 2.35). Intermediate versions are
- * mapped by the version thresholds recorded in docs/nix-versions.md.
+ * The tool follows the installed Nix by default; `--nix-version X.Y[.Z]` overrides it (the patch level
+ * matters for a few rules, e.g. `connect-timeout`). Two releases are checked by tests against the real
+ * binaries: 2.8 (Debian 12) and 2.30 (2.30.5); everything else is mapped by the version thresholds
+ * recorded, with their sources, in docs/nix-versions.md, and rules after 2.30 are modelled.
  */
 
 export interface NixVersion {
@@ -27,6 +27,13 @@ export function parseNixVersion(text: string): NixVersion | null {
 /** True when `v` is at least major.minor. */
 export function atLeast(v: NixVersion, major: number, minor: number): boolean {
   return v.major > major || (v.major === major && v.minor >= minor);
+}
+
+/** True when `v` is at least major.minor.patch. */
+export function atLeastPatch(v: NixVersion, major: number, minor: number, patch: number): boolean {
+  if (v.major !== major) return v.major > major;
+  if (v.minor !== minor) return v.minor > minor;
+  return v.patch >= patch;
 }
 
 export function formatNixVersion(v: NixVersion): string {

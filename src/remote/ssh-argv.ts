@@ -438,7 +438,21 @@ export const MAX_CONTROL_PATH = 90;
  */
 export function probeSshArgv(input: NixSshArgvInput, opts: ProbeSshOptions = {}): NixSshArgv {
   const base = nixSshArgv(input);
-  if (base.error || base.fakeSsh) return base;
+  if (base.error) return base;
+  // Nix gives 2.8's local `bash -c` a pipe on stdin; Node's stdio "pipes" are socket pairs, and bash
+  // with a socket on stdin believes rshd/sshd started it and sources ~/.bashrc (measured: root's took
+  // 3-10 s here, and Nix never runs it). A nested shell (SHLVL ≥ 1) never does that.
+  if (base.fakeSsh) return base.program === "bash" ? { ...base, env: { ...base.env, SHLVL: "1" } } : base;
+  // Ours, stricter than Nix: 2.8 checks only that the whole `user@host` word does not start with `-`,
+  // so it runs ssh for `nix@-oProxyCommand=…`. We never hand ssh a user or host that starts with `-`.
+  const target = base.args[0] ?? "";
+  const at = target.lastIndexOf("@");
+  if (target.startsWith("-") || target.slice(at + 1).startsWith("-"))
+    return {
+      ...base,
+      args: [],
+      error: `refusing to run ssh for '${target}': the user or host starts with '-' (ssh could read it as an option)`,
+    };
   const extra = ["-oBatchMode=yes", `-oConnectTimeout=${opts.connectTimeoutSec ?? 10}`];
   if (opts.noAgent) extra.push("-oIdentityAgent=none");
   if (opts.controlPath !== undefined)

@@ -24,8 +24,8 @@ import { join } from "node:path";
 export const BUILD_REMOTE = "/usr/libexec/nix/build-remote";
 
 /** True when the real Nix build hook is installed (the differential tests skip otherwise). */
-export function haveBuildRemote(): boolean {
-  return existsSync(BUILD_REMOTE);
+export function haveBuildRemote(hook: string = BUILD_REMOTE): boolean {
+  return existsSync(hook);
 }
 
 export type HookReply = "accept" | "decline" | "decline-permanently" | "postpone";
@@ -72,7 +72,8 @@ export interface RunBuildRemoteResult {
   stderr: string;
   exitCode: number | null;
   signal: NodeJS.Signals | null;
-  /** The last message starting with `error: `, without that prefix (what the hook died of). */
+  /** What the hook died of: the last message starting with `error: ` without that prefix, or the own text
+   * (`raw_msg`) of an error printed with a trace. */
   error: string | null;
 }
 
@@ -169,6 +170,7 @@ export function parseHookStderr(
   const messages: string[] = [];
   const rawMessages: string[] = [];
   const activities: string[] = [];
+  let traced: string | null = null;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!;
     if (line.startsWith("# ")) {
@@ -184,10 +186,18 @@ export function parseHookStderr(
     }
     if (line.startsWith("@nix ")) {
       try {
-        const j = JSON.parse(line.slice(5)) as { action?: string; msg?: string; text?: string };
+        const j = JSON.parse(line.slice(5)) as {
+          action?: string;
+          msg?: string;
+          raw_msg?: string;
+          text?: string;
+        };
         if (j.action === "msg" && typeof j.msg === "string") {
           messages.push(stripAnsi(j.msg));
           rawMessages.push(j.msg);
+          // An error with a trace (2.26+: `error:\n … while parsing …\n\n error: <text>`): its own text.
+          if (j.msg.startsWith("\x1b[31;1merror:\x1b[0m\n") && typeof j.raw_msg === "string")
+            traced = stripAnsi(j.raw_msg);
         } else if (j.action === "start" && typeof j.text === "string") activities.push(stripAnsi(j.text));
       } catch {
         messages.push(stripAnsi(line));
@@ -195,7 +205,7 @@ export function parseHookStderr(
       }
     }
   }
-  let error: string | null = null;
+  let error: string | null = traced;
   for (const m of messages) if (m.startsWith("error: ")) error = m.slice("error: ".length);
   const out: Pick<
     RunBuildRemoteResult,

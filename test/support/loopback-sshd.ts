@@ -1,10 +1,17 @@
 /**
  * A real OpenSSH server on 127.0.0.1 for unit tests of the ssh edge (probe, doctor): temp host key,
  * temp authorized keys, root login by key only, a free port. Needs root and /usr/sbin/sshd.
+ *
+ * The far side is a clean builder, whatever this host's state: sshd runs in a private mount namespace
+ * in which root's home (from passwd) is an empty tmpfs, so root's dotfiles never run or count there
+ * (bash started by sshd sources ~/.bashrc; sshd runs ~/.ssh/rc; Nix reads ~/.config/nix/nix.conf),
+ * and the far side's Nix reads only the fixture's nix.conf (NIX_CONF_DIR, `build-users-group =`: no
+ * nixbld group needed), never /etc/nix.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 
 export const SSHD = "/usr/sbin/sshd";
@@ -16,8 +23,9 @@ export function sshdSkipReason(): string | false {
   try {
     execFileSync("nix-store", ["--version"], { stdio: "ignore" });
     execFileSync("ssh-keygen", ["-?"], { stdio: "ignore" });
+    execFileSync("unshare", ["--version"], { stdio: "ignore" });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "nix-store or ssh-keygen missing";
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "nix-store, ssh-keygen or unshare missing";
   }
   return false;
 }
@@ -63,6 +71,10 @@ export async function startLoopbackSshd(opts: {
   writeFileSync(ak, opts.authorizedKeys, { mode: 0o600 });
   // sshd's privilege-separation directory; its systemd unit normally creates it. Left in place.
   if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
+  // The far side's Nix configuration: only this file (no /etc/nix, no nixbld group on a fresh host).
+  const nixConf = join(opts.dir, "builder-nix-conf");
+  mkdirSync(nixConf, { recursive: true });
+  writeFileSync(join(nixConf, "nix.conf"), "build-users-group =\nsandbox = false\n");
   const conf = join(opts.dir, "sshd_config");
   writeFileSync(
     conf,
@@ -76,6 +88,8 @@ export async function startLoopbackSshd(opts: {
       "PasswordAuthentication no",
       "KbdInteractiveAuthentication no",
       "PermitRootLogin prohibit-password",
+      "PermitUserRC no",
+      `SetEnv NIX_CONF_DIR=${nixConf}`,
       ...(opts.extraConfig ?? []),
       "",
     ].join("\n"),
@@ -84,9 +98,29 @@ export async function startLoopbackSshd(opts: {
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     log = "";
-    const proc: ChildProcess = spawn(SSHD, ["-D", "-e", "-f", conf, "-p", String(port)], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    // unshare execs sh, which execs sshd: the child's pid is sshd's. Paths reach sh as arguments only.
+    const proc: ChildProcess = spawn(
+      "unshare",
+      [
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        'mount -t tmpfs -o mode=0700,size=16m nb-sshd-home "$1" && shift && exec "$@"',
+        "sh",
+        userInfo().homedir,
+        SSHD,
+        "-D",
+        "-e",
+        "-f",
+        conf,
+        "-p",
+        String(port),
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
     const up = await new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), 5000);
       proc.stderr?.on("data", (b: Buffer) => {

@@ -8,7 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { EXIT, processIo, UsageError } from "../../src/commands/io.js";
+import { EXIT, processIo, reportFailure } from "../../src/commands/io.js";
 import { register as registerReset } from "../../src/commands/reset.js";
 import { register as registerUse } from "../../src/commands/use.js";
 import { register as registerVerify } from "../../src/commands/verify.js";
@@ -48,13 +48,10 @@ try {
   process.exitCode = exitCode;
 } catch (e) {
   if (e instanceof CommanderError) process.exitCode = e.exitCode === 0 ? 0 : EXIT.usage;
-  else if (e instanceof UsageError) {
-    process.stderr.write(`nix-builders: ${e.message}\n`);
-    process.exitCode = EXIT.usage;
-  } else {
-    process.stderr.write(
-      `nix-builders: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
-    );
-    process.exitCode = EXIT.internal;
-  }
+  // The same mapping as src/cli.ts (refusal 2, usage 64, internal 70; one line, trace with --debug).
+  else
+    process.exitCode = reportFailure(e, processIo, {
+      json: argv.includes("--json"),
+      debug: argv.includes("--debug"),
+    });
 }

@@ -1,115 +1,42 @@
 /**
- * Differential test: generate many nix.conf trees, run the real `nix show-config --json` (Nix 2.8) on each,
- * and compare every value, every warning and the error text with loadConfig().
+ * Differential test: generate many nix.conf trees, run the real `nix show-config --json` (Nix 2.8) and
+ * `nix config show --json` (Nix 2.30) on each, and compare every value, every warning and the error text
+ * with loadConfig() set to that version's rules.
  *
- * Skipped (with a message) only when /usr/bin/nix is absent.
+ * Each version is skipped (with a message) only when its binary is absent (test/support/nix-versions.ts).
  */
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { cpus, tmpdir, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { MODELLED_SETTINGS } from "../../src/commands/config.js";
 import { nodeFileReader } from "../../src/host/fs-reader.js";
 import { type ConfigFlag, type FileReader, loadConfig, type MachineFacts } from "../../src/nix/conf.js";
+import { nixErrorDisplay, nixWarningDisplay } from "../../src/nix/display.js";
 import { SettingRegistry, type SettingType } from "../../src/nix/settings.js";
-import { NIX_2_8, parseNixVersion } from "../../src/nix/version.js";
+import { NIX_2_8, type NixVersion } from "../../src/nix/version.js";
+import { parseJsonBig } from "../support/json-big.js";
+import { REAL_NIXES, type RealNix } from "../support/nix-versions.js";
 import { mulberry32 as rng } from "../support/random.js";
 
-const NIX = "/usr/bin/nix";
-const HAVE_NIX = existsSync(NIX);
 const CASES = 240;
 const XP_FLAG: ConfigFlag = { name: "extra-experimental-features", value: "nix-command" };
 
 // ---------------------------------------------------------------------------------------------------------
-// Helpers: a JSON parser that keeps big integers exact, and Nix's stderr rendering.
+// Helpers. Nix's stderr is compared with the model's messages as Nix displays them (src/nix/display.ts:
+// tabs expanded, CR dropped), so the display rules are checked against both versions too.
 
-function parseJsonBig(text: string): unknown {
-  let i = 0;
-  const ws = () => {
-    while (i < text.length && /\s/.test(text[i]!)) i++;
-  };
-  const val = (): unknown => {
-    ws();
-    const c = text[i];
-    if (c === "{") {
-      i++;
-      const o: Record<string, unknown> = Object.create(null);
-      ws();
-      if (text[i] === "}") {
-        i++;
-        return o;
-      }
-      for (;;) {
-        ws();
-        const k = val() as string;
-        ws();
-        i++; // :
-        o[k] = val();
-        ws();
-        if (text[i++] === "}") return o;
-      }
-    }
-    if (c === "[") {
-      i++;
-      const a: unknown[] = [];
-      ws();
-      if (text[i] === "]") {
-        i++;
-        return a;
-      }
-      for (;;) {
-        a.push(val());
-        ws();
-        if (text[i++] === "]") return a;
-      }
-    }
-    if (c === '"') {
-      const start = i;
-      i++;
-      while (text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
-      i++;
-      return JSON.parse(text.slice(start, i));
-    }
-    const m = /^(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null)/.exec(text.slice(i, i + 64))!;
-    i += m[0].length;
-    const s = m[0];
-    if (s === "true") return true;
-    if (s === "false") return false;
-    if (s === "null") return null;
-    if (/^-?[0-9]+$/.test(s)) {
-      const b = BigInt(s);
-      return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
-    }
-    return Number(s);
-  };
-  return val();
-}
-
-/** What Nix's logger does to a message on a non-tty stderr (filterANSIEscapes): drop CR, expand tabs. */
-function renderLikeNix(s: string): string {
-  let out = "";
-  let w = 0;
-  for (const ch of s) {
-    if (ch === "\r" || ch === "\x07") continue;
-    if (ch === "\t") {
-      out += " ";
-      w++;
-      while (w % 8) {
-        out += " ";
-        w++;
-      }
-      continue;
-    }
-    out += ch;
-    w++;
-  }
-  return out;
-}
-
-const TRY = `Try '${NIX} --help' for more information.`;
 const OFFLINE = "warning: you don't have Internet access; disabling some network-dependent features";
 
 interface NixRun {
@@ -118,11 +45,12 @@ interface NixRun {
   stderr: string;
 }
 
-function runNix(env: Record<string, string>, cwd: string): Promise<NixRun> {
+function runNix(n: RealNix, env: Record<string, string>, cwd: string): Promise<NixRun> {
   return new Promise((res) => {
-    const p = spawn(NIX, ["show-config", "--json", "--extra-experimental-features", "nix-command"], {
+    const p = spawn(n.nix, [...n.configShowJson, "--extra-experimental-features", "nix-command"], {
       env,
       cwd,
+      timeout: 60_000,
     });
     let stdout = "";
     let stderr = "";
@@ -154,7 +82,6 @@ async function pool<T, R>(items: T[], n: number, f: (t: T) => Promise<R>): Promi
 // ---------------------------------------------------------------------------------------------------------
 // The generator (seeded, deterministic)
 
-const reg = new SettingRegistry(NIX_2_8);
 /** The settings `config` always shows (the brief names them); they get most of the traffic. */
 const CORE: readonly string[] = MODELLED_SETTINGS;
 /** Never set these to something real: Nix would act on them (load plugins). */
@@ -168,7 +95,7 @@ interface Case {
   env: Record<string, string>;
 }
 
-function genCase(id: number, root: string): Case {
+function genCase(id: number, root: string, reg: SettingRegistry): Case {
   const r = rng(id * 7919 + 17);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const chance = (p: number) => r() < p;
@@ -235,12 +162,19 @@ function genCase(id: number, root: string): Case {
             "recursive-nix",
             "bogus-feature",
             "fetch-closure",
+            "configurable-impure-env",
+            "auto-allocate-uids",
           ]),
         ).join(" ");
       case "stringMap":
         return Array.from({ length: Math.floor(r() * 4) }, () =>
           pick(["a=1", "b=2", "a=3", "noeq", "=x", "c=d=e", "ü=1"]),
         ).join(" ");
+      case "enum":
+        return pick([...t.values, ...(chance(errRate * 5) ? ["Disabled", "x"] : [])]);
+      case "optionalString":
+        return pick(["", "/tmp/b", "rel/dir"]);
+      case "optionalPath":
       case "path":
         return pick([
           "/usr/bin/true",
@@ -304,6 +238,20 @@ function genCase(id: number, root: string): Case {
         "extra-binary-caches",
         "verbose-build",
         "foo-bar",
+        // Version-dependent: gated by an experimental feature in 2.30, retyped, renamed, or new.
+        "accept-flake-config",
+        "flake-registry",
+        "build-hook",
+        "extra-build-hook",
+        "commit-lockfile-summary",
+        "connect-timeout",
+        "eval-profiler",
+        "diff-hook",
+        "build-dir",
+        "impure-env",
+        "extra-impure-env",
+        "repeat",
+        "substitution-max-jobs",
       ]);
     let op = name;
     const res = reg.resolve(name);
@@ -356,6 +304,9 @@ function genCase(id: number, root: string): Case {
   files.set("links/rel-target.conf", "cores = 11\n");
   files.set("inc/rel-target.conf", "cores = 22\n");
 
+  // A relative trap in the working directory: with XDG_CONFIG_HOME empty, Nix up to 2.33 looks for
+  // "/nix/nix.conf" (string concatenation), 2.34+ for "nix/nix.conf" (a relative fs::path).
+  files.set("nix/nix.conf", "cores = 3\n");
   const top = ["inc/a.conf", "c.conf", "links/l.conf", "inc/sub/b.conf"];
   const env: Record<string, string> = {
     PATH: process.env["PATH"] ?? "/usr/bin:/bin",
@@ -436,144 +387,139 @@ function materialise(c: Case): void {
 
 // ---------------------------------------------------------------------------------------------------------
 
-describe("nix.conf differential test against the real nix show-config (2.8)", {
-  skip: HAVE_NIX ? false : `${NIX} is absent: differential test skipped`,
-}, () => {
-  let root = "";
-  let machine: MachineFacts;
-  let version = NIX_2_8;
+for (const n of REAL_NIXES) describeDiff(n);
 
-  before(async () => {
-    root = mkdtempSync(join(tmpdir(), "nix-conf-diff-"));
-    // Machine facts are inputs: take them from Nix's own defaults (defaultValue) and the OS.
-    mkdirSync(join(root, "empty"));
-    const base = await runNix(
-      {
-        PATH: "/usr/bin:/bin",
-        HOME: join(root, "empty"),
-        NIX_CONF_DIR: join(root, "empty"),
-        NIX_USER_CONF_FILES: "",
-      },
-      root,
-    );
-    assert.equal(base.code, 0, base.stderr);
-    const j = parseJsonBig(base.stdout) as Record<string, { defaultValue: unknown }>;
-    machine = {
-      system: j["system"]!.defaultValue as string,
-      extraPlatforms: j["extra-platforms"]!.defaultValue as string[],
-      systemFeatures: j["system-features"]!.defaultValue as string[],
-      cores: j["cores"]!.defaultValue as number,
-      hardwareThreads: cpus().length,
-      isRoot: process.getuid?.() === 0,
-      nixPath: j["nix-path"]!.defaultValue as string[],
-      sandboxPaths: j["sandbox-paths"]!.defaultValue as string[],
-      libexecDir: "/usr/libexec",
-    };
-    const v = await new Promise<string>((res) => {
-      const p = spawn(NIX, ["--version"]);
-      let o = "";
-      p.stdout.on("data", (d) => {
-        o += d;
-      });
-      p.on("close", () => res(o));
-    });
-    version = parseNixVersion(v) ?? NIX_2_8;
-  });
+function describeDiff(n: RealNix): void {
+  describe(`nix.conf differential test against the real Nix ${n.label}`, {
+    skip: n.skipReason,
+  }, () => {
+    let root = "";
+    let machine: MachineFacts;
+    const version: NixVersion = n.version ?? NIX_2_8;
+    const TRY = `Try '${n.nix} --help' for more information.`;
 
-  after(() => {
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
-
-  test("the registry holds exactly the settings nix knows, with the same aliases", async () => {
-    const res = await runNix(
-      {
-        PATH: "/usr/bin:/bin",
-        HOME: join(root, "empty"),
-        NIX_CONF_DIR: join(root, "empty"),
-        NIX_USER_CONF_FILES: "",
-      },
-      root,
-    );
-    const j = parseJsonBig(res.stdout) as Record<string, { aliases: string[] }>;
-    const ours = new SettingRegistry(version);
-    assert.deepEqual(ours.settings.map((d) => d.name).sort(), Object.keys(j).sort());
-    for (const d of ours.settings)
-      assert.deepEqual([...d.aliases].sort(), [...j[d.name]!.aliases].sort(), d.name);
-  });
-
-  test(`${CASES} generated config trees give identical values, warnings and errors`, async () => {
-    const cases = Array.from({ length: CASES }, (_, k) => genCase(k + 1, root));
-    for (const c of cases) materialise(c);
-    const t0 = Date.now();
-    const runs = await pool(cases, Math.max(2, Math.min(8, cpus().length * 2)), (c) => runNix(c.env, c.dir));
-    const elapsed = Date.now() - t0;
-    let errors = 0;
-    const kinds = new Map<string, number>();
-    const failures: string[] = [];
-    for (let k = 0; k < cases.length; k++) {
-      const c = cases[k]!;
-      const run = runs[k]!;
-      const fs: FileReader = {
-        read: (p) => nodeFileReader.read(resolve(c.dir, p)),
-        exists: (p) => nodeFileReader.exists(resolve(c.dir, p)),
+    before(async () => {
+      root = mkdtempSync(join(tmpdir(), "nix-conf-diff-"));
+      // Machine facts are inputs: take them from the values Nix shows with no configuration, and the OS.
+      mkdirSync(join(root, "empty"));
+      const base = await runNix(
+        n,
+        {
+          PATH: "/usr/bin:/bin",
+          HOME: join(root, "empty"),
+          NIX_CONF_DIR: join(root, "empty"),
+          NIX_USER_CONF_FILES: "",
+        },
+        root,
+      );
+      assert.equal(base.code, 0, base.stderr);
+      const j = parseJsonBig(base.stdout) as Record<string, { value: unknown }>;
+      machine = {
+        system: j["system"]!.value as string,
+        extraPlatforms: j["extra-platforms"]!.value as string[],
+        systemFeatures: j["system-features"]!.value as string[],
+        cores: j["cores"]!.value as number,
+        hardwareThreads: cpus().length,
+        isRoot: process.getuid?.() === 0,
+        nixPath: j["nix-path"]!.value as string[],
+        sandboxPaths: j["sandbox-paths"]!.value as string[],
+        libexecDir: "/usr/libexec",
+        // What 2.25+ puts in build-hook: the running binary (/proc/self/exe), and the CA bundle 2.15+
+        // finds readable.
+        selfExe: realpathSync(n.nix),
+        sslCertFile:
+          [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/nix/var/nix/profiles/default/etc/ssl/certs/ca-bundle.crt",
+          ].find((f) => existsSync(f)) ?? "",
       };
-      const view = loadConfig({
-        version,
-        env: c.env,
-        passwdHome: userInfo().homedir,
-        fs,
-        machine,
-        flags: [XP_FLAG],
-      });
-      try {
-        let stderrLines = run.stderr.split("\n").filter((l) => l !== "");
-        const offline = stderrLines.includes(OFFLINE);
-        stderrLines = stderrLines.filter((l) => l !== OFFLINE);
-        if (run.code !== 0) {
-          errors++;
-          const kind = (view.error?.nixMessage ?? "?").replace(/'.*$/s, "").trim();
-          kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-          assert.ok(view.error, `nix failed but we did not: ${run.stderr}`);
-          const expected = [
-            ...view.warnings.map((w) => renderLikeNix(`warning: ${w.message}`)),
-            renderLikeNix(`error: ${view.error.nixMessage}`),
-          ];
-          if (view.error.kind === "usage") expected.push(TRY);
-          assert.deepEqual(stderrLines, expected);
-          assert.equal(run.code, 1);
-          continue;
-        }
-        assert.equal(view.error, null, `we failed but nix did not: ${view.error?.nixMessage}`);
-        assert.deepEqual(
-          stderrLines,
-          view.warnings.map((w) => renderLikeNix(`warning: ${w.message}`)),
-        );
-        const j = parseJsonBig(run.stdout) as Record<string, { value: unknown }>;
-        assert.deepEqual(Object.keys(j).sort(), [...view.settings.keys()].sort());
-        for (const [name, { value }] of Object.entries(j)) {
-          // The `nix` command forces pure-eval on after loading the configuration.
-          if (name === "pure-eval") {
-            assert.equal(value, true);
+    });
+
+    after(() => {
+      if (root) rmSync(root, { recursive: true, force: true });
+    });
+
+    test(`${CASES} generated config trees give identical values, warnings and errors`, async () => {
+      const cases = Array.from({ length: CASES }, (_, k) =>
+        genCase(k + 1, root, new SettingRegistry(version)),
+      );
+      for (const c of cases) materialise(c);
+      const t0 = Date.now();
+      const runs = await pool(cases, Math.max(2, Math.min(8, cpus().length * 2)), (c) =>
+        runNix(n, c.env, c.dir),
+      );
+      const elapsed = Date.now() - t0;
+      let errors = 0;
+      const kinds = new Map<string, number>();
+      const failures: string[] = [];
+      for (let k = 0; k < cases.length; k++) {
+        const c = cases[k]!;
+        const run = runs[k]!;
+        const fs: FileReader = {
+          read: (p) => nodeFileReader.read(resolve(c.dir, p)),
+          exists: (p) => nodeFileReader.exists(resolve(c.dir, p)),
+        };
+        const view = loadConfig({
+          version,
+          env: c.env,
+          passwdHome: userInfo().homedir,
+          fs,
+          machine,
+          flags: [XP_FLAG],
+        });
+        try {
+          let stderrLines = run.stderr.split("\n").filter((l) => l !== "");
+          const offline = stderrLines.includes(OFFLINE);
+          stderrLines = stderrLines.filter((l) => l !== OFFLINE);
+          if (run.code !== 0) {
+            errors++;
+            const kind = (view.error?.nixMessage ?? "?").replace(/'.*$/s, "").trim();
+            kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+            assert.ok(view.error, `nix failed but we did not: ${run.stderr}`);
+            const expected = [
+              ...view.warnings.map((w) => nixWarningDisplay(w.message)),
+              nixErrorDisplay(view.error.nixMessage),
+            ];
+            if (view.error.kind === "usage") expected.push(TRY);
+            assert.deepEqual(stderrLines, expected);
+            assert.equal(run.code, 1);
             continue;
           }
-          if (offline && ["substitute", "tarball-ttl", "download-attempts", "connect-timeout"].includes(name))
-            continue;
-          assert.deepEqual(view.settings.get(name)!.value, value, `setting ${name}`);
+          assert.equal(view.error, null, `we failed but nix did not: ${view.error?.nixMessage}`);
+          assert.deepEqual(
+            stderrLines,
+            view.warnings.map((w) => nixWarningDisplay(w.message)),
+          );
+          const j = parseJsonBig(run.stdout) as Record<string, { value: unknown }>;
+          assert.deepEqual(Object.keys(j).sort(), [...view.settings.keys()].sort());
+          for (const [name, { value }] of Object.entries(j)) {
+            // The `nix` command forces pure-eval on after loading the configuration.
+            if (name === "pure-eval") {
+              assert.equal(value, true);
+              continue;
+            }
+            if (
+              offline &&
+              ["substitute", "tarball-ttl", "download-attempts", "connect-timeout"].includes(name)
+            )
+              continue;
+            assert.deepEqual(view.settings.get(name)!.value, value, `setting ${name}`);
+          }
+        } catch (e) {
+          const dump = [...c.files].map(([f, t]) => `--- ${f}\n${t}`).join("\n");
+          failures.push(
+            `case ${c.id} (${c.dir}) env=${JSON.stringify(c.env)}\n${(e as Error).message}\n${dump}`,
+          );
         }
-      } catch (e) {
-        const dump = [...c.files].map(([f, t]) => `--- ${f}\n${t}`).join("\n");
-        failures.push(
-          `case ${c.id} (${c.dir}) env=${JSON.stringify(c.env)}\n${(e as Error).message}\n${dump}`,
-        );
       }
-    }
-    console.log(
-      `# differential: ${CASES} cases (${errors} ending in a Nix error), nix runs took ${elapsed} ms`,
-    );
-    console.log(`# error kinds: ${JSON.stringify(Object.fromEntries(kinds))}`);
-    assert.ok(errors > 20 && errors < CASES - 100, `generator balance: ${errors} error cases`);
-    if (process.env["CONF_DIFF_SUMMARY"])
-      for (const f of failures) console.log(f.split("\n").slice(0, 12).join("\n"));
-    assert.deepEqual(failures.slice(0, 3), [], `${failures.length} of ${CASES} cases diverge`);
+      console.log(
+        `# differential: ${CASES} cases (${errors} ending in a Nix error), nix runs took ${elapsed} ms`,
+      );
+      console.log(`# error kinds: ${JSON.stringify(Object.fromEntries(kinds))}`);
+      assert.ok(errors > 20 && errors < CASES - 100, `generator balance: ${errors} error cases`);
+      if (process.env["CONF_DIFF_SUMMARY"])
+        for (const f of failures) console.log(f.split("\n").slice(0, 12).join("\n"));
+      assert.deepEqual(failures.slice(0, 3), [], `${failures.length} of ${CASES} cases diverge`);
+    });
   });
-});
+}

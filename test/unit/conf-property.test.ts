@@ -8,7 +8,10 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { type FileReader, loadConfig, parseConfText } from "../../src/nix/conf.js";
 import { NixError } from "../../src/nix/errors.js";
-import { NIX_2_8, NIX_LATEST } from "../../src/nix/version.js";
+import { NIX_2_8, NIX_LATEST, type NixVersion } from "../../src/nix/version.js";
+
+/** The rules of 2.8 and 2.30 (both checked against the binaries) and of current Nix (modelled). */
+const VERSION = fc.constantFrom<NixVersion>(NIX_2_8, { major: 2, minor: 30, patch: 5 }, NIX_LATEST);
 
 const MACHINE = {
   system: "x86_64-linux",
@@ -66,8 +69,8 @@ function fsOf(files: Record<string, string>): FileReader {
 describe("conf property tests", () => {
   test("parseConfText never throws and reports errors as NixError", () => {
     fc.assert(
-      fc.property(text, fc.boolean(), (t, head) => {
-        const r = parseConfText(t, "/etc/nix/nix.conf", head ? NIX_LATEST : NIX_2_8);
+      fc.property(text, VERSION, (t, version) => {
+        const r = parseConfText(t, "/etc/nix/nix.conf", version);
         if (r.error !== null) assert.ok(r.error instanceof NixError);
         for (const l of r.lines) {
           if (l.kind === "set") {
@@ -104,13 +107,13 @@ describe("conf property tests", () => {
         text,
         env,
         fc.array(flag, { maxLength: 3 }),
-        fc.boolean(),
-        (sys, f1, f2, e, flags, head) => {
+        VERSION,
+        (sys, f1, f2, e, flags, version) => {
           const files = { "/etc/nix/nix.conf": sys, "/f1": f1, "/f2": f2, "/x.conf": "cores = 1\n" };
           let view: ReturnType<typeof loadConfig> | undefined;
           assert.doesNotThrow(() => {
             view = loadConfig({
-              version: head ? NIX_LATEST : NIX_2_8,
+              version,
               env: e,
               passwdHome: "/root",
               fs: fsOf(files),

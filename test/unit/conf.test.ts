@@ -472,7 +472,17 @@ for (const [label, V] of VERSIONS) {
 }
 
 describe("version differences", () => {
-  test("user config files: XDG defaults, empty components, NIX_CONFIG_HOME (2.26+)", () => {
+  test("user config files in 2.30: empty components dropped, string joins, NIX_CONFIG_HOME", () => {
+    const v230 = { major: 2, minor: 30, patch: 5 };
+    assert.deepEqual(userConfigFiles(v230, { NIX_USER_CONF_FILES: ":/a::/b:" }, "/"), ["/a", "/b"]);
+    assert.deepEqual(
+      userConfigFiles(v230, { HOME: "/h", XDG_CONFIG_HOME: "", XDG_CONFIG_DIRS: "/d/" }, "/"),
+      ["/nix/nix.conf", "/d//nix/nix.conf"],
+    );
+    assert.deepEqual(userConfigFiles(v230, { HOME: "/h", NIX_CONFIG_HOME: "/c" }, "/")[0], "/c/nix.conf");
+  });
+
+  test("user config files: XDG defaults, empty components, NIX_CONFIG_HOME (2.25+)", () => {
     assert.deepEqual(userConfigFiles(NIX_2_8, { HOME: "/root" }, "/x"), [
       "/root/.config/nix/nix.conf",
       "/etc/xdg/nix/nix.conf",

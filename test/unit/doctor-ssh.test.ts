@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
-import { tmpdir } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type DoctorReport, doctor } from "../../src/doctor/doctor.js";
@@ -197,6 +197,36 @@ describe("doctor over a real sshd on 127.0.0.1 (Nix 2.8)", { skip }, () => {
       for (const x of after) assert.equal(x.status, "skip", `${x.id} after ${failed.id}`);
     });
   }
+
+  it("the far side is a clean builder: root's home is empty there, its Nix reads only the fixture's nix.conf", () => {
+    // A fresh host's root may have a ~/.bashrc that takes seconds (pyenv init, measured 3-5 s): bash
+    // started by sshd sources it, and every session then hit the doctor's deadline. The fixture hides it.
+    const kh = join(tmp, "fixture-known-hosts");
+    writeFileSync(kh, `[127.0.0.1]:${port} ${readFileSync(join(tmp, "hostkey.pub"), "utf8")}`);
+    const t0 = performance.now();
+    const out = execFileSync(
+      "ssh",
+      [
+        "-p",
+        String(port),
+        "-i",
+        join(tmp, "client"),
+        "-oBatchMode=yes",
+        `-oUserKnownHostsFile=${kh}`,
+        "-oGlobalKnownHostsFile=/dev/null",
+        "root@127.0.0.1",
+        'echo "home=$HOME"; ls -A "$HOME" | wc -l; echo "conf=$NIX_CONF_DIR"; nix --extra-experimental-features nix-command show-config | grep "^build-users-group"',
+      ],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    const ms = performance.now() - t0;
+    const [home, entries, conf, bug] = out.trim().split("\n");
+    assert.equal(home, `home=${userInfo().homedir}`);
+    assert.equal(entries, "0", out);
+    assert.equal(conf, `conf=${join(tmp, "builder-nix-conf")}`);
+    assert.match(bug ?? "", /^build-users-group =\s*$/);
+    console.log(`# one ssh session + nix show-config on the fixture: ${Math.round(ms)} ms`);
+  });
 
   it("remote-config runs over the main probe's connection (its control socket)", () => {
     const c = cases["healthy ssh://"]!;

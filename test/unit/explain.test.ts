@@ -844,8 +844,8 @@ describe("nix-builders explain", () => {
     assert.equal(await runExplain(undefined, {}, t, input({}, "")), 1);
     assert.match(t.stdout, /No known Nix remote-build problem/);
   });
-  test("usage errors: unreadable file, bad --nix-version", async () => {
-    await assert.rejects(runExplain("nope.log", {}, fakeIo(), input({})), { name: "UsageError" });
+  test("an unreadable file is a refusal (exit 2); a bad --nix-version a usage error", async () => {
+    await assert.rejects(runExplain("nope.log", {}, fakeIo(), input({})), { name: "Refusal" });
     await assert.rejects(runExplain("-", { nixVersion: "latest" }, fakeIo(), input({}, log)), {
       name: "UsageError",
     });
