@@ -12,14 +12,17 @@
  * See docs/plan.md.
  */
 import { execFile } from "node:child_process";
+import { statSync } from "node:fs";
 import type { Command } from "commander";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
+import { type RunAsIdentity, runAs } from "../host/run-as.js";
 import { openValidity, type ValidityMethod } from "../host/store.js";
 import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
+import { excerpt, isKeyMaterialLine } from "../nix/redact.js";
 import { type RouteResult, route } from "../nix/route.js";
 import { formatNixVersion } from "../nix/version.js";
-import { EXIT, type Io, json, UsageError } from "./io.js";
+import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
 import { plural, table } from "./render.js";
 import { type RouteContext, routeContext } from "./route.js";
 import { userView } from "./view.js";
@@ -335,7 +338,39 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
 /** Evaluation can be slow, but never unbounded: a deadline for nix-instantiate / nix eval. */
 const EVAL_DEADLINE_MS = 10 * 60_000;
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+/**
+ * What Nix printed, fit to show: at most 20 lines, each a bounded excerpt, and never a line of key
+ * material (a parse error quotes the source line, and the file may be a private key).
+ */
+function scrubNixOutput(text: string): string {
+  return text
+    .trim()
+    .split("\n")
+    .slice(0, 20)
+    .map((l) => (isKeyMaterialLine(l) ? "<a line of a private key: not shown>" : excerpt(l)))
+    .join("\n");
+}
+
+/**
+ * Run an evaluator (nix-instantiate, nix eval). With `as` (root acting for `--user`), it runs as that
+ * user, so Nix reads the file with the user's rights, as the user's own evaluation would.
+ */
+async function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  as: RunAsIdentity | null,
+): Promise<string> {
+  if (as !== null) {
+    const r = await runAs(as, [cmd, ...args], {
+      env: { NIX_PATH: env["NIX_PATH"] },
+      cwd: process.cwd(),
+      timeoutMs: EVAL_DEADLINE_MS,
+    });
+    if (r.code === 0) return r.stdout;
+    const why = r.timedOut ? `no answer within ${EVAL_DEADLINE_MS / 1000} s` : scrubNixOutput(r.stderr);
+    throw new UsageError(`${cmd} ${args.join(" ")} (as ${as.name}) failed: ${why}`);
+  }
   return new Promise((resolvePromise, reject) => {
     execFile(
       cmd,
@@ -344,12 +379,33 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<strin
       (err, stdout, stderr) => {
         const why = (err as { killed?: boolean } | null)?.killed
           ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
-          : stderr.trim() || err?.message;
+          : scrubNixOutput(stderr) || err?.message;
         if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`));
         else resolvePromise(stdout);
       },
     );
   });
+}
+
+/** A file argument must be a regular file or a directory (default.nix): never a FIFO or a device. */
+function checkFileArgument(a: string): void {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(a);
+  } catch {
+    return; // missing or unreachable: Nix says so in its own words
+  }
+  if (st.isFile() || st.isDirectory()) return;
+  const kind = st.isFIFO()
+    ? "a FIFO"
+    : st.isCharacterDevice()
+      ? "a character device"
+      : st.isBlockDevice()
+        ? "a block device"
+        : st.isSocket()
+          ? "a socket"
+          : "not a file";
+  throw new Refusal(`${a}: not a regular file (${kind})`, { path: a });
 }
 
 /**
@@ -362,6 +418,7 @@ export async function resolveInstallables(
   args: readonly string[],
   ctx: RouteContext,
   env: NodeJS.ProcessEnv,
+  as: RunAsIdentity | null = null,
 ): Promise<string[]> {
   const out: string[] = [];
   const storeArgs = [...ctx.store.nixArgs];
@@ -387,9 +444,11 @@ export async function resolveInstallables(
           `${a}.drvPath`,
         ],
         env,
+        as,
       );
     } else {
-      text = await run("nix-instantiate", [...storeArgs, a], env);
+      checkFileArgument(bare);
+      text = await run("nix-instantiate", [...storeArgs, a], env, as);
     }
     for (const line of text.split("\n")) {
       const p = line.trim().split("!")[0]!;
@@ -509,7 +568,13 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     io.err(`${nixErrorDisplay(ctx.fatal)}\n(Nix stops every build with this error)\n`);
     return EXIT.errors;
   }
-  const roots = await resolveInstallables(args, ctx, io.env);
+  // With --user, root evaluates as that user: Nix then reads the files with the user's rights.
+  const u = v.user;
+  const as: RunAsIdentity | null =
+    opts.user !== undefined && process.getuid?.() === 0 && u.uid !== 0
+      ? { name: u.name, uid: u.uid, gid: u.gid, home: u.home, shell: u.shell }
+      : null;
+  const roots = await resolveInstallables(args, ctx, io.env, as);
   const onProgress = progressPrinter(io);
   // Start the store connection now: it comes up while the first derivations are read.
   const checker = openValidity(ctx.store, opts.validity);
