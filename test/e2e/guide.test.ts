@@ -105,7 +105,7 @@ describe("the guide on the lab's agent machine", { skip }, () => {
       "# the agent's own settings\nnarinfo-cache-negative-ttl = 0\r\nbuilders = ssh://x aarch64-linux\n";
     labExec(["install", "-d", "-o", s.agent.user, "-g", s.agent.user, "-m", "0700", `${home}/.config`, dir]);
     labExec(["tee", `${dir}/nix.conf`], { input: original });
-    labExec(["chown", `root:${s.agent.user}`, `${dir}/nix.conf`]);
+    labExec(["chown", `${s.agent.user}:${s.agent.user}`, `${dir}/nix.conf`]); // a root-owned one is refused (issue 11: use-security.test.ts)
     labExec(["chmod", "0640", `${dir}/nix.conf`]);
     const before = stat(`${dir}/nix.conf`);
     const u = nb(["use", s.builders[0]!.address, "--agent"]);

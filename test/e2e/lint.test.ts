@@ -156,7 +156,10 @@ describe("lint on real files", { skip: isRoot ? false : "needs root" }, () => {
     assert.deepEqual(Object.keys(j).sort(), ["findings", "summary"]);
     for (const f of j.findings) {
       for (const k of Object.keys(f))
-        assert.ok(["id", "severity", "file", "line", "message", "fix", "nixMessage"].includes(k), k);
+        assert.ok(
+          ["id", "severity", "file", "line", "message", "fix", "nixMessage", "nixDisplayed"].includes(k),
+          k,
+        );
       assert.ok(["error", "warning", "info"].includes(f.severity));
     }
     assert.deepEqual(
