@@ -22,12 +22,11 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { type AgentOptions, type AgentSelection, selectAgent } from "../commands/agent-select.js";
-import { EXIT, type Io, json, Refusal, UsageError } from "../commands/io.js";
+import { EXIT, errnoText, type Io, isPathErrno, json, oneLine, Refusal, UsageError } from "../commands/io.js";
 import { type UserView, userView } from "../commands/view.js";
 import { LockTimeoutError, MAX_FILE_BYTES, readAll, UnsafeFileError } from "../host/atomic.js";
 import { type Creds, withUserCreds } from "../host/user-creds.js";
 import { type UserInfo, userNameOf } from "../host/users.js";
-import { strerror } from "../nix/errors.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Whose configuration
@@ -114,32 +113,6 @@ export async function resolveTarget(opts: TargetOptions, io: Io, command: string
 // ---------------------------------------------------------------------------------------------------------
 // Errors → refusals
 
-/** glibc's text for write-side codes that src/nix/errors does not list. */
-const MORE_STRERROR: Record<string, string> = {
-  EROFS: "Read-only file system",
-  EEXIST: "File exists",
-  ENOSPC: "No space left on device",
-  EDQUOT: "Disk quota exceeded",
-  EXDEV: "Invalid cross-device link",
-  ENOTEMPTY: "Directory not empty",
-  EFBIG: "File too large",
-};
-const PATH_ERRNO = new Set([
-  "ENOENT",
-  "EACCES",
-  "EPERM",
-  "EISDIR",
-  "ENOTDIR",
-  "ELOOP",
-  "ENAMETOOLONG",
-  "EIO",
-  "ENXIO",
-  "ENODEV",
-  "EBUSY",
-  "ETXTBSY",
-  ...Object.keys(MORE_STRERROR),
-]);
-
 /**
  * What `use`/`reset` print for a thrown error that is about a file or the machine, not a bug in our code:
  * a refusal we raised, a path we must not write, a lock held too long, or a system error on a path (EACCES,
@@ -154,19 +127,14 @@ export function asRefusal(e: unknown, user?: string): Refusal | null {
     e instanceof Error &&
     typeof ne?.code === "string" &&
     typeof ne.path === "string" &&
-    PATH_ERRNO.has(ne.code)
+    isPathErrno(ne.code)
   ) {
-    const text = MORE_STRERROR[ne.code] ?? strerror(ne.code);
+    const text = errnoText(ne.code);
     const as = user ? ` (as ${user})` : "";
     const hint = ne.code === "EPERM" ? "; is it immutable or append-only (lsattr)?" : "";
     return new Refusal(`${ne.path}: ${text}${as}${hint}`, { path: ne.path });
   }
   return null;
-}
-
-/** One line: control characters (a newline in a file name) shown as `\xNN`. */
-export function oneLine(s: string): string {
-  return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 /** A refusal: one line on stderr naming the file and the reason, exit 2; with --json also on stdout. */

@@ -114,6 +114,11 @@ const FILE_SYSCALLS = new Set([
   "mkdir",
 ]);
 
+/** Is `code` an errno that, raised on a path, says something about that path or this machine? */
+export function isPathErrno(code: string): boolean {
+  return PATH_ERRNO.has(code);
+}
+
 /** The C library's text for an errno code (glibc wording), or the code itself. */
 export function errnoText(code: string): string {
   return MORE_STRERROR[code] ?? strerror(code);
