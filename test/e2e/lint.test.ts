@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Command } from "commander";
 import { register, runLint } from "../../src/commands/lint.js";
-import { userView } from "../../src/commands/view.js";
+import { readerForUser, userView } from "../../src/commands/view.js";
 import { keyFileFacts } from "../../src/host/keyfile.js";
 import { lookupUser, type UserInfo } from "../../src/host/users.js";
 import { base64Encode } from "../../src/nix/base64.js";
@@ -255,7 +255,8 @@ describe("lint on real files", { skip: isRoot ? false : "needs root" }, () => {
     );
     chmodSync(mf, 0o644);
     const real = await userView({ env });
-    const asTestUser = { ...real, hookUser: testUser };
+    // The hook user and the reader that reads as the hook user go together (the view reads through it).
+    const asTestUser = { ...real, hookUser: testUser, hookReader: readerForUser(testUser) };
     const j = JSON.parse((await run({ json: true, machines: [mf] }, asTestUser)).text) as JsonOut;
     assert.deepEqual(
       j.findings.map((f) => [f.id, f.severity, f.line]),
