@@ -381,21 +381,19 @@ class HelperChannel {
 
   /** Stop the helper: it reads end-of-file and exits (nothing is killed that is not ours). */
   close(): void {
-    for (const fd of [this.reqFd, this.respFd]) {
-      try {
-        if (fd >= 0) closeSync(fd);
-      } catch {
-        // already closed
-      }
-    }
-    this.reqFd = this.respFd = -1;
-    this.child = null;
+    this.closeFds();
     this.pending = Buffer.alloc(0);
   }
 
   private kill(code: ChannelDown["code"]): ChannelDown {
     this.down = new ChannelDown(code);
     if (this.child) killGroup(this.child, "SIGKILL");
+    this.closeFds();
+    return this.down;
+  }
+
+  /** Close both FIFO ends and forget the child. */
+  private closeFds(): void {
     for (const fd of [this.reqFd, this.respFd]) {
       try {
         if (fd >= 0) closeSync(fd);
@@ -405,7 +403,6 @@ class HelperChannel {
     }
     this.reqFd = this.respFd = -1;
     this.child = null;
-    return this.down;
   }
 
   /** One request, one answer; throws ChannelDown. */

@@ -161,14 +161,10 @@ export async function keyFileFacts(
   const mode = Number(st.mode) & 0o7777;
   const ownerUid = Number(st.uid);
   const readable = isFile ? await readableBy(resolved, user, opts) : null;
-  let passphrase: boolean | null = null;
-  let loadError: string | null = null;
-  if (isFile && readable === true && !opts.noPassphraseCheck) {
-    const p = await probePassphrase(resolved, user, opts);
-    if (p.kind === "none") passphrase = false;
-    else if (p.kind === "passphrase") passphrase = true;
-    else if (p.kind === "not-a-key") loadError = p.reason;
-  }
+  const { passphrase, loadError } =
+    isFile && readable === true && !opts.noPassphraseCheck
+      ? await passphraseFacts(resolved, user, opts)
+      : { passphrase: null, loadError: null };
   return {
     path,
     resolved,
@@ -181,6 +177,19 @@ export async function keyFileFacts(
     loadError,
     inStore,
   };
+}
+
+/** Does the key need a passphrase (asked as the hook user), or is it not a key at all? */
+async function passphraseFacts(
+  resolved: string,
+  user: HookIdentity,
+  opts: ProbeOptions,
+): Promise<{ passphrase: boolean | null; loadError: string | null }> {
+  const p = await probePassphrase(resolved, user, opts);
+  if (p.kind === "none") return { passphrase: false, loadError: null };
+  if (p.kind === "passphrase") return { passphrase: true, loadError: null };
+  if (p.kind === "not-a-key") return { passphrase: null, loadError: p.reason };
+  return { passphrase: null, loadError: null };
 }
 
 /** {@link keyFileFacts} through a reader that runs as the hook user: what ssh, run as that user, finds. */
@@ -203,14 +212,10 @@ async function keyFactsVia(
   }
   const isFile = f.isFile === true;
   const readable = isFile ? f.readable : null;
-  let passphrase: boolean | null = null;
-  let loadError: string | null = null;
-  if (isFile && readable === true && !opts.noPassphraseCheck) {
-    const p = await probePassphrase(resolved, user, opts);
-    if (p.kind === "none") passphrase = false;
-    else if (p.kind === "passphrase") passphrase = true;
-    else if (p.kind === "not-a-key") loadError = p.reason;
-  }
+  const { passphrase, loadError } =
+    isFile && readable === true && !opts.noPassphraseCheck
+      ? await passphraseFacts(resolved, user, opts)
+      : { passphrase: null, loadError: null };
   return {
     path,
     resolved,
