@@ -71,6 +71,7 @@ const LIMITS = {
   requestTimeoutMs: 10_000,
   keepAliveTimeoutMs: 5_000,
   maxHeaderSize: 8 * 1024,
+  checkEveryMs: 1_000,
 };
 
 const SECURITY_HEADERS: Record<string, string> = {
@@ -107,6 +108,8 @@ export async function startWatchServer(options: WatchServerOptions): Promise<Wat
       requestTimeout: LIMITS.requestTimeoutMs,
       headersTimeout: LIMITS.headersTimeoutMs,
       keepAliveTimeout: LIMITS.keepAliveTimeoutMs,
+      // Node checks the two timeouts above only this often (30 s by default).
+      connectionsCheckingInterval: LIMITS.checkEveryMs,
     },
     (req, res) => {
       handle(req, res).catch(() => {

@@ -214,29 +214,41 @@ export function createWatchMetrics(options: WatchMetricsOptions): WatchMetrics {
       }
     },
   });
+  // What the last probe that got that far saw of the remote Nix, kept across failed probes so that the
+  // info series does not change labels each time a builder fails; forgotten with the builder.
+  const remoteSeen = new Map<string, { version: string; protocol: string; trusted: string }>();
   new Gauge({
     name: `${p}builder_info`,
-    help: "Facts about the builder (always 1): its systems and features, and the remote Nix seen by the last probe.",
+    help: "Facts about the builder (always 1): its systems and features, and the remote Nix its probes last saw.",
     labelNames: ["builder", "systems", "features", "nix_version", "protocol", "trusted"],
     registers,
     collect() {
       this.reset();
+      const present = new Set<string>();
       for (const b of snap().builders) {
+        present.add(b.builder);
         const probe = b.lastProbe;
-        const trusted =
-          probe?.remoteTrusted === undefined ? "unknown" : probe.remoteTrusted ? "true" : "false";
+        if (probe?.remoteNixVersion !== undefined || probe?.remoteTrusted !== undefined) {
+          remoteSeen.set(b.builder, {
+            version: probe.remoteNixVersion ?? "",
+            protocol: probe.protocol ?? "",
+            trusted: probe.remoteTrusted === undefined ? "unknown" : String(probe.remoteTrusted),
+          });
+        }
+        const seen = remoteSeen.get(b.builder);
         this.set(
           {
             builder: labelText(b.builder),
             systems: labelText(b.systems.join(",")),
             features: labelText(b.supportedFeatures.join(",")),
-            nix_version: labelText(probe?.remoteNixVersion ?? ""),
-            protocol: labelText(probe?.protocol ?? ""),
-            trusted,
+            nix_version: labelText(seen?.version ?? ""),
+            protocol: labelText(seen?.protocol ?? ""),
+            trusted: seen?.trusted ?? "unknown",
           },
           1,
         );
       }
+      for (const k of remoteSeen.keys()) if (!present.has(k)) remoteSeen.delete(k);
     },
   });
   new Gauge({
