@@ -381,7 +381,19 @@ export function createWatchMetrics(options: WatchMetricsOptions): WatchMetrics {
   // --- attribution (registered when the engine first has build records) --------------------------
   let attribution: Attribution | null = null;
 
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    // prom-client also exports these three sums as gauges named `_total`, which the Prometheus naming
+    // rules reserve for counters (`promtool check metrics` flags them). The per-type gauges
+    // (nodejs_active_handles{type}…) carry the same numbers, so the sums are left out.
+    for (const name of [
+      "nodejs_active_handles_total",
+      "nodejs_active_requests_total",
+      "nodejs_active_resources_total",
+    ]) {
+      registry.removeSingleMetric(name);
+    }
+  }
 
   return {
     registry,
