@@ -74,7 +74,8 @@ const LIMITS = {
   checkEveryMs: 1_000,
 };
 
-const SECURITY_HEADERS: Record<string, string> = {
+/** Sent with every response. */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "Cache-Control": "no-store",
   "X-Content-Type-Options": "nosniff",
   "X-Frame-Options": "DENY",

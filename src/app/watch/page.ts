@@ -141,9 +141,10 @@ function routing(s: WatchSnapshot): string {
   const rows = systems.map((sys) => {
     const to = routed.get(sys) ?? [];
     const total = bySystem.get(sys) ?? 0;
+    const out = total === 1 ? "its only builder is" : `all ${total} of its builders are`;
     const cell =
       to.length === 0
-        ? `<td class="bad">nowhere: all ${total} builder${total === 1 ? " is" : "s are"} held or removed; builds wait or run locally</td>`
+        ? `<td class="bad">nowhere: ${out} held, removed or drained</td>`
         : `<td>${to.map((b, i) => `${i === 0 ? "<strong>" : ""}<code>${h(b)}</code>${i === 0 ? "</strong>" : ""}`).join(", ")}</td>`;
     return `<tr><th scope="row"><code>${h(sys)}</code></th>${cell}<td class="num">${to.length} of ${total}</td></tr>`;
   });
@@ -212,9 +213,12 @@ function builderDetails(b: BuilderStatus, now: number): string {
   if (b.lastProbe) {
     facts.push(["Last probe", `${probeResult(b.lastProbe)}, ${when(b.lastProbe.at, now)}`]);
     facts.push(["Latency", phases(b.lastProbe)]);
+    const p = b.lastProbe;
     facts.push([
       "Remote Nix",
-      `${b.lastProbe.remoteNixVersion ? h(b.lastProbe.remoteNixVersion) : "unknown"}${b.lastProbe.protocol ? `, protocol ${h(b.lastProbe.protocol)}` : ""}, ${trust(b.lastProbe)}`,
+      p.remoteNixVersion === undefined && p.remoteTrusted === undefined
+        ? "not known: the last probe did not reach the remote Nix"
+        : `${p.remoteNixVersion ? h(p.remoteNixVersion) : "version unknown"}${p.protocol ? `, protocol ${h(p.protocol)}` : ""}, ${trust(p)}`,
     ]);
   }
   parts.push(`<dl>${facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("")}</dl>`);
