@@ -247,7 +247,10 @@ in
     nix.settings.builders = mkIf cfg.setBuilders (mkForce "@${machinesFile}");
 
     # Nix finds a file at boot, before watch's first round (and if watch never starts): a copy of the source.
-    systemd.tmpfiles.rules = optional (cfg.source != null) "C ${machinesFile} - - - - ${cfg.source}";
+    # (tmpfiles expands % specifiers in the argument too.)
+    systemd.tmpfiles.rules = optional (
+      cfg.source != null
+    ) "C ${machinesFile} - - - - ${lib.replaceStrings [ "%" ] [ "%%" ] "${cfg.source}"}";
 
     networking.firewall.allowedTCPPorts = optional (cfg.openFirewall && cfg.listenAddress != null) cfg.port;
 
