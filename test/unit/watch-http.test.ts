@@ -9,6 +9,7 @@ import {
   DEFAULT_WATCH_PORT,
   parseListen,
   startWatchServer,
+  WatchListenError,
   type WatchServer,
 } from "../../src/app/watch/http.js";
 import type { WatchSnapshot } from "../../src/app/watch/model.js";
@@ -218,7 +219,11 @@ describe("startWatchServer", () => {
         snapshot: () => fixtureSnapshot(),
         defaultMetrics: false,
       }),
-      /EADDRINUSE/,
+      (e: unknown) =>
+        e instanceof WatchListenError &&
+        e.code === "EADDRINUSE" &&
+        e.message ===
+          `--listen 127.0.0.1:${a.address.port}: cannot listen: the address is in use (EADDRINUSE)`,
     );
     await a.close();
     const b = await startWatchServer({
@@ -260,7 +265,11 @@ describe("startWatchServer", () => {
       "-x:1",
       "1.2.3.4:9x",
     ]) {
-      assert.throws(() => parseListen(bad), /--listen/, bad);
+      assert.throws(
+        () => parseListen(bad),
+        (e: unknown) => e instanceof WatchListenError && /^--listen /.test(e.message),
+        bad,
+      );
     }
   });
 });

@@ -21,6 +21,20 @@ import { renderStatusJson, renderStatusPage } from "./page.js";
 export const DEFAULT_WATCH_PORT = 9478;
 export const DEFAULT_WATCH_LISTEN = `127.0.0.1:${DEFAULT_WATCH_PORT}`;
 
+/**
+ * `--listen` is not usable: a malformed address, or one that cannot be bound (in use, not on this
+ * machine, a privileged port). One line, naming the address; the command shows it as a usage error.
+ */
+export class WatchListenError extends Error {
+  override name = "WatchListenError";
+  /** The errno code of a bind failure (EADDRINUSE, EADDRNOTAVAIL, EACCES), when there was one. */
+  readonly code: string | undefined;
+  constructor(message: string, code?: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
 export interface ListenAddress {
   host: string;
   port: number;
@@ -28,16 +42,20 @@ export interface ListenAddress {
 
 /**
  * Parses `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (127.0.0.1). The host must be an IP address or
- * `localhost`; port 0 picks a free port. Throws an Error whose message says what is wrong.
+ * `localhost`; port 0 picks a free port. Throws a WatchListenError that says what is wrong.
  */
 export function parseListen(text: string): ListenAddress {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
-  if (!m) throw new Error(`--listen ${JSON.stringify(text)}: expected HOST:PORT, [IPv6]:PORT or :PORT`);
+  if (!m)
+    throw new WatchListenError(`--listen ${JSON.stringify(text)}: expected HOST:PORT, [IPv6]:PORT or :PORT`);
   const host = m[1] ?? (m[2] === "" ? "127.0.0.1" : (m[2] as string));
   const port = Number(m[3]);
-  if (port > 65535) throw new Error(`--listen ${JSON.stringify(text)}: port ${port} is out of range`);
+  if (port > 65535)
+    throw new WatchListenError(`--listen ${JSON.stringify(text)}: port ${port} is out of range`);
   if (m[1] !== undefined ? isIP(host) !== 6 : isIP(host) !== 4 && host !== "localhost") {
-    throw new Error(`--listen ${JSON.stringify(text)}: the host must be an IP address or localhost`);
+    throw new WatchListenError(
+      `--listen ${JSON.stringify(text)}: the host must be an IP address or localhost`,
+    );
   }
   return { host, port };
 }
@@ -175,7 +193,19 @@ export async function startWatchServer(options: WatchServerOptions): Promise<Wat
   }
 
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
+    const onError = (err: NodeJS.ErrnoException) => {
+      const why = {
+        EADDRINUSE: "the address is in use",
+        EADDRNOTAVAIL: "the address is not on this machine",
+        EACCES: "permission denied",
+      }[err.code ?? ""];
+      reject(
+        new WatchListenError(
+          `--listen ${listen.host}:${listen.port}: cannot listen: ${why ?? err.message} (${err.code ?? "error"})`,
+          err.code,
+        ),
+      );
+    };
     server.once("error", onError);
     server.listen({ host: listen.host, port: listen.port, exclusive: true }, () => {
       server.off("error", onError);
