@@ -17,7 +17,10 @@ const MAX_LINES = 20;
 export class HookSession {
   private seq = 0;
   private readonly tries: (HookTry & { id: string; at: number })[] = [];
-  private current: { cannotBuild: { machine: string; error: string }[]; lines: string[] } = { cannotBuild: [], lines: [] };
+  private current: { cannotBuild: { machine: string; error: string }[]; lines: string[] } = {
+    cannotBuild: [],
+    lines: [],
+  };
   private accepted: TryEvent | null = null;
   private awaitingMachine: TryEvent | null = null;
   private error: string | null = null;
@@ -72,7 +75,12 @@ export class HookSession {
   cannotBuild(machine: string, error: string): void {
     const at = this.now();
     this.current.cannotBuild.push({ machine, error });
-    this.sink.signal(machine, at, `cannot build on '${machine}': ${error}`, `${at}-${this.hookPid}-${this.seq++}`);
+    this.sink.signal(
+      machine,
+      at,
+      `cannot build on '${machine}': ${error}`,
+      `${at}-${this.hookPid}-${this.seq++}`,
+    );
   }
 
   message(level: number, text: string): void {
@@ -117,7 +125,15 @@ export class HookSession {
         machine: null,
         cannotBuild: this.current.cannotBuild,
       });
-      this.sink.event({ v: 1, t: "end", id: t.id, at: this.now(), result: "unknown", error: this.error, lines: this.current.lines });
+      this.sink.event({
+        v: 1,
+        t: "end",
+        id: t.id,
+        at: this.now(),
+        result: "unknown",
+        error: this.error,
+        lines: this.current.lines,
+      });
     }
   }
 }

@@ -101,7 +101,9 @@ export function encodeEvent(e: BuildEvent): string {
     copy.lines = copy.lines.slice(0, 5).map((l) => l.slice(0, 200));
     if (copy.error !== null) copy.error = copy.error.slice(0, 1000);
   } else {
-    copy.cannotBuild = copy.cannotBuild.slice(0, 5).map((c) => ({ machine: c.machine.slice(0, 300), error: c.error.slice(0, 300) }));
+    copy.cannotBuild = copy.cannotBuild
+      .slice(0, 5)
+      .map((c) => ({ machine: c.machine.slice(0, 300), error: c.error.slice(0, 300) }));
     copy.features = copy.features.slice(0, 20).map((f) => f.slice(0, 100));
   }
   line = JSON.stringify(copy);
@@ -182,7 +184,11 @@ export class RecordWriter {
         return;
       }
       const tmp = join(dir, `.${name}.tmp`);
-      const fh = await fsp.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      const fh = await fsp.open(
+        tmp,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      );
       try {
         await fh.writeFile(`${JSON.stringify({ builder, at, reason })}\n`);
       } finally {
@@ -240,7 +246,11 @@ export class RecordWriter {
     }
     const fh = await fsp.open(
       live,
-      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+      constants.O_WRONLY |
+        constants.O_APPEND |
+        constants.O_CREAT |
+        constants.O_NOFOLLOW |
+        constants.O_NONBLOCK,
       0o600,
     );
     try {
@@ -295,7 +305,10 @@ function readOwned(path: string, limit: number): string | null {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new StoreRefusal(path, "not a regular file");
     if (st.uid !== euid() || (st.mode & 0o022) !== 0)
-      throw new StoreRefusal(path, "not owned by this user alone (records are only trusted from root's own files)");
+      throw new StoreRefusal(
+        path,
+        "not owned by this user alone (records are only trusted from root's own files)",
+      );
     const size = Math.min(st.size, limit);
     const buf = Buffer.alloc(size);
     let off = 0;
@@ -389,7 +402,10 @@ export interface RecentBuild {
  * The recent remote builds, newest first, for watch's status page. Never throws: an untrusted or
  * unreadable store gives no builds.
  */
-export function readRecentBuilds(state: string, opts: { since?: number; limit?: number } = {}): RecentBuild[] {
+export function readRecentBuilds(
+  state: string,
+  opts: { since?: number; limit?: number } = {},
+): RecentBuild[] {
   let records: BuildRecord[];
   try {
     records = joinEvents(readEvents(state));

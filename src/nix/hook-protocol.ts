@@ -46,7 +46,8 @@ export class RequestDecoder {
 
   push(chunk: Buffer): RequestEvent[] {
     if (this.failed !== null || this.phase === "done") return [];
-    this.buf = this.pos === 0 ? Buffer.concat([this.buf, chunk]) : Buffer.concat([this.buf.subarray(this.pos), chunk]);
+    this.buf =
+      this.pos === 0 ? Buffer.concat([this.buf, chunk]) : Buffer.concat([this.buf.subarray(this.pos), chunk]);
     this.pos = 0;
     if (this.buf.length > LIMITS.maxBuffer) {
       this.failed = "request too large";
@@ -94,7 +95,9 @@ export class RequestDecoder {
       // A command is a string; "try" is the only one. After `# accept` the worker sends a string list
       // instead, whose first word is a count, whose next word (a path length) never reads as "try".
       this.need(16);
-      const isTry = this.buf.readBigUInt64LE(this.pos) === 3n && this.buf.toString("latin1", this.pos + 8, this.pos + 16) === "try\0\0\0\0\0";
+      const isTry =
+        this.buf.readBigUInt64LE(this.pos) === 3n &&
+        this.buf.toString("latin1", this.pos + 8, this.pos + 16) === "try\0\0\0\0\0";
       if (isTry) {
         this.pos += 16;
         const amWilling = this.u64() !== 0;
