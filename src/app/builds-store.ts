@@ -20,7 +20,7 @@ export const DEFAULT_STATE_DIR = "/var/lib/nix-builders";
 /** `$NIX_BUILDERS_STATE_DIR` (root's environment; for tests) or /var/lib/nix-builders. */
 export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
   const d = env["NIX_BUILDERS_STATE_DIR"];
-  return d !== undefined && d.startsWith("/") ? d : DEFAULT_STATE_DIR;
+  return d?.startsWith("/") ? d : DEFAULT_STATE_DIR;
 }
 
 export function buildsDir(state: string): string {

@@ -24,7 +24,7 @@ function lines(text: string): string[] {
 }
 
 /** The value a line assigns (after `=`, trimmed, without a trailing comment). */
-function valueOf(line: string): string {
+function assignedValue(line: string): string {
   const hash = line.indexOf("#");
   const code = hash >= 0 ? line.slice(0, hash) : line;
   return code.slice(code.indexOf("=") + 1).trim();
@@ -34,7 +34,7 @@ export function planInstall(text: string, wrapper: string): InstallPlan {
   const ls = lines(text);
   for (let i = ls.length - 1; i >= 0; i--) {
     if (assignedName(ls[i]!) !== "build-hook") continue;
-    const value = valueOf(ls[i]!);
+    const value = assignedValue(ls[i]!);
     if (value.split(/[ \t]+/)[0] === wrapper) return { kind: "already", line: i + 1 };
     return { kind: "conflict", line: i + 1, value };
   }
