@@ -384,6 +384,23 @@ export function isRemoteBuild(r: BuildRecord): boolean {
   return r.reply === "accept" || r.cannotBuild.length > 0;
 }
 
+/**
+ * The remote builds among the records, oldest first: every accepted try, and for a derivation that never
+ * went out, its last try that met a `cannot build on` (the worker asks again for the same derivation; one
+ * row per derivation is enough).
+ */
+export function remoteBuilds(records: BuildRecord[]): BuildRecord[] {
+  const lastDeclined = new Map<string, BuildRecord>();
+  const accepted = new Set<string>();
+  for (const r of records) {
+    if (r.reply === "accept") accepted.add(r.drv);
+    else if (r.cannotBuild.length > 0) lastDeclined.set(r.drv, r);
+  }
+  return records.filter(
+    (r) => r.reply === "accept" || (lastDeclined.get(r.drv) === r && !accepted.has(r.drv)),
+  );
+}
+
 export function isFailed(r: BuildRecord): boolean {
   return r.result === "failure" || (r.reply !== "accept" && r.cannotBuild.length > 0);
 }
@@ -412,8 +429,8 @@ export function readRecentBuilds(
   } catch {
     return [];
   }
-  return records
-    .filter((r) => isRemoteBuild(r) && r.startedAt >= (opts.since ?? 0))
+  return remoteBuilds(records)
+    .filter((r) => r.startedAt >= (opts.since ?? 0))
     .reverse()
     .slice(0, opts.limit ?? 50)
     .map((r) => ({

@@ -9,9 +9,9 @@ import {
   type BuildRecord,
   builderCounters,
   isFailed,
-  isRemoteBuild,
   joinEvents,
   readEvents,
+  remoteBuilds,
   StoreRefusal,
   stateDir,
 } from "../app/builds-store.js";
@@ -84,9 +84,9 @@ function publicRecord(r: BuildRecord) {
 
 export function runBuilds(opts: BuildsOptions, io: Io, now = Date.now()): number {
   const since = opts.since !== undefined ? parseSince(opts.since, now) : 0;
-  const records = load(io).filter(
+  const all = load(io);
+  const records = (opts.all ? all : remoteBuilds(all)).filter(
     (r) =>
-      (opts.all || isRemoteBuild(r)) &&
       r.startedAt >= since &&
       (opts.builder === undefined ||
         builderOf(r) === opts.builder ||
@@ -140,7 +140,7 @@ export function runWhoBuilt(path: string, opts: { json?: boolean; store?: string
     throw new UsageError(`who-built: '${path}' is not a store path`);
   const deriver = path.endsWith(".drv") ? null : deriverOf(path, opts.store);
   const target = deriver ?? path;
-  const hits = load(io).filter((r) => isRemoteBuild(r) && matches(r, target));
+  const hits = remoteBuilds(load(io)).filter((r) => matches(r, target));
   const exact = hits.filter((r) => r.drv === target);
   const found = exact.length > 0 ? exact : hits;
   if (opts.json) {
