@@ -139,6 +139,9 @@ export class HookSession {
 }
 
 function main(): void {
+  // Never let an error here reach anything: the recorder just stops.
+  process.on("uncaughtException", () => process.exit(0));
+  process.on("unhandledRejection", () => process.exit(0));
   const hookPid = Number(process.argv[2] ?? "0");
   // The wrapper's start ($EPOCHREALTIME): the requests already waiting when the recorder has started
   // (Node starts slower than the hook) were sent then, not now.
@@ -211,7 +214,4 @@ function main(): void {
   });
 }
 
-// Never let an error here reach anything: the recorder just stops.
-process.on("uncaughtException", () => process.exit(0));
-process.on("unhandledRejection", () => process.exit(0));
 if (process.argv[1]?.endsWith("hook-recorder.js") || process.argv[1]?.endsWith("hook-recorder.ts")) main();
