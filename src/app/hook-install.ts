@@ -72,6 +72,9 @@ export async function installHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath(
   const conf = daemonConf(env);
   if (!existsSync(wrapper))
     throw new HookRefusal(wrapper, `${wrapper}: the wrapper is missing from this installation`);
+  // Nix 2.30 splits build-hook into words: a path with white space would not name the wrapper.
+  if (/\s/.test(wrapper))
+    throw new HookRefusal(wrapper, `${wrapper}: contains white space, which build-hook cannot hold`);
   const text = readConf(conf);
   const plan = planInstall(text, wrapper);
   if (plan.kind === "already") return { action: "already-installed", conf, wrapper, restartNeeded: false };
