@@ -1,0 +1,118 @@
+/**
+ * `nix-builders hook install | uninstall | path`: point the daemon's `build-hook` at the wrapper
+ * (libexec/build-hook), keep the original file in the state directory, and undo it.
+ */
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { atomicWrite, readAll } from "../host/atomic.js";
+import { planInstall, planUninstall } from "../nix/hook-conf.js";
+import { stateDir, untrustedDir } from "./builds-store.js";
+
+/** The wrapper shipped with this package: `<package>/libexec/build-hook`. */
+export function wrapperPath(): string {
+  const here = dirname(fileURLToPath(import.meta.url)); // dist/app or src/app
+  return resolve(here, "..", "..", "libexec", "build-hook");
+}
+
+/** The daemon's nix.conf: `$NIX_CONF_DIR/nix.conf`, default /etc/nix/nix.conf. */
+export function daemonConf(env: NodeJS.ProcessEnv): string {
+  return join(env["NIX_CONF_DIR"] ?? "/etc/nix", "nix.conf");
+}
+
+export class HookRefusal extends Error {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function readConf(file: string): string {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return "";
+    throw new HookRefusal(file, `${file}: cannot be read (${code})`);
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new HookRefusal(file, `${file}: not a regular file`);
+    const b = readAll(fd, 1 << 20);
+    if (b === null) throw new HookRefusal(file, `${file}: larger than 1 MiB`);
+    return b.toString("latin1");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function origFile(state: string): string {
+  return join(state, "hook", "nix.conf.orig");
+}
+
+export interface HookResult {
+  action: "installed" | "already-installed" | "uninstalled" | "not-installed";
+  conf: string;
+  wrapper: string;
+  restartNeeded: boolean;
+}
+
+export async function installHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath()): Promise<HookResult> {
+  const conf = daemonConf(env);
+  if (!existsSync(wrapper))
+    throw new HookRefusal(wrapper, `${wrapper}: the wrapper is missing from this installation`);
+  // Nix 2.30 splits build-hook into words: a path with white space would not name the wrapper.
+  if (/\s/.test(wrapper))
+    throw new HookRefusal(wrapper, `${wrapper}: contains white space, which build-hook cannot hold`);
+  const text = readConf(conf);
+  const plan = planInstall(text, wrapper);
+  if (plan.kind === "already") return { action: "already-installed", conf, wrapper, restartNeeded: false };
+  if (plan.kind === "conflict")
+    throw new HookRefusal(
+      conf,
+      `${conf}:${plan.line}: sets build-hook to '${plan.value}'; the wrapper only wraps Nix's default hook, so nothing was changed`,
+    );
+  const state = stateDir(env);
+  const dir = join(state, "hook");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const bad = untrustedDir(dir);
+  if (bad !== null) throw new HookRefusal(dir, `${dir}: ${bad}`);
+  writeFileSync(origFile(state), Buffer.from(text, "latin1"), { mode: 0o600 });
+  if (!existsSync(dirname(conf))) mkdirSync(dirname(conf), { recursive: true, mode: 0o755 });
+  await atomicWrite(conf, Buffer.from(plan.text, "latin1"), { backup: false });
+  return { action: "installed", conf, wrapper, restartNeeded: true };
+}
+
+export async function uninstallHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath()): Promise<HookResult> {
+  const conf = daemonConf(env);
+  const text = readConf(conf);
+  const state = stateDir(env);
+  let original: string | null = null;
+  if (untrustedDir(join(state, "hook")) === null) {
+    try {
+      original = readFileSync(origFile(state)).toString("latin1");
+    } catch {
+      original = null;
+    }
+  }
+  const plan = planUninstall(text, wrapper, original);
+  if (plan.kind === "not-installed") return { action: "not-installed", conf, wrapper, restartNeeded: false };
+  if (plan.kind === "changed")
+    throw new HookRefusal(
+      conf,
+      `${conf}:${plan.line}: the lines hook install added were changed since; edit them by hand`,
+    );
+  await atomicWrite(conf, Buffer.from(plan.text, "latin1"), { backup: false });
+  return { action: "uninstalled", conf, wrapper, restartNeeded: true };
+}

@@ -1,0 +1,56 @@
+/**
+ * `hook install / uninstall / path` on real files: the daemon's nix.conf (NIX_CONF_DIR) gains the
+ * build-hook line, a second install changes nothing, uninstall gives the file back byte for byte, and
+ * another build-hook is refused (exit 2, one line naming the file).
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { test } from "node:test";
+
+const CLI = resolve(import.meta.dirname, "..", "..", "src", "cli.ts");
+const WRAPPER = resolve(import.meta.dirname, "..", "..", "libexec", "build-hook");
+
+function cli(args: string[], env: Record<string, string>) {
+  const r = spawnSync(process.execPath, ["--import", "tsx", CLI, ...args], {
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test("install, install again, uninstall: byte for byte; path; a foreign build-hook is refused", () => {
+  const dir = mkdtempSync(join(tmpdir(), "nb-hookinst-"));
+  try {
+    const conf = join(dir, "etc");
+    const state = join(dir, "state");
+    mkdirSync(conf);
+    mkdirSync(state);
+    chmodSync(state, 0o755);
+    const original = "trusted-users = root\r\nmax-jobs = 4 # no newline at the end";
+    writeFileSync(join(conf, "nix.conf"), original, "latin1");
+    const env = { NIX_CONF_DIR: conf, NIX_BUILDERS_STATE_DIR: state };
+    const a = cli(["hook", "install"], env);
+    assert.equal(a.code, 0, a.err);
+    assert.match(a.out, /restart/);
+    const text = readFileSync(join(conf, "nix.conf"), "latin1");
+    assert.ok(text.startsWith(`${original}\n`));
+    assert.match(text, new RegExp(`^build-hook = ${WRAPPER.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}$`, "m"));
+    const b = cli(["hook", "install", "--json"], env);
+    assert.equal(JSON.parse(b.out).action, "already-installed");
+    const u = cli(["hook", "uninstall"], env);
+    assert.equal(u.code, 0, u.err);
+    assert.equal(readFileSync(join(conf, "nix.conf"), "latin1"), original);
+    assert.equal(cli(["hook", "path"], env).out, `${WRAPPER}\n`);
+    writeFileSync(join(conf, "nix.conf"), "build-hook = /my/hook\n");
+    const c = cli(["hook", "install"], env);
+    assert.equal(c.code, 2);
+    assert.match(c.err, /nix\.conf:1: sets build-hook to '\/my\/hook'/);
+    assert.equal(readFileSync(join(conf, "nix.conf"), "utf8"), "build-hook = /my/hook\n");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
