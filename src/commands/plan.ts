@@ -15,6 +15,7 @@ import { execFile } from "node:child_process";
 import { statSync } from "node:fs";
 import type { Command } from "commander";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
+import { FactsCache } from "../host/facts-cache.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
 import { openValidity, type ValidityMethod } from "../host/store.js";
 import { nixErrorDisplay } from "../nix/display.js";
@@ -37,6 +38,8 @@ export interface PlanOptions {
   read?: ReadMode;
   /** How to ask the store which outputs are valid (default: daemon socket, else nix-daemon --stdio). */
   validity?: ValidityMethod;
+  /** false with --no-cache: read every .drv and leave the facts cache alone. */
+  cache?: boolean;
 }
 
 export interface BuilderSummary {
@@ -72,6 +75,8 @@ export interface PlanResult {
   /** Derivations that could be built but depend (transitively) on an unbuildable one. */
   readonly blocked: number;
   readonly ms: { read: number; validity: number; route: number };
+  /** The facts cache, when one was used: derivations answered from it and read from the store. */
+  readonly cache: { hits: number; misses: number } | null;
 }
 
 export interface PlanInput {
@@ -80,6 +85,8 @@ export interface PlanInput {
   /** Which of these paths are valid. */
   readonly valid: (paths: readonly string[]) => Promise<Set<string>>;
   readonly readMode?: ReadMode;
+  /** plan's facts cache (src/host/facts-cache.ts), when not disabled. */
+  readonly facts?: FactsCache;
   readonly onProgress?: (stage: string, done: number, total: number | null) => void;
 }
 
@@ -130,6 +137,7 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     // Small batches: the query of the last one is the only part of validity not hidden by reading.
     batchSize: 500,
     mode: input.readMode ?? "sync",
+    ...(input.facts ? { facts: input.facts } : {}),
     onBatch: (nodes) => {
       const paths: string[] = [];
       for (const n of nodes) for (const p of n.outputPaths) if (p !== "") paths.push(p);
@@ -330,6 +338,7 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     unbuildable,
     blocked,
     ms: { read: t1 - t0, validity: t2 - t1, route: t3 - t2 },
+    cache: input.facts ? { hits: input.facts.stats.hits, misses: input.facts.stats.misses } : null,
   };
 }
 
@@ -504,6 +513,7 @@ export function planJson(p: PlanResult, ctx: RouteContext): Record<string, unkno
       validity: Math.round(p.ms.validity),
       route: Math.round(p.ms.route),
     },
+    cache: p.cache,
   };
 }
 
@@ -579,11 +589,14 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
   // Start the store connection now: it comes up while the first derivations are read.
   const checker = openValidity(ctx.store, opts.validity);
   checker.catch(() => {});
+  const facts =
+    opts.cache === false ? undefined : new FactsCache({ storeDir: ctx.store.storeDir, env: io.env });
   let result: PlanResult;
   try {
     result = await planClosure({
       roots,
       ctx,
+      ...(facts ? { facts } : {}),
       valid: async (paths) => (await checker).valid(paths),
       ...(opts.read ? { readMode: opts.read } : {}),
       ...(onProgress ? { onProgress } : {}),
@@ -606,6 +619,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     );
   }
   if (onProgress) io.err("\r\x1b[K");
+  facts?.save();
   io.out(opts.json ? json(planJson(result, ctx)) : renderPlan(result, ctx));
   return result.unbuildable.length > 0 ? EXIT.errors : EXIT.ok;
 }
@@ -621,6 +635,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--store <dir>", "a chroot store (its drvs, validity and state)")
     .option("--read <mode>", "how to read .drv files: sync (default) or pool")
     .option("--validity <method>", "daemon, stdio (nix-daemon --stdio) or nix-store (--check-validity)")
+    .option("--no-cache", "read every .drv from the store, and neither read nor write the facts cache")
     .option("--json", "print one JSON document")
     .action(async (args: string[], opts: PlanOptions) => {
       if (opts.read !== undefined && opts.read !== "sync" && opts.read !== "pool")
