@@ -18,8 +18,19 @@
  * user who can write $BENCH_DIR; needs nix-instantiate, nix-store, nix, /bin/busybox.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
+import * as v8 from "node:v8";
+import { decodeFacts, type FactsHeader, factsParts, indexFacts } from "../src/host/facts-cache.js";
 import { benchDoctor } from "./doctor.js";
 import { makeClosure } from "./make-closure.js";
 
@@ -101,15 +112,151 @@ function planArgs(
   pc: { cmd: string; pre: string[] },
   store: string,
   root: string,
-  extra: { read?: string; validity?: string } = {},
+  extra: { read?: string; validity?: string; cacheDir?: string } = {},
 ): string[] {
   if (pc.pre[pc.pre.length - 1] === "plan") {
     const a = [...pc.pre, "--builders", BUILDERS, "--store", store, "--json", root];
     if (extra.read) a.push("--read", extra.read);
     if (extra.validity) a.push("--validity", extra.validity);
+    // Without --cache-dir the plan is cold: the facts cache is neither read nor written.
+    if (extra.cacheDir) a.push("--cache-dir", extra.cacheDir);
+    else a.push("--no-cache");
     return a;
   }
-  return [...pc.pre, JSON.stringify({ builders: BUILDERS, store, json: true, ...extra }), root];
+  const cache = extra.cacheDir ? { cacheDir: extra.cacheDir } : { cache: false };
+  return [...pc.pre, JSON.stringify({ builders: BUILDERS, store, json: true, ...extra, ...cache }), root];
+}
+
+/** A program that reads every file named in a list and nothing else: the floor of a cold plan. */
+function floorCommand(): string {
+  const file = join(benchDir, "read-floor.mjs");
+  writeFileSync(
+    file,
+    `// Written by bench/run.ts: read every file listed in argv[2] (one per line), as plan's reader does.
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+const buf = Buffer.allocUnsafe(1 << 20);
+let bytes = 0;
+for (const f of readFileSync(process.argv[2], "utf8").split("\\n")) {
+  if (f === "") continue;
+  const fd = openSync(f, "r");
+  bytes += readSync(fd, buf, 0, buf.length, null);
+  closeSync(fd);
+}
+process.stdout.write(String(bytes));
+`,
+  );
+  return file;
+}
+
+/**
+ * plan's facts cache at 20,000 derivations (issue: plan whose cost follows the change): cold plan
+ * against the bare read of the same files, a warm plan of the unchanged closure, and a warm plan
+ * after 1% of the derivations got a new leaf (bench/make-closure.ts --variant 1) against the cold
+ * plan of that closure and against \`nix-store -r --dry-run\`. Plus the cache file's load time in
+ * three formats (the binary file plan uses, the same tables as JSON, and as v8.serialize).
+ */
+async function benchFactsCache(
+  pc: { cmd: string; pre: string[] },
+  store: string,
+  root: string,
+  nixEnv: NodeJS.ProcessEnv,
+): Promise<Record<string, unknown>> {
+  const dir = join(benchDir, "s20000");
+  const vMarker = join(dir, "variant1.json");
+  let root1: string;
+  if (existsSync(vMarker)) root1 = (JSON.parse(readFileSync(vMarker, "utf8")) as { root: string }).root;
+  else {
+    process.stderr.write("instantiating the changed closure (variant 1) …\n");
+    const r = makeClosure({ store, n: 20000, variant: 1 });
+    writeFileSync(vMarker, JSON.stringify(r));
+    root1 = r.root;
+  }
+  const real = (p: string) => join(store, p);
+  const list = join(dir, "drvs.txt");
+  const drvs = execFileSync("nix-store", ["--store", store, "-qR", root], { env: nixEnv, maxBuffer: 1 << 28 })
+    .toString()
+    .split("\n")
+    .filter((l) => l.endsWith(".drv"));
+  writeFileSync(list, `${drvs.map(real).join("\n")}\n`);
+  const floor = floorCommand();
+  // The cache primed with the unchanged closure, kept aside and copied in before each changed run.
+  const primed = mkdtempSync(join(benchDir, "facts-"));
+  measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed }));
+  const cacheFile = readdirSync(primed).find((f) => f.startsWith("plan-facts-"))!;
+  const work = mkdtempSync(join(benchDir, "facts-"));
+  const m: Record<string, Measure[]> = { floor: [], cold0: [], warm0: [], cold1: [], warm1: [], dryRun1: [] };
+  for (let i = 0; i < runs; i++) {
+    m.floor!.push(measure("node", [floor, list]));
+    m.cold0!.push(measure(pc.cmd, planArgs(pc, store, root)));
+    m.warm0!.push(measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed })));
+    m.cold1!.push(measure(pc.cmd, planArgs(pc, store, root1)));
+    copyFileSync(join(primed, cacheFile), join(work, cacheFile));
+    m.warm1!.push(measure(pc.cmd, planArgs(pc, store, root1, { cacheDir: work })));
+    m.dryRun1!.push(
+      measure(
+        "nix-store",
+        ["--store", store, "--option", "substituters", "", "-r", "--dry-run", root1],
+        nixEnv,
+      ),
+    );
+  }
+  const w = (k: string) => median(m[k]!.map((x) => x.wallMs));
+  const phases = (k: string) => JSON.parse(m[k]![0]!.stdout) as { ms: unknown; cache: unknown };
+  // The file's load time in three formats (in this process, median of 7).
+  const buf = readFileSync(join(primed, cacheFile));
+  const parts = factsParts(buf)!;
+  const asJson = JSON.stringify({
+    header: parts.header,
+    strings: parts.strings,
+    ints: Array.from(parts.ints),
+  });
+  const asV8 = v8.serialize(parts);
+  const time = (f: () => unknown) => {
+    const xs: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now();
+      f();
+      xs.push(performance.now() - t0);
+    }
+    return +median(xs).toFixed(1);
+  };
+  const formats = {
+    binary: { bytes: buf.length, loadMs: time(() => decodeFacts(buf, "/nix/store")) },
+    json: {
+      bytes: Buffer.byteLength(asJson),
+      loadMs: time(() => {
+        const j = JSON.parse(asJson) as { header: FactsHeader; strings: string[]; ints: number[] };
+        return indexFacts(j.header, j.strings, Int32Array.from(j.ints));
+      }),
+    },
+    v8: {
+      bytes: asV8.length,
+      loadMs: time(() => {
+        const j = v8.deserialize(asV8) as { header: FactsHeader; strings: string[]; ints: Int32Array };
+        return indexFacts(j.header, j.strings, j.ints);
+      }),
+    },
+  };
+  rmSync(primed, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
+  const r = (a: number, b: number) => +(a / b).toFixed(3);
+  return {
+    drvFiles: drvs.length,
+    wallMs: Object.fromEntries(Object.keys(m).map((k) => [k, Math.round(w(k))])),
+    ratios: {
+      coldOverFloor: r(w("cold0"), w("floor")),
+      warmUnchangedOverCold: r(w("warm0"), w("cold0")),
+      warmChangedOverCold: r(w("warm1"), w("cold1")),
+      warmChangedOverDryRun: r(w("warm1"), w("dryRun1")),
+    },
+    phasesMs: {
+      cold0: phases("cold0"),
+      warm0: phases("warm0"),
+      cold1: phases("cold1"),
+      warm1: phases("warm1"),
+    },
+    formats,
+  };
 }
 
 async function main(): Promise<void> {
@@ -119,6 +266,7 @@ async function main(): Promise<void> {
   const nixEnv = { ...process.env, NIX_CONFIG: "experimental-features = nix-command" };
   const rows: Record<string, unknown>[] = [];
   let phases: Record<string, unknown> = {};
+  let facts: Record<string, unknown> | null = null;
 
   for (const n of sizes) {
     const { store, root, generatedSeconds } = ensureStore(n);
@@ -163,6 +311,7 @@ async function main(): Promise<void> {
         "read=pool,validity=stdio": variant({ read: "pool", validity: "stdio" }),
         "read=sync,validity=nix-store": variant({ read: "sync", validity: "nix-store" }),
       };
+      facts = await benchFactsCache(pc, store, root, nixEnv);
     }
   }
 
@@ -188,6 +337,7 @@ async function main(): Promise<void> {
     nix: spawnSync("nix", ["--version"], { encoding: "utf8" }).stdout.trim(),
     plan: rows,
     variantsAt20k: phases,
+    factsCacheAt20k: facts,
     startup,
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);

@@ -12,8 +12,9 @@
  * See docs/plan.md.
  */
 import { execFile } from "node:child_process";
-import { statSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import type { Command } from "commander";
+import { pathOwnedBy } from "../host/cache.js";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
 import { FactsCache } from "../host/facts-cache.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
@@ -40,6 +41,8 @@ export interface PlanOptions {
   validity?: ValidityMethod;
   /** false with --no-cache: read every .drv and leave the facts cache alone. */
   cache?: boolean;
+  /** --cache-dir: keep the facts cache there instead of the user's cache directory. */
+  cacheDir?: string;
 }
 
 export interface BuilderSummary {
@@ -565,6 +568,26 @@ function progressPrinter(io: Io): PlanInput["onProgress"] {
   };
 }
 
+/**
+ * A --cache-dir given on the command line: used only when it is a directory that nobody but this
+ * user and root can change (every directory on its real path), as the default cache directory is.
+ */
+function safeCacheDir(dir: string): string {
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch (e) {
+    throw new Refusal(
+      `--cache-dir ${dir}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such directory" : "cannot be resolved"}`,
+    );
+  }
+  if (!pathOwnedBy(real, process.getuid?.() ?? -1))
+    throw new Refusal(
+      `--cache-dir ${dir}: not a directory that only this user and root can write (every directory on its path must be)`,
+    );
+  return real;
+}
+
 export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io): Promise<number> {
   if (args.length === 0) throw new UsageError("plan: give at least one .drv path or installable");
   const v = await userView({
@@ -578,6 +601,15 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     io.err(`${nixErrorDisplay(ctx.fatal)}\n(Nix stops every build with this error)\n`);
     return EXIT.errors;
   }
+  // Before evaluating anything: a --cache-dir that is refused stops here.
+  const facts =
+    opts.cache === false
+      ? undefined
+      : new FactsCache({
+          storeDir: ctx.store.storeDir,
+          env: io.env,
+          ...(opts.cacheDir !== undefined ? { dir: safeCacheDir(opts.cacheDir) } : {}),
+        });
   // With --user, root evaluates as that user: Nix then reads the files with the user's rights.
   const u = v.user;
   const as: RunAsIdentity | null =
@@ -589,8 +621,6 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
   // Start the store connection now: it comes up while the first derivations are read.
   const checker = openValidity(ctx.store, opts.validity);
   checker.catch(() => {});
-  const facts =
-    opts.cache === false ? undefined : new FactsCache({ storeDir: ctx.store.storeDir, env: io.env });
   let result: PlanResult;
   try {
     result = await planClosure({
@@ -636,6 +666,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--read <mode>", "how to read .drv files: sync (default) or pool")
     .option("--validity <method>", "daemon, stdio (nix-daemon --stdio) or nix-store (--check-validity)")
     .option("--no-cache", "read every .drv from the store, and neither read nor write the facts cache")
+    .option(
+      "--cache-dir <dir>",
+      "keep the facts cache in this directory (default: the user's cache directory)",
+    )
     .option("--json", "print one JSON document")
     .action(async (args: string[], opts: PlanOptions) => {
       if (opts.read !== undefined && opts.read !== "sync" && opts.read !== "pool")

@@ -80,7 +80,7 @@ export interface FactsCacheStats {
 }
 
 /** The decoded file: string and list tables plus, per derivation path, where its record starts. */
-interface Table {
+export interface Table {
   strings: string[];
   ints: Int32Array;
   /** Start of each list in ints. */
@@ -120,43 +120,67 @@ function readOwnFile(file: string, uid: number): Buffer | string {
   }
 }
 
+/** The header of a facts file. */
+export interface FactsHeader {
+  format: number;
+  storeDir: string;
+  strings: number;
+  stringBytes: number;
+  lists: number;
+  ints: number;
+  nodes: number;
+}
+
+function isHeader(h: unknown): h is FactsHeader {
+  if (!h || typeof h !== "object") return false;
+  const o = h as Record<string, unknown>;
+  const nat = (x: unknown) => typeof x === "number" && Number.isInteger(x) && x >= 0;
+  return (
+    nat(o["format"]) &&
+    typeof o["storeDir"] === "string" &&
+    nat(o["strings"]) &&
+    nat(o["stringBytes"]) &&
+    nat(o["lists"]) &&
+    nat(o["ints"]) &&
+    nat(o["nodes"])
+  );
+}
+
 /** Decode a facts file; a string saying why when it is not one this code wrote. */
 export function decodeFacts(buf: Buffer, storeDir: string): Table | string {
   if (buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC)) return "not a facts file";
   const h = buf.readUInt32LE(8);
   if (12 + h > buf.length) return "damaged";
-  let header: {
-    format?: unknown;
-    storeDir?: unknown;
-    stringBytes?: unknown;
-    lists?: unknown;
-    ints?: unknown;
-    nodes?: unknown;
-    strings?: unknown;
-  };
+  let header: unknown;
   try {
-    header = JSON.parse(buf.toString("utf8", 12, 12 + h)) as typeof header;
+    header = JSON.parse(buf.toString("utf8", 12, 12 + h));
   } catch {
     return "damaged";
   }
+  if (!isHeader(header)) return "damaged";
   if (header.format !== FACTS_FORMAT) return "another format";
   if (header.storeDir !== storeDir) return "another store";
-  const { stringBytes, lists, ints: nInts, nodes: nNodes, strings: nStrings } = header;
-  for (const x of [stringBytes, lists, nInts, nNodes, nStrings])
-    if (typeof x !== "number" || !Number.isInteger(x) || x < 0) return "damaged";
   const s0 = 12 + h;
-  const i0 = s0 + (stringBytes as number);
-  if (i0 + (nInts as number) * 4 !== buf.length) return "damaged";
-  const strings = (stringBytes as number) === 0 ? [] : buf.toString("utf8", s0, i0 - 1).split("\0");
-  if (strings.length !== nStrings) return "damaged";
+  const i0 = s0 + header.stringBytes;
+  if (i0 + header.ints * 4 !== buf.length) return "damaged";
+  const strings = header.stringBytes === 0 ? [] : buf.toString("utf8", s0, i0 - 1).split("\0");
   // Copy into an aligned array (the buffer's offset need not be a multiple of 4).
-  const ints = new Int32Array(nInts as number);
+  const ints = new Int32Array(header.ints);
   Buffer.from(ints.buffer).set(buf.subarray(i0));
+  return indexFacts(header, strings, ints);
+}
+
+/**
+ * Check the tables (every id in range, every record within bounds) and index the derivations by
+ * path. Shared by the file format and the alternatives the benchmark compares it with.
+ */
+export function indexFacts(header: FactsHeader, strings: string[], ints: Int32Array): Table | string {
+  if (strings.length !== header.strings || ints.length !== header.ints) return "damaged";
   const S = strings.length;
   const okString = (x: number | undefined) => x !== undefined && x >= 0 && x < S;
-  const listAt = new Int32Array(lists as number);
+  const listAt = new Int32Array(header.lists);
   let p = 0;
-  for (let l = 0; l < (lists as number); l++) {
+  for (let l = 0; l < header.lists; l++) {
     listAt[l] = p;
     const len = ints[p];
     if (len === undefined || len < 0 || p + 1 + len > ints.length) return "damaged";
@@ -166,7 +190,7 @@ export function decodeFacts(buf: Buffer, storeDir: string): Table | string {
   const L = listAt.length;
   const okList = (x: number | undefined) => x !== undefined && x >= 0 && x < L;
   const nodes = new Map<string, number>();
-  for (let k = 0; k < (nNodes as number); k++) {
+  for (let k = 0; k < header.nodes; k++) {
     const at = p;
     if (p + 6 > ints.length) return "damaged";
     if (!okString(ints[p]) || !okString(ints[p + 1]) || !okList(ints[p + 3]) || !okList(ints[p + 4]))
@@ -186,6 +210,21 @@ export function decodeFacts(buf: Buffer, storeDir: string): Table | string {
   }
   if (p !== ints.length) return "damaged";
   return { strings, ints, listAt, nodes, lists: new Array(L) };
+}
+
+/** The parts of a facts file: header, strings and ints (for the format comparison in bench/). */
+export function factsParts(buf: Buffer): { header: FactsHeader; strings: string[]; ints: Int32Array } | null {
+  const t = buf.length >= 12 ? buf.readUInt32LE(8) : 0;
+  try {
+    const header = JSON.parse(buf.toString("utf8", 12, 12 + t)) as FactsHeader;
+    const s0 = 12 + t;
+    const i0 = s0 + header.stringBytes;
+    const ints = new Int32Array(header.ints);
+    Buffer.from(ints.buffer).set(buf.subarray(i0));
+    return { header, strings: buf.toString("utf8", s0, i0 - 1).split("\0"), ints };
+  } catch {
+    return null;
+  }
 }
 
 /** Encode derivation facts as the file format above. */

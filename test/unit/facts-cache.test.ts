@@ -10,6 +10,7 @@ import {
   chmodSync,
   chownSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -228,6 +229,29 @@ describe("facts cache: plan on a closure that changes between runs", {
     assert.deepEqual(answer(await plan(roots[0]!, c4)), answer(bare0));
     c4.save();
     assert.equal(new FactsCache({ storeDir: "/nix/store", dir: cacheDir }).stats.loaded, bare0.closure);
+  });
+
+  test("--cache-dir on a path others can write is refused (exit 2) before anything runs; a private one is used", async () => {
+    const open = mkdtempSync(join(tmpdir(), "nb-facts-open-"));
+    chmodSync(open, 0o777);
+    try {
+      const io = captureIo(s.env);
+      await assert.rejects(
+        runPlan({ builders: "", store: s.store, json: true, cacheDir: open }, [roots[0]!], io),
+        (e: Error) => e.name === "Refusal" && /--cache-dir .*only this user and root/.test(e.message),
+      );
+      chmodSync(open, 0o700);
+      const io2 = captureIo(s.env);
+      await runPlan({ builders: "", store: s.store, json: true, cacheDir: open }, [roots[0]!], io2);
+      const j = JSON.parse(io2.stdout);
+      assert.equal(j.cache.misses, j.closure, "a cold cache: every derivation is read");
+      assert.ok(
+        readdirSync(open).some((f) => f.startsWith("plan-facts-")),
+        "and the cache is written there",
+      );
+    } finally {
+      rmSync(open, { recursive: true, force: true });
+    }
   });
 
   test("--no-cache: the JSON says no cache was used", async () => {
