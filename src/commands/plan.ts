@@ -18,7 +18,7 @@ import { pathOwnedBy } from "../host/cache.js";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
 import { FactsCache } from "../host/facts-cache.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
-import { openValidity, type ValidityMethod } from "../host/store.js";
+import { openValidity, pathsOnDisk, type ValidityMethod } from "../host/store.js";
 import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import { excerpt, isKeyMaterialLine } from "../nix/redact.js";
@@ -627,7 +627,8 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
       roots,
       ctx,
       ...(facts ? { facts } : {}),
-      valid: async (paths) => (await checker).valid(paths),
+      // Paths not on disk are not valid: the store is asked only about the others.
+      valid: async (paths) => (await checker).valid(pathsOnDisk(paths, ctx.store)),
       ...(opts.read ? { readMode: opts.read } : {}),
       ...(onProgress ? { onProgress } : {}),
     });

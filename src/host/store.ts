@@ -16,6 +16,7 @@
  * it is reported invalid.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { lstatSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { connectDaemon, type WorkerConnection, workerHandshake } from "../remote/worker.js";
 
@@ -274,4 +275,30 @@ export async function openValidity(target: StoreTarget, method?: ValidityMethod)
   if (m === "daemon") return daemonValidity(target);
   if (m === "stdio") return stdioValidity(target);
   return nixStoreValidity(target);
+}
+
+/**
+ * The paths of `paths` that are on disk in the store (lstat under the real store directory). A path
+ * that is not on disk is not valid: Nix registers a path only once its files are in place and removes
+ * an invalid path's leftovers before it builds, so plan asks the store only about paths on disk.
+ * Validity itself stays the store's answer: a path on disk may still be invalid.
+ */
+export function pathsOnDisk(paths: readonly string[], target: StoreTarget): string[] {
+  const out: string[] = [];
+  const prefix = `${target.storeDir}/`;
+  for (const p of paths) {
+    if (!p.startsWith(prefix)) {
+      out.push(p);
+      continue;
+    }
+    try {
+      lstatSync(`${target.realStoreDir}/${p.slice(prefix.length)}`);
+      out.push(p);
+    } catch (e) {
+      // Only "not there" proves anything; any other error leaves the question to the store.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ENOTDIR") out.push(p);
+    }
+  }
+  return out;
 }

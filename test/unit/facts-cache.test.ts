@@ -20,12 +20,13 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import * as v8 from "node:v8";
 import fc from "fast-check";
 import { closureExpression } from "../../bench/make-closure.js";
 import { type PlanResult, planClosure, runPlan } from "../../src/commands/plan.js";
 import { routeContext } from "../../src/commands/route.js";
 import { userView } from "../../src/commands/view.js";
-import { type DrvFacts, decodeFacts, encodeFacts, FactsCache } from "../../src/host/facts-cache.js";
+import { type DrvFacts, decodeFacts, encodeFacts, FactsCache, factsParts } from "../../src/host/facts-cache.js";
 import { openValidity } from "../../src/host/store.js";
 import { captureIo } from "../support/capture-io.js";
 import { type DrvStore, haveNix, makeDrvStore } from "../support/drv-store.js";
@@ -105,8 +106,11 @@ describe("facts cache: the file", () => {
   test("another format, another store, a symlink, a group-writable or foreign file: a miss that says why", () => {
     const buf = encodeFacts([[`${STORE}/a.drv`, fc.sample(facts, { numRuns: 1, seed: 1 })[0]!]], STORE);
     const file = join(dir, "plan-facts-nix-store.bin");
-    const other = Buffer.from(buf);
-    other.write(buf.toString("latin1").replace('"format":1', '"format":9').slice(12), 12, "latin1");
+    const doc = factsParts(buf)!;
+    const other = Buffer.concat([
+      buf.subarray(0, 8),
+      v8.serialize({ ...doc, header: { ...doc.header, format: 99 } }),
+    ]);
     writeFileSync(file, other, { mode: 0o600 });
     assert.equal(new FactsCache({ storeDir: STORE, dir }).stats.unusable, "another format");
     writeFileSync(file, encodeFacts([], "/gnu/store"), { mode: 0o600 });
@@ -259,5 +263,57 @@ describe("facts cache: plan on a closure that changes between runs", {
     const code = await runPlan({ builders: "", store: s.store, json: true, cache: false }, [roots[0]!], io);
     assert.equal(code, 2, "the darwin derivations cannot be built here");
     assert.equal(JSON.parse(io.stdout).cache, null);
+  });
+});
+
+describe("plan asks the store only about outputs on disk", {
+  skip: !haveNix() && "nix-instantiate or /bin/busybox is not installed",
+}, () => {
+  test("built, never built, and a leftover that is on disk but not valid: the same answer as asking the store about every path", async () => {
+    const s = makeDrvStore();
+    try {
+      const d = s.instantiate(`rec { a = mk "a" { }; b = dep [ a ] "b" { }; c = dep [ b ] "c" { }; }`, [
+        "a",
+        "b",
+        "c",
+      ]);
+      s.build(d.a!);
+      const v = await userView({ env: s.env, builders: "" });
+      const ctx = routeContext(v, { store: s.store });
+      // b's output path, on disk but never registered (what an interrupted build leaves).
+      const show = execFileSync(
+        "nix",
+        ["--extra-experimental-features", "nix-command", "show-derivation", "--store", s.store, d.b!],
+        { env: s.env, timeout: 60_000 },
+      ).toString();
+      const bOut = (Object.values(JSON.parse(show))[0] as { outputs: { out: { path: string } } }).outputs.out
+        .path;
+      writeFileSync(join(s.store, bOut), "leftover\n");
+      const { pathsOnDisk } = await import("../../src/host/store.js");
+      const checker = await openValidity(ctx.store, "stdio");
+      const asked: string[][] = [];
+      try {
+        const all = await planClosure({ roots: [d.c!], ctx, valid: (p) => checker.valid(p) });
+        const filtered = await planClosure({
+          roots: [d.c!],
+          ctx,
+          valid: (p) => {
+            const on = pathsOnDisk(p, ctx.store);
+            asked.push(on);
+            return checker.valid(on);
+          },
+        });
+        assert.deepEqual({ ...filtered, ms: null }, { ...all, ms: null });
+        assert.equal(all.valid, 1, "a is built");
+        assert.equal(all.toBuild, 2, "b (a leftover on disk is not valid) and c");
+        const askedPaths = asked.flat();
+        assert.ok(askedPaths.includes(bOut), "the leftover on disk is asked about");
+        assert.equal(askedPaths.length, 2, `only a's and b's outputs are on disk: ${askedPaths.join(" ")}`);
+      } finally {
+        await checker.close();
+      }
+    } finally {
+      s.cleanup();
+    }
   });
 });
