@@ -69,6 +69,11 @@ function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.e
   return { wallMs, cpuMs, maxRssKb, stdout: r.stdout ?? "", status: r.status };
 }
 
+/** Median CPU time of some runs (null without /usr/bin/time). */
+function cpu(ms: Measure[]): number | null {
+  return ms[0]!.cpuMs === null ? null : Math.round(median(ms.map((m) => m.cpuMs!)));
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -293,8 +298,6 @@ async function main(): Promise<void> {
     const out = JSON.parse(plan[0]!.stdout) as { toBuild: number; unbuildable: unknown[]; ms: unknown };
     const pw = median(plan.map((m) => m.wallMs));
     const sw = median(show.map((m) => m.wallMs));
-    const cpu = (ms: Measure[]) =>
-      ms[0]!.cpuMs === null ? null : Math.round(median(ms.map((m) => m.cpuMs!)));
     const rss = (ms: Measure[]) =>
       ms[0]!.maxRssKb === null ? null : Math.max(...ms.map((m) => m.maxRssKb!));
     rows.push({
@@ -326,19 +329,38 @@ async function main(): Promise<void> {
     }
   }
 
-  // Startup: show --json vs node -e 0.
+  // Start-up: every command against `node -e 0`, interleaved, median of 7 (wall) and CPU (user+sys).
+  // `show --json` and `route --system x86_64-linux --json` do their real work; the other commands
+  // print their --help (their module loads, nothing runs).
   const cli = join(repo, "dist", "cli.js");
-  const bare: number[] = [];
-  const showRuns: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    bare.push(measure("node", ["-e", "0"]).wallMs);
-    showRuns.push(measure("node", [cli, "show", "--json"]).wallMs);
-  }
-  const startup = {
-    nodeMs: Math.round(median(bare)),
-    showJsonMs: Math.round(median(showRuns)),
-    ratio: +(median(showRuns) / median(bare)).toFixed(2),
-  };
+  const startCases: [string, string[]][] = [
+    ["node -e 0", ["-e", "0"]],
+    ["show --json", [cli, "show", "--json"]],
+    ["route --system x86_64-linux --json", [cli, "route", "--system", "x86_64-linux", "--json"]],
+    ...["config", "lint", "plan", "doctor", "verify", "use", "reset", "explain"].map(
+      (c): [string, string[]] => [`${c} --help`, [cli, c, "--help"]],
+    ),
+  ];
+  const startRuns = new Map<string, Measure[]>(startCases.map(([k]) => [k, []]));
+  for (let i = 0; i < 7; i++)
+    for (const [k, argv] of startCases) startRuns.get(k)!.push(measure("node", argv));
+  const bareWall = median(startRuns.get("node -e 0")!.map((m) => m.wallMs));
+  const bareCpu = cpu(startRuns.get("node -e 0")!);
+  const startup = Object.fromEntries(
+    [...startRuns].map(([k, ms]) => {
+      const w = median(ms.map((m) => m.wallMs));
+      const c = cpu(ms);
+      return [
+        k,
+        {
+          wallMs: Math.round(w),
+          wallRatio: +(w / bareWall).toFixed(2),
+          cpuMs: c,
+          cpuRatio: c !== null && bareCpu ? +(c / bareCpu).toFixed(2) : null,
+        },
+      ];
+    }),
+  );
 
   const result = {
     date: new Date().toISOString(),
@@ -361,8 +383,10 @@ async function main(): Promise<void> {
     );
   }
   process.stdout.write(
-    `\nstartup: node -e 0 ${startup.nodeMs} ms, show --json ${startup.showJsonMs} ms, ratio ${startup.ratio}\n`,
+    "\n| start-up | wall | ratio to node -e 0 | CPU | CPU ratio |\n|---|---|---|---|---|\n",
   );
+  for (const [k, v] of Object.entries(startup))
+    process.stdout.write(`| ${k} | ${v.wallMs} ms | ${v.wallRatio} | ${v.cpuMs} ms | ${v.cpuRatio} |\n`);
 
   // The doctor over 16 lab builders (bench/doctor.ts): needs root (the lab); BENCH_DOCTOR=0 skips it.
   if (process.env.BENCH_DOCTOR === "0") return;
