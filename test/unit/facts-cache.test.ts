@@ -23,11 +23,17 @@ import { after, before, describe, test } from "node:test";
 import * as v8 from "node:v8";
 import fc from "fast-check";
 import { closureExpression } from "../../bench/make-closure.js";
+import { routeContext } from "../../src/app/route-context.js";
+import { openValidity } from "../../src/app/store-validity.js";
+import { userView } from "../../src/app/view.js";
 import { type PlanResult, planClosure, runPlan } from "../../src/commands/plan.js";
-import { routeContext } from "../../src/commands/route.js";
-import { userView } from "../../src/commands/view.js";
-import { type DrvFacts, decodeFacts, encodeFacts, FactsCache, factsParts } from "../../src/host/facts-cache.js";
-import { openValidity } from "../../src/host/store.js";
+import {
+  type DrvFacts,
+  decodeFacts,
+  encodeFacts,
+  FactsCache,
+  factsParts,
+} from "../../src/host/facts-cache.js";
 import { captureIo } from "../support/capture-io.js";
 import { type DrvStore, haveNix, makeDrvStore } from "../support/drv-store.js";
 
