@@ -9,7 +9,9 @@
  *   2. At 20,000: the .drv reader (sync loop vs a pool of 64 fs.promises reads) and the validity
  *      method (nix-daemon --stdio vs nix-store --check-validity), as plan's own phase timings.
  *   3. Startup: `node dist/cli.js show --json` vs `node -e 0`, median of 7, as a ratio. Target < 2.
- *   4. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
+ *   4. plan's facts cache at 20,000 (benchFactsCache below). BENCH_ONLY=facts runs only it and the
+ *      start-up table.
+ *   5. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
  *      bench/DOCTOR.md). Target ≤ 1.5×. Brings the lab up and down again unless it was up. BENCH_DOCTOR=0
  *      skips it.
  *
@@ -259,11 +261,18 @@ async function benchFactsCache(
   return {
     drvFiles: drvs.length,
     wallMs: Object.fromEntries(Object.keys(m).map((k) => [k, Math.round(w(k))])),
+    cpuMs: Object.fromEntries(Object.keys(m).map((k) => [k, cpu(m[k]!)])),
     ratios: {
       coldOverFloor: r(w("cold0"), w("floor")),
       warmUnchangedOverCold: r(w("warm0"), w("cold0")),
       warmChangedOverCold: r(w("warm1"), w("cold1")),
       warmChangedOverDryRun: r(w("warm1"), w("dryRun1")),
+      cpu: {
+        coldOverFloor: r(cpu(m.cold0!)!, cpu(m.floor!)!),
+        warmUnchangedOverCold: r(cpu(m.warm0!)!, cpu(m.cold0!)!),
+        warmChangedOverCold: r(cpu(m.warm1!)!, cpu(m.cold1!)!),
+        warmChangedOverDryRun: r(cpu(m.warm1!)!, cpu(m.dryRun1!)!),
+      },
     },
     phasesMs: {
       cold0: phases("cold0"),
@@ -284,7 +293,15 @@ async function main(): Promise<void> {
   let phases: Record<string, unknown> = {};
   let facts: Record<string, unknown> | null = null;
 
+  // BENCH_ONLY=facts: only the facts-cache figures at 20,000 and the start-up table.
+  const only = process.env.BENCH_ONLY;
   for (const n of sizes) {
+    if (only === "facts") {
+      if (n !== 20000) continue;
+      const { store, root } = ensureStore(n);
+      facts = await benchFactsCache(pc, store, root, nixEnv);
+      continue;
+    }
     const { store, root, generatedSeconds } = ensureStore(n);
     const plan: Measure[] = [];
     const show: Measure[] = [];

@@ -15,7 +15,7 @@
  * a miss, and the next run that reads derivations rebuilds it. Writes go to a private temp file
  * (O_EXCL, 0600) renamed into place, so a reader sees the old file or the new one, never a part.
  *
- * Format: the magic "NBFACTS\n" (8 bytes), then `v8.serialize({ header, strings, ints })`: the
+ * Format: `v8.serialize({ magic, header, strings, ints })`: the magic "nix-builders plan facts", the
  * header { format, storeDir, strings, lists, ints, nodes }, every distinct string once, and one
  * Int32Array holding the list table then the node table. Chosen by measurement (bench/RESULTS.md,
  * "facts cache format"): for 20,000 derivations, loading it and indexing the paths took 13.5 ms of
@@ -58,8 +58,9 @@ export interface DrvFacts {
 }
 
 /** Bumped whenever the file format or the meaning of a fact changes: older files are then a miss. */
-export const FACTS_FORMAT = 2;
-const MAGIC = Buffer.from("NBFACTS\n", "latin1");
+export const FACTS_FORMAT = 3;
+/** First field of the serialised document: says what the file is. */
+const MAGIC = "nix-builders plan facts";
 /** A larger file is not ours (20,000 derivations take about 4 MB). */
 export const MAX_FACTS_BYTES = 256 * 1024 * 1024;
 /** At most this many derivations are kept; over it, only those of the last run stay. */
@@ -105,7 +106,9 @@ function readOwnFile(file: string, uid: number): Buffer | string {
     if (!st.isFile()) return "not a regular file";
     if (st.uid !== uid || (st.mode & 0o022) !== 0) return "not owned by this user, or writable by others";
     if (st.size > MAX_FACTS_BYTES) return "too large";
-    const buf = Buffer.allocUnsafe(st.size);
+    // A buffer of its own (never a slice of Node's pool): Node 20's v8.deserialize misreads a view
+    // that does not start at offset 0 of its ArrayBuffer.
+    const buf = Buffer.allocUnsafeSlow(st.size);
     let n = 0;
     while (n < buf.length) {
       const r = readSync(fd, buf, n, buf.length - n, null);
@@ -144,27 +147,16 @@ function isHeader(h: unknown): h is FactsHeader {
   );
 }
 
-/**
- * The bytes in a buffer of their own: Node 20's v8.deserialize misreads a view that does not start
- * at offset 0 of its ArrayBuffer ("invalid or unsupported version").
- */
-function unpooled(b: Buffer): Buffer {
-  if (b.byteOffset === 0) return b;
-  const own = Buffer.allocUnsafeSlow(b.length);
-  b.copy(own);
-  return own;
-}
-
 /** Decode a facts file; a string saying why when it is not one this code wrote. */
 export function decodeFacts(buf: Buffer, storeDir: string): Table | string {
-  if (buf.length < 8 || !buf.subarray(0, 8).equals(MAGIC)) return "not a facts file";
   let doc: unknown;
   try {
-    doc = v8.deserialize(unpooled(buf.subarray(8)));
+    doc = v8.deserialize(buf);
   } catch {
-    return "damaged";
+    return "not a facts file";
   }
-  if (!doc || typeof doc !== "object") return "damaged";
+  if (!doc || typeof doc !== "object" || (doc as { magic?: unknown }).magic !== MAGIC)
+    return "not a facts file";
   const { header, strings, ints } = doc as { header?: unknown; strings?: unknown; ints?: unknown };
   if (!isHeader(header)) return "damaged";
   if (header.format !== FACTS_FORMAT) return "another format";
@@ -219,7 +211,7 @@ export function indexFacts(header: FactsHeader, strings: string[], ints: Int32Ar
 /** The parts of a facts file: header, strings and ints (for the format comparison in bench/). */
 export function factsParts(buf: Buffer): { header: FactsHeader; strings: string[]; ints: Int32Array } | null {
   try {
-    return v8.deserialize(unpooled(buf.subarray(8))) as {
+    return v8.deserialize(buf) as {
       header: FactsHeader;
       strings: string[];
       ints: Int32Array;
@@ -282,7 +274,7 @@ export function encodeFacts(entries: Iterable<[string, DrvFacts]>, storeDir: str
     ints: ints.length,
     nodes: nNodes,
   };
-  return Buffer.concat([MAGIC, v8.serialize({ header, strings, ints })]);
+  return v8.serialize({ magic: MAGIC, header, strings, ints });
 }
 
 /** A string that cannot be kept (the format separates strings by NUL). */

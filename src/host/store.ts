@@ -137,13 +137,13 @@ export function pathsOnDisk(paths: readonly string[], target: StoreTarget): stri
       out.push(p);
       continue;
     }
+    // throwIfNoEntry: "not there" (ENOENT, ENOTDIR) is undefined, without the cost of an exception.
+    // Any other error leaves the question to the store.
     try {
-      lstatSync(`${target.realStoreDir}/${p.slice(prefix.length)}`);
+      if (lstatSync(`${target.realStoreDir}/${p.slice(prefix.length)}`, { throwIfNoEntry: false }))
+        out.push(p);
+    } catch {
       out.push(p);
-    } catch (e) {
-      // Only "not there" proves anything; any other error leaves the question to the store.
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== "ENOENT" && code !== "ENOTDIR") out.push(p);
     }
   }
   return out;

@@ -113,12 +113,13 @@ describe("facts cache: the file", () => {
     const buf = encodeFacts([[`${STORE}/a.drv`, fc.sample(facts, { numRuns: 1, seed: 1 })[0]!]], STORE);
     const file = join(dir, "plan-facts-nix-store.bin");
     const doc = factsParts(buf)!;
-    const other = Buffer.concat([
-      buf.subarray(0, 8),
-      v8.serialize({ ...doc, header: { ...doc.header, format: 99 } }),
-    ]);
+    const other = v8.serialize({ ...doc, header: { ...doc.header, format: 99 } });
     writeFileSync(file, other, { mode: 0o600 });
     assert.equal(new FactsCache({ storeDir: STORE, dir }).stats.unusable, "another format");
+    writeFileSync(file, v8.serialize({ ...doc, magic: "something else" }), { mode: 0o600 });
+    assert.equal(new FactsCache({ storeDir: STORE, dir }).stats.unusable, "not a facts file");
+    writeFileSync(file, "NBFACTS\n{}\n", { mode: 0o600 });
+    assert.equal(new FactsCache({ storeDir: STORE, dir }).stats.unusable, "not a facts file");
     writeFileSync(file, encodeFacts([], "/gnu/store"), { mode: 0o600 });
     assert.equal(new FactsCache({ storeDir: STORE, dir }).stats.unusable, "another store");
     writeFileSync(file, buf, { mode: 0o600 });
@@ -235,7 +236,7 @@ describe("facts cache: plan on a closure that changes between runs", {
     const bytes = readFileSync(file());
     writeFileSync(file(), bytes.subarray(0, bytes.length - 3), { mode: 0o600 });
     const c4 = new FactsCache({ storeDir: "/nix/store", dir: cacheDir });
-    assert.equal(c4.stats.unusable, "damaged");
+    assert.equal(c4.stats.unusable, "not a facts file", "a truncated file does not deserialise");
     assert.deepEqual(answer(await plan(roots[0]!, c4)), answer(bare0));
     c4.save();
     assert.equal(new FactsCache({ storeDir: "/nix/store", dir: cacheDir }).stats.loaded, bare0.closure);
