@@ -86,6 +86,8 @@ export interface Table {
   ints: Int32Array;
   /** Start of each list in ints. */
   listAt: Int32Array;
+  /** Where the list table ends and the node table starts in ints. */
+  listEnd: number;
   /** Path → offset of its node record in ints. */
   nodes: Map<string, number>;
   /** Decoded lists, materialised on first use (frozen, shared). */
@@ -183,6 +185,7 @@ export function indexFacts(header: FactsHeader, strings: string[], ints: Int32Ar
     for (let k = 1; k <= len; k++) if (!okString(ints[p + k])) return "damaged";
     p += 1 + len;
   }
+  const listEnd = p;
   const L = listAt.length;
   const okList = (x: number | undefined) => x !== undefined && x >= 0 && x < L;
   const nodes = new Map<string, number>();
@@ -205,7 +208,7 @@ export function indexFacts(header: FactsHeader, strings: string[], ints: Int32Ar
     nodes.set(strings[ints[at]!]!, at);
   }
   if (p !== ints.length) return "damaged";
-  return { strings, ints, listAt, nodes, lists: new Array(L) };
+  return { strings, ints, listAt, listEnd, nodes, lists: new Array(L) };
 }
 
 /** The parts of a facts file: header, strings and ints (for the format comparison in bench/). */
@@ -221,10 +224,15 @@ export function factsParts(buf: Buffer): { header: FactsHeader; strings: string[
   }
 }
 
-/** Encode derivation facts as the file format above. */
-export function encodeFacts(entries: Iterable<[string, DrvFacts]>, storeDir: string): Buffer {
+/**
+ * Encode derivation facts as the file format above. With `base` (a table loaded from the file), the
+ * result holds every derivation of `base` and then `entries` (which must not repeat one of base's
+ * paths): base's tables are copied as they are and the new strings, lists and nodes appended, so a
+ * run that read a few derivations pays for those, not for re-encoding the whole file.
+ */
+export function encodeFacts(entries: Iterable<[string, DrvFacts]>, storeDir: string, base?: Table): Buffer {
+  const strings: string[] = base ? base.strings.slice() : [];
   const stringIds = new Map<string, number>();
-  const strings: string[] = [];
   const str = (s: string) => {
     let id = stringIds.get(s);
     if (id === undefined) {
@@ -236,7 +244,7 @@ export function encodeFacts(entries: Iterable<[string, DrvFacts]>, storeDir: str
   };
   const listIds = new Map<string, number>();
   const listInts: number[] = [];
-  let nLists = 0;
+  let nLists = base ? base.listAt.length : 0;
   const list = (xs: readonly string[]) => {
     const ids = xs.map(str);
     const key = ids.join(",");
@@ -249,7 +257,7 @@ export function encodeFacts(entries: Iterable<[string, DrvFacts]>, storeDir: str
     return id;
   };
   const nodeInts: number[] = [];
-  let nNodes = 0;
+  let nNodes = base ? base.nodes.size : 0;
   for (const [path, f] of entries) {
     nNodes++;
     nodeInts.push(
@@ -265,7 +273,13 @@ export function encodeFacts(entries: Iterable<[string, DrvFacts]>, storeDir: str
     for (let j = 0; j < f.inputDrvs.length; j++)
       nodeInts.push(str(f.inputDrvs[j]!), list(f.inputOutputs[j]!));
   }
-  const ints = Int32Array.from([...listInts, ...nodeInts]);
+  const baseLists = base ? base.ints.subarray(0, base.listEnd) : new Int32Array(0);
+  const baseNodes = base ? base.ints.subarray(base.listEnd) : new Int32Array(0);
+  const ints = new Int32Array(baseLists.length + listInts.length + baseNodes.length + nodeInts.length);
+  ints.set(baseLists, 0);
+  ints.set(listInts, baseLists.length);
+  ints.set(baseNodes, baseLists.length + listInts.length);
+  ints.set(nodeInts, baseLists.length + listInts.length + baseNodes.length);
   const header: FactsHeader = {
     format: FACTS_FORMAT,
     storeDir,
@@ -296,6 +310,8 @@ export interface FactsCacheOptions extends CacheScope {
   storeDir: string;
   /** The directory to use instead of the user's cache directory (tests). */
   dir?: string;
+  /** At most this many derivations in the file (default MAX_FACTS_ENTRIES). */
+  maxEntries?: number;
 }
 
 /**
@@ -417,7 +433,7 @@ export class FactsCache {
     if (this.file === null || this.fresh.size === 0) return;
     const t = this.table;
     const old = t === null ? 0 : t.nodes.size;
-    const keepAll = old + this.fresh.size <= MAX_FACTS_ENTRIES;
+    const keepAll = old + this.fresh.size <= (this.opts.maxEntries ?? MAX_FACTS_ENTRIES);
     const self = this;
     function* entries(): Generator<[string, DrvFacts]> {
       if (t !== null)
@@ -429,7 +445,11 @@ export class FactsCache {
         }
       yield* self.fresh;
     }
-    const buf = encodeFacts(entries(), this.opts.storeDir);
+    // Usually: append the new derivations to the loaded tables. Over the cap: only this run's.
+    const buf =
+      t !== null && keepAll
+        ? encodeFacts(this.fresh, this.opts.storeDir, t)
+        : encodeFacts(entries(), this.opts.storeDir);
     if (buf.length > MAX_FACTS_BYTES) return;
     const tmp = `${this.file}.${randomBytes(8).toString("hex")}.tmp`;
     let fd: number | undefined;

@@ -232,6 +232,21 @@ describe("facts cache: plan on a closure that changes between runs", {
     const bare2 = await plan(roots[2]!, null);
     assert.deepEqual(answer(await plan(roots[2]!, c3)), answer(bare2));
 
+    // Over the size cap, the file keeps only the last run's derivations.
+    const capped = mkdtempSync(join(tmpdir(), "nb-facts-cap-"));
+    try {
+      const k0 = new FactsCache({ storeDir: "/nix/store", dir: capped });
+      await plan(roots[0]!, k0);
+      k0.save();
+      const k1 = new FactsCache({ storeDir: "/nix/store", dir: capped, maxEntries: bare1.closure + 10 });
+      assert.deepEqual(answer(await plan(roots[1]!, k1)), answer(bare1));
+      k1.save();
+      assert.equal(k1.stats.written, true);
+      assert.equal(new FactsCache({ storeDir: "/nix/store", dir: capped }).stats.loaded, bare1.closure);
+    } finally {
+      rmSync(capped, { recursive: true, force: true });
+    }
+
     // A damaged file is rebuilt by the next run that reads.
     const bytes = readFileSync(file());
     writeFileSync(file(), bytes.subarray(0, bytes.length - 3), { mode: 0o600 });
