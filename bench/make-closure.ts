@@ -28,6 +28,12 @@ export interface MakeClosureOptions {
    * scratch, and without the fsyncs generation is about twice as fast. It is still the real nix-instantiate.
    */
   fsync?: boolean;
+  /**
+   * 0 (default): the closure above. K > 0: the same closure after a change: every derivation i with
+   * i % 100 == 0 (1%) gets one new leaf input named after K, so those derivations and everything above
+   * them get new store paths, and the rest are the same files (the warm-plan benchmark).
+   */
+  variant?: number;
 }
 
 export interface MakeClosureResult {
@@ -39,11 +45,12 @@ export interface MakeClosureResult {
 }
 
 /** The Nix expression; `bb` is the busybox store path. */
-export function closureExpression(n: number, bb: string): string {
+export function closureExpression(n: number, bb: string, variant = 0): string {
   return `
 let
   bb = builtins.storePath "${bb}";
   n = ${n};
+  variant = ${variant};
   mod = a: b: a - (a / b) * b;
   systems = [ "x86_64-linux" "x86_64-linux" "x86_64-linux" "x86_64-linux" "x86_64-linux" "x86_64-linux"
               "aarch64-linux" "aarch64-linux" "i686-linux" "x86_64-darwin" ];
@@ -53,12 +60,15 @@ let
   dep = j: if j < n then [ "\${builtins.elemAt drvs j}" ] else [ ];
   extra = i: let r = n - i - 1; in if r > 2 then [ (i + 1 + mod (i * 7919 + 13) r) ] else [ ];
   fod = i: mod i 23 == 0 && 2 * i + 1 >= n;
+  leaf = i: if variant > 0 && mod i 100 == 0 then [ "\${derivation {
+    name = "leaf-\${toString variant}-\${toString i}"; system = builtins.elemAt systems (mod i 10);
+    builder = bb; args = [ "sh" "-c" "echo leaf > $out" ]; }}" ] else [ ];
   mk = i: derivation ({
     name = "n-\${toString i}";
     system = builtins.elemAt systems (mod i 10);
     builder = bb;
     args = [ "sh" "-c" "echo \\"node \${toString i}\\" > $out" ]
-      ++ (if fod i then [ ] else dep (2 * i + 1) ++ dep (2 * i + 2) ++ builtins.concatMap dep (extra i));
+      ++ (if fod i then [ ] else dep (2 * i + 1) ++ dep (2 * i + 2) ++ builtins.concatMap dep (extra i) ++ leaf i);
   }
   // (if features i != [ ] then { requiredSystemFeatures = features i; } else { })
   // (if mod i 17 == 0 then { preferLocalBuild = true; } else { })
@@ -82,8 +92,9 @@ export function makeClosure(opts: MakeClosureOptions): MakeClosureResult {
     .toString()
     .trim();
   const t1 = performance.now();
-  const exprFile = join(dirname(store), `closure-${opts.n}.nix`);
-  writeFileSync(exprFile, closureExpression(opts.n, bb));
+  const variant = opts.variant ?? 0;
+  const exprFile = join(dirname(store), `closure-${opts.n}${variant ? `-v${variant}` : ""}.nix`);
+  writeFileSync(exprFile, closureExpression(opts.n, bb, variant));
   const root = execFileSync("nix-instantiate", ["--store", store, exprFile], {
     env,
     stdio: ["ignore", "pipe", "ignore"],
@@ -114,7 +125,10 @@ function main(argv: string[]): void {
   }
   const busybox = arg("--busybox");
   const fsync = argv.includes("--fsync");
-  const r = makeClosure(busybox === undefined ? { store, n, fsync } : { store, n, fsync, busybox });
+  const variant = Number(arg("--variant") ?? "0");
+  const r = makeClosure(
+    busybox === undefined ? { store, n, fsync, variant } : { store, n, fsync, busybox, variant },
+  );
   process.stdout.write(`${JSON.stringify(r)}\n`);
 }
 

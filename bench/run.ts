@@ -9,7 +9,9 @@
  *   2. At 20,000: the .drv reader (sync loop vs a pool of 64 fs.promises reads) and the validity
  *      method (nix-daemon --stdio vs nix-store --check-validity), as plan's own phase timings.
  *   3. Startup: `node dist/cli.js show --json` vs `node -e 0`, median of 7, as a ratio. Target < 2.
- *   4. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
+ *   4. plan's facts cache at 20,000 (benchFactsCache below). BENCH_ONLY=facts runs only it and the
+ *      start-up table.
+ *   5. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
  *      bench/DOCTOR.md). Target ≤ 1.5×. Brings the lab up and down again unless it was up. BENCH_DOCTOR=0
  *      skips it.
  *
@@ -18,8 +20,18 @@
  * user who can write $BENCH_DIR; needs nix-instantiate, nix-store, nix, /bin/busybox.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
+import { decodeFacts, type FactsHeader, factsParts, indexFacts } from "../src/host/facts-cache.js";
 import { benchDoctor } from "./doctor.js";
 import { makeClosure } from "./make-closure.js";
 
@@ -57,6 +69,11 @@ function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.e
     maxRssKb = Number(m[3]);
   }
   return { wallMs, cpuMs, maxRssKb, stdout: r.stdout ?? "", status: r.status };
+}
+
+/** Median CPU time of some runs (null without /usr/bin/time). */
+function cpu(ms: Measure[]): number | null {
+  return ms[0]!.cpuMs === null ? null : Math.round(median(ms.map((m) => m.cpuMs!)));
 }
 
 function median(xs: number[]): number {
@@ -101,15 +118,170 @@ function planArgs(
   pc: { cmd: string; pre: string[] },
   store: string,
   root: string,
-  extra: { read?: string; validity?: string } = {},
+  extra: { read?: string; validity?: string; cacheDir?: string } = {},
 ): string[] {
   if (pc.pre[pc.pre.length - 1] === "plan") {
     const a = [...pc.pre, "--builders", BUILDERS, "--store", store, "--json", root];
     if (extra.read) a.push("--read", extra.read);
     if (extra.validity) a.push("--validity", extra.validity);
+    // Without --cache-dir the plan is cold: the facts cache is neither read nor written.
+    if (extra.cacheDir) a.push("--cache-dir", extra.cacheDir);
+    else a.push("--no-cache");
     return a;
   }
-  return [...pc.pre, JSON.stringify({ builders: BUILDERS, store, json: true, ...extra }), root];
+  const cache = extra.cacheDir ? { cacheDir: extra.cacheDir } : { cache: false };
+  return [...pc.pre, JSON.stringify({ builders: BUILDERS, store, json: true, ...extra, ...cache }), root];
+}
+
+/** A program that reads every file named in a list and nothing else: the floor of a cold plan. */
+function floorCommand(): string {
+  const file = join(benchDir, "read-floor.mjs");
+  writeFileSync(
+    file,
+    `// Written by bench/run.ts: read every file listed in argv[2] (one per line), as plan's reader does.
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+const buf = Buffer.allocUnsafe(1 << 20);
+let bytes = 0;
+for (const f of readFileSync(process.argv[2], "utf8").split("\\n")) {
+  if (f === "") continue;
+  const fd = openSync(f, "r");
+  bytes += readSync(fd, buf, 0, buf.length, null);
+  closeSync(fd);
+}
+process.stdout.write(String(bytes));
+`,
+  );
+  return file;
+}
+
+/**
+ * plan's facts cache at 20,000 derivations (issue: plan whose cost follows the change): cold plan
+ * against the bare read of the same files, a warm plan of the unchanged closure, and a warm plan
+ * after 1% of the derivations got a new leaf (bench/make-closure.ts --variant 1) against the cold
+ * plan of that closure and against \`nix-store -r --dry-run\`. Plus the cache file's load time in
+ * three formats (the binary file plan uses, the same tables as JSON, and as v8.serialize).
+ */
+async function benchFactsCache(
+  pc: { cmd: string; pre: string[] },
+  store: string,
+  root: string,
+  nixEnv: NodeJS.ProcessEnv,
+): Promise<Record<string, unknown>> {
+  const dir = join(benchDir, "s20000");
+  const vMarker = join(dir, "variant1.json");
+  let root1: string;
+  if (existsSync(vMarker)) root1 = (JSON.parse(readFileSync(vMarker, "utf8")) as { root: string }).root;
+  else {
+    process.stderr.write("instantiating the changed closure (variant 1) …\n");
+    const r = makeClosure({ store, n: 20000, variant: 1 });
+    writeFileSync(vMarker, JSON.stringify(r));
+    root1 = r.root;
+  }
+  const real = (p: string) => join(store, p);
+  const list = join(dir, "drvs.txt");
+  const drvs = execFileSync("nix-store", ["--store", store, "-qR", root], { env: nixEnv, maxBuffer: 1 << 28 })
+    .toString()
+    .split("\n")
+    .filter((l) => l.endsWith(".drv"));
+  writeFileSync(list, `${drvs.map(real).join("\n")}\n`);
+  const floor = floorCommand();
+  // The cache primed with the unchanged closure, kept aside and copied in before each changed run.
+  const primed = mkdtempSync(join(benchDir, "facts-"));
+  measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed }));
+  const cacheFile = readdirSync(primed).find((f) => f.startsWith("plan-facts-"))!;
+  const work = mkdtempSync(join(benchDir, "facts-"));
+  const m: Record<string, Measure[]> = { floor: [], cold0: [], warm0: [], cold1: [], warm1: [], dryRun1: [] };
+  for (let i = 0; i < runs; i++) {
+    m.floor!.push(measure("node", [floor, list]));
+    m.cold0!.push(measure(pc.cmd, planArgs(pc, store, root)));
+    m.warm0!.push(measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed })));
+    m.cold1!.push(measure(pc.cmd, planArgs(pc, store, root1)));
+    copyFileSync(join(primed, cacheFile), join(work, cacheFile));
+    m.warm1!.push(measure(pc.cmd, planArgs(pc, store, root1, { cacheDir: work })));
+    m.dryRun1!.push(
+      measure(
+        "nix-store",
+        ["--store", store, "--option", "substituters", "", "-r", "--dry-run", root1],
+        nixEnv,
+      ),
+    );
+  }
+  const w = (k: string) => median(m[k]!.map((x) => x.wallMs));
+  const phases = (k: string) => {
+    const j = JSON.parse(m[k]![0]!.stdout) as { ms: unknown; cache: unknown };
+    return { ms: j.ms, cache: j.cache };
+  };
+  // The file's load time in three formats: CPU time in this process, the least of 9 (steadier than
+  // wall time on a shared machine).
+  const buf = readFileSync(join(primed, cacheFile));
+  const parts = factsParts(buf)!;
+  const asJson = JSON.stringify({
+    header: parts.header,
+    strings: parts.strings,
+    ints: Array.from(parts.ints),
+  });
+  // The same tables as NUL-separated UTF-8 strings plus raw little-endian ints (the first format tried).
+  const stringBytes = Buffer.from(parts.strings.join("\0"), "utf8");
+  const raw = Buffer.concat([
+    stringBytes,
+    Buffer.from(parts.ints.buffer, parts.ints.byteOffset, parts.ints.byteLength),
+  ]);
+  const time = (f: () => unknown) => {
+    const xs: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      const c = process.cpuUsage();
+      f();
+      const d = process.cpuUsage(c);
+      xs.push((d.user + d.system) / 1000);
+    }
+    return +Math.min(...xs).toFixed(1);
+  };
+  const formats = {
+    v8: { bytes: buf.length, loadCpuMs: time(() => decodeFacts(buf, "/nix/store")) },
+    rawStringsAndInts: {
+      bytes: raw.length,
+      loadCpuMs: time(() => {
+        const strings = raw.toString("utf8", 0, stringBytes.length).split("\0");
+        const ints = new Int32Array(parts.ints.length);
+        Buffer.from(ints.buffer).set(raw.subarray(stringBytes.length));
+        return indexFacts(parts.header, strings, ints);
+      }),
+    },
+    json: {
+      bytes: Buffer.byteLength(asJson),
+      loadCpuMs: time(() => {
+        const j = JSON.parse(asJson) as { header: FactsHeader; strings: string[]; ints: number[] };
+        return indexFacts(j.header, j.strings, Int32Array.from(j.ints));
+      }),
+    },
+  };
+  rmSync(primed, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
+  const r = (a: number, b: number) => +(a / b).toFixed(3);
+  return {
+    drvFiles: drvs.length,
+    wallMs: Object.fromEntries(Object.keys(m).map((k) => [k, Math.round(w(k))])),
+    cpuMs: Object.fromEntries(Object.keys(m).map((k) => [k, cpu(m[k]!)])),
+    ratios: {
+      coldOverFloor: r(w("cold0"), w("floor")),
+      warmUnchangedOverCold: r(w("warm0"), w("cold0")),
+      warmChangedOverCold: r(w("warm1"), w("cold1")),
+      warmChangedOverDryRun: r(w("warm1"), w("dryRun1")),
+      cpu: {
+        coldOverFloor: r(cpu(m.cold0!)!, cpu(m.floor!)!),
+        warmUnchangedOverCold: r(cpu(m.warm0!)!, cpu(m.cold0!)!),
+        warmChangedOverCold: r(cpu(m.warm1!)!, cpu(m.cold1!)!),
+        warmChangedOverDryRun: r(cpu(m.warm1!)!, cpu(m.dryRun1!)!),
+      },
+    },
+    phasesMs: {
+      cold0: phases("cold0"),
+      warm0: phases("warm0"),
+      cold1: phases("cold1"),
+      warm1: phases("warm1"),
+    },
+    formats,
+  };
 }
 
 async function main(): Promise<void> {
@@ -119,8 +291,17 @@ async function main(): Promise<void> {
   const nixEnv = { ...process.env, NIX_CONFIG: "experimental-features = nix-command" };
   const rows: Record<string, unknown>[] = [];
   let phases: Record<string, unknown> = {};
+  let facts: Record<string, unknown> | null = null;
 
+  // BENCH_ONLY=facts: only the facts-cache figures at 20,000 and the start-up table.
+  const only = process.env.BENCH_ONLY;
   for (const n of sizes) {
+    if (only === "facts") {
+      if (n !== 20000) continue;
+      const { store, root } = ensureStore(n);
+      facts = await benchFactsCache(pc, store, root, nixEnv);
+      continue;
+    }
     const { store, root, generatedSeconds } = ensureStore(n);
     const plan: Measure[] = [];
     const show: Measure[] = [];
@@ -134,8 +315,6 @@ async function main(): Promise<void> {
     const out = JSON.parse(plan[0]!.stdout) as { toBuild: number; unbuildable: unknown[]; ms: unknown };
     const pw = median(plan.map((m) => m.wallMs));
     const sw = median(show.map((m) => m.wallMs));
-    const cpu = (ms: Measure[]) =>
-      ms[0]!.cpuMs === null ? null : Math.round(median(ms.map((m) => m.cpuMs!)));
     const rss = (ms: Measure[]) =>
       ms[0]!.maxRssKb === null ? null : Math.max(...ms.map((m) => m.maxRssKb!));
     rows.push({
@@ -163,22 +342,42 @@ async function main(): Promise<void> {
         "read=pool,validity=stdio": variant({ read: "pool", validity: "stdio" }),
         "read=sync,validity=nix-store": variant({ read: "sync", validity: "nix-store" }),
       };
+      facts = await benchFactsCache(pc, store, root, nixEnv);
     }
   }
 
-  // Startup: show --json vs node -e 0.
+  // Start-up: every command against `node -e 0`, interleaved, median of 7 (wall) and CPU (user+sys).
+  // `show --json` and `route --system x86_64-linux --json` do their real work; the other commands
+  // print their --help (their module loads, nothing runs).
   const cli = join(repo, "dist", "cli.js");
-  const bare: number[] = [];
-  const showRuns: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    bare.push(measure("node", ["-e", "0"]).wallMs);
-    showRuns.push(measure("node", [cli, "show", "--json"]).wallMs);
-  }
-  const startup = {
-    nodeMs: Math.round(median(bare)),
-    showJsonMs: Math.round(median(showRuns)),
-    ratio: +(median(showRuns) / median(bare)).toFixed(2),
-  };
+  const startCases: [string, string[]][] = [
+    ["node -e 0", ["-e", "0"]],
+    ["show --json", [cli, "show", "--json"]],
+    ["route --system x86_64-linux --json", [cli, "route", "--system", "x86_64-linux", "--json"]],
+    ...["config", "lint", "plan", "doctor", "verify", "use", "reset", "explain"].map(
+      (c): [string, string[]] => [`${c} --help`, [cli, c, "--help"]],
+    ),
+  ];
+  const startRuns = new Map<string, Measure[]>(startCases.map(([k]) => [k, []]));
+  for (let i = 0; i < 7; i++)
+    for (const [k, argv] of startCases) startRuns.get(k)!.push(measure("node", argv));
+  const bareWall = median(startRuns.get("node -e 0")!.map((m) => m.wallMs));
+  const bareCpu = cpu(startRuns.get("node -e 0")!);
+  const startup = Object.fromEntries(
+    [...startRuns].map(([k, ms]) => {
+      const w = median(ms.map((m) => m.wallMs));
+      const c = cpu(ms);
+      return [
+        k,
+        {
+          wallMs: Math.round(w),
+          wallRatio: +(w / bareWall).toFixed(2),
+          cpuMs: c,
+          cpuRatio: c !== null && bareCpu ? +(c / bareCpu).toFixed(2) : null,
+        },
+      ];
+    }),
+  );
 
   const result = {
     date: new Date().toISOString(),
@@ -188,6 +387,7 @@ async function main(): Promise<void> {
     nix: spawnSync("nix", ["--version"], { encoding: "utf8" }).stdout.trim(),
     plan: rows,
     variantsAt20k: phases,
+    factsCacheAt20k: facts,
     startup,
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -200,8 +400,10 @@ async function main(): Promise<void> {
     );
   }
   process.stdout.write(
-    `\nstartup: node -e 0 ${startup.nodeMs} ms, show --json ${startup.showJsonMs} ms, ratio ${startup.ratio}\n`,
+    "\n| start-up | wall | ratio to node -e 0 | CPU | CPU ratio |\n|---|---|---|---|---|\n",
   );
+  for (const [k, v] of Object.entries(startup))
+    process.stdout.write(`| ${k} | ${v.wallMs} ms | ${v.wallRatio} | ${v.cpuMs} ms | ${v.cpuRatio} |\n`);
 
   // The doctor over 16 lab builders (bench/doctor.ts): needs root (the lab); BENCH_DOCTOR=0 skips it.
   if (process.env.BENCH_DOCTOR === "0") return;

@@ -12,13 +12,16 @@
  * See docs/plan.md.
  */
 import { execFile } from "node:child_process";
-import { statSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { type RouteContext, routeContext } from "../app/route-context.js";
 import { openValidity, type ValidityMethod } from "../app/store-validity.js";
 import { userView } from "../app/view.js";
+import { pathOwnedBy } from "../host/cache.js";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
+import { FactsCache } from "../host/facts-cache.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
+import { pathsOnDisk } from "../host/store.js";
 import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import { excerpt, isKeyMaterialLine } from "../nix/redact.js";
@@ -37,6 +40,10 @@ export interface PlanOptions {
   read?: ReadMode;
   /** How to ask the store which outputs are valid (default: daemon socket, else nix-daemon --stdio). */
   validity?: ValidityMethod;
+  /** false with --no-cache: read every .drv and leave the facts cache alone. */
+  cache?: boolean;
+  /** --cache-dir: keep the facts cache there instead of the user's cache directory. */
+  cacheDir?: string;
 }
 
 export interface BuilderSummary {
@@ -72,6 +79,8 @@ export interface PlanResult {
   /** Derivations that could be built but depend (transitively) on an unbuildable one. */
   readonly blocked: number;
   readonly ms: { read: number; validity: number; route: number };
+  /** The facts cache, when one was used: derivations answered from it and read from the store. */
+  readonly cache: { hits: number; misses: number } | null;
 }
 
 export interface PlanInput {
@@ -80,6 +89,8 @@ export interface PlanInput {
   /** Which of these paths are valid. */
   readonly valid: (paths: readonly string[]) => Promise<Set<string>>;
   readonly readMode?: ReadMode;
+  /** plan's facts cache (src/host/facts-cache.ts), when not disabled. */
+  readonly facts?: FactsCache;
   readonly onProgress?: (stage: string, done: number, total: number | null) => void;
 }
 
@@ -130,6 +141,7 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     // Small batches: the query of the last one is the only part of validity not hidden by reading.
     batchSize: 500,
     mode: input.readMode ?? "sync",
+    ...(input.facts ? { facts: input.facts } : {}),
     onBatch: (nodes) => {
       const paths: string[] = [];
       for (const n of nodes) for (const p of n.outputPaths) if (p !== "") paths.push(p);
@@ -330,6 +342,7 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     unbuildable,
     blocked,
     ms: { read: t1 - t0, validity: t2 - t1, route: t3 - t2 },
+    cache: input.facts ? { hits: input.facts.stats.hits, misses: input.facts.stats.misses } : null,
   };
 }
 
@@ -504,6 +517,7 @@ export function planJson(p: PlanResult, ctx: RouteContext): Record<string, unkno
       validity: Math.round(p.ms.validity),
       route: Math.round(p.ms.route),
     },
+    cache: p.cache,
   };
 }
 
@@ -555,6 +569,26 @@ function progressPrinter(io: Io): PlanInput["onProgress"] {
   };
 }
 
+/**
+ * A --cache-dir given on the command line: used only when it is a directory that nobody but this
+ * user and root can change (every directory on its real path), as the default cache directory is.
+ */
+function safeCacheDir(dir: string): string {
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch (e) {
+    throw new Refusal(
+      `--cache-dir ${dir}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such directory" : "cannot be resolved"}`,
+    );
+  }
+  if (!pathOwnedBy(real, process.getuid?.() ?? -1))
+    throw new Refusal(
+      `--cache-dir ${dir}: not a directory that only this user and root can write (every directory on its path must be)`,
+    );
+  return real;
+}
+
 export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io): Promise<number> {
   if (args.length === 0) throw new UsageError("plan: give at least one .drv path or installable");
   const v = await userView({
@@ -568,6 +602,15 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     io.err(`${nixErrorDisplay(ctx.fatal)}\n(Nix stops every build with this error)\n`);
     return EXIT.errors;
   }
+  // Before evaluating anything: a --cache-dir that is refused stops here.
+  const facts =
+    opts.cache === false
+      ? undefined
+      : new FactsCache({
+          storeDir: ctx.store.storeDir,
+          env: io.env,
+          ...(opts.cacheDir !== undefined ? { dir: safeCacheDir(opts.cacheDir) } : {}),
+        });
   // With --user, root evaluates as that user: Nix then reads the files with the user's rights.
   const u = v.user;
   const as: RunAsIdentity | null =
@@ -584,7 +627,9 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     result = await planClosure({
       roots,
       ctx,
-      valid: async (paths) => (await checker).valid(paths),
+      ...(facts ? { facts } : {}),
+      // Paths not on disk are not valid: the store is asked only about the others.
+      valid: async (paths) => (await checker).valid(pathsOnDisk(paths, ctx.store)),
       ...(opts.read ? { readMode: opts.read } : {}),
       ...(onProgress ? { onProgress } : {}),
     });
@@ -606,6 +651,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     );
   }
   if (onProgress) io.err("\r\x1b[K");
+  facts?.save();
   io.out(opts.json ? json(planJson(result, ctx)) : renderPlan(result, ctx));
   return result.unbuildable.length > 0 ? EXIT.errors : EXIT.ok;
 }
@@ -621,6 +667,11 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--store <dir>", "a chroot store (its drvs, validity and state)")
     .option("--read <mode>", "how to read .drv files: sync (default) or pool")
     .option("--validity <method>", "daemon, stdio (nix-daemon --stdio) or nix-store (--check-validity)")
+    .option("--no-cache", "read every .drv from the store, and neither read nor write the facts cache")
+    .option(
+      "--cache-dir <dir>",
+      "keep the facts cache in this directory (default: the user's cache directory)",
+    )
     .option("--json", "print one JSON document")
     .action(async (args: string[], opts: PlanOptions) => {
       if (opts.read !== undefined && opts.read !== "sync" && opts.read !== "pool")

@@ -49,6 +49,8 @@ export interface CacheScope {
 /**
  * Is every directory from / down to `real` (a path without symlinks) owned by `uid` or root and
  * not writable by group or others? Then only `uid` and root can change what the path names.
+ * One exception, for the directories above `real` only: a root-owned directory with the sticky bit
+ * (like /tmp, mode 1777), where nobody but an entry's owner and root can rename or remove it.
  */
 export function pathOwnedBy(real: string, uid: number): boolean {
   if (!isAbsolute(real)) return false;
@@ -63,7 +65,8 @@ export function pathOwnedBy(real: string, uid: number): boolean {
     }
     if (!st.isDirectory()) return false;
     if (st.uid !== 0 && st.uid !== uid) return false;
-    if ((st.mode & 0o022) !== 0) return false;
+    const sticky = (st.mode & 0o1000) !== 0 && st.uid === 0 && i < parts.length;
+    if ((st.mode & 0o022) !== 0 && !sticky) return false;
   }
   return true;
 }

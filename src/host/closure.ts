@@ -13,6 +13,7 @@ import { posix } from "node:path";
 import { realPathOf, type StoreLocation } from "../nix/derivation.js";
 import { type DrvScan, scanDerivation } from "../nix/drv-scan.js";
 import { NixError } from "../nix/errors.js";
+import type { DrvFacts, FactsCache } from "./facts-cache.js";
 
 export interface DrvNode {
   readonly path: string;
@@ -64,6 +65,12 @@ export interface ReadClosureOptions {
    */
   readonly onBatch?: (nodes: DrvNode[]) => void;
   readonly batchSize?: number;
+  /**
+   * plan's facts cache (src/host/facts-cache.ts): derivations it holds are not read, and those read
+   * are recorded in it. The roots are always read from the store, so a root that is gone is an
+   * error as without the cache (and a valid root's closure is valid).
+   */
+  readonly facts?: FactsCache;
 }
 
 /**
@@ -108,7 +115,30 @@ interface Builder {
   readonly intern: Interner;
 }
 
-function toNode(path: string, d: DrvScan, g: Builder): DrvNode {
+/** The facts plan keeps of a scan. */
+function scanFacts(d: DrvScan): DrvFacts {
+  return {
+    system: d.system,
+    requiredFeatures: d.facts.requiredSystemFeatures,
+    preferLocalBuild: d.facts.preferLocalBuild,
+    isBuiltin: d.facts.isBuiltin,
+    outputNames: d.outputNames,
+    outputPaths: d.outputPaths,
+    inputDrvs: d.inputDrvs,
+    inputOutputs: d.inputOutputs,
+  };
+}
+
+/** Read one derivation: from the facts cache when it holds it (and it is not a root), else the store. */
+function factsOf(path: string, isRoot: boolean, o: ReadClosureOptions): DrvFacts {
+  const cached = isRoot ? undefined : o.facts?.get(path);
+  if (cached !== undefined) return cached;
+  const f = scanFacts(readScan(path, o.loc));
+  o.facts?.put(path, f);
+  return f;
+}
+
+function toNode(path: string, d: DrvFacts, g: Builder): DrvNode {
   const deps = d.inputDrvs;
   const { index, pending, edges, edgeOutputs, intern } = g;
   const inputStart = edges.length;
@@ -127,9 +157,9 @@ function toNode(path: string, d: DrvScan, g: Builder): DrvNode {
   return {
     path,
     system: intern.str(d.system),
-    requiredFeatures: intern.list(d.facts.requiredSystemFeatures),
-    preferLocalBuild: d.facts.preferLocalBuild,
-    isBuiltin: d.facts.isBuiltin,
+    requiredFeatures: intern.list(d.requiredFeatures),
+    preferLocalBuild: d.preferLocalBuild,
+    isBuiltin: d.isBuiltin,
     outputNames: intern.list(d.outputNames),
     outputPaths: d.outputPaths,
     inputStart,
@@ -206,6 +236,7 @@ function makeClosure(nodes: DrvNode[], g: Builder): DrvClosure {
 async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions): Promise<DrvClosure> {
   const g = start(roots);
   const pending = g.pending;
+  const nRoots = pending.length;
   // Ids are handed out in discovery order and derivations read in that order (breadth-first).
   const nodes: DrvNode[] = [];
   const every = o.progressEvery ?? 1000;
@@ -213,7 +244,7 @@ async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions):
   let batchStart = 0;
   while (nodes.length < pending.length) {
     const p = pending[nodes.length]!;
-    nodes.push(toNode(p, readScan(p, o.loc), g));
+    nodes.push(toNode(p, factsOf(p, nodes.length < nRoots, o), g));
     if (o.onProgress && nodes.length % every === 0) o.onProgress(nodes.length);
     if (o.onBatch && nodes.length - batchStart >= batchSize) {
       o.onBatch(nodes.slice(batchStart));
@@ -241,13 +272,17 @@ function start(roots: readonly string[]): Builder {
 async function readPoolClosure(roots: readonly string[], o: ReadClosureOptions): Promise<DrvClosure> {
   const g = start(roots);
   const pending = g.pending;
+  const nRoots = pending.length;
   const nodes: DrvNode[] = [];
   const width = Math.max(1, o.concurrency ?? 64);
   const every = o.progressEvery ?? 1000;
   while (nodes.length < pending.length) {
     const wave = pending.slice(nodes.length, nodes.length + width);
+    const first = nodes.length;
+    const cached = wave.map((p, i) => (first + i < nRoots ? undefined : o.facts?.get(p)));
     const texts = await Promise.all(
-      wave.map((p) => {
+      wave.map((p, i) => {
+        if (cached[i] !== undefined) return null;
         const file = realPathOf(p, o.loc);
         return readFile(file).catch((e: NodeJS.ErrnoException) => {
           throw new NixError("system", `getting status of '${file}': ${e.message}`, { file });
@@ -256,8 +291,13 @@ async function readPoolClosure(roots: readonly string[], o: ReadClosureOptions):
     );
     const before = nodes.length;
     for (let i = 0; i < wave.length; i++) {
-      const buf = texts[i]!;
-      nodes.push(toNode(wave[i]!, scanDerivation(buf, 0, buf.length, wave[i]), g));
+      const buf = texts[i];
+      let f = cached[i];
+      if (f === undefined) {
+        f = scanFacts(scanDerivation(buf!, 0, buf!.length, wave[i]));
+        o.facts?.put(wave[i]!, f);
+      }
+      nodes.push(toNode(wave[i]!, f, g));
       if (o.onProgress && nodes.length % every === 0) o.onProgress(nodes.length);
     }
     o.onBatch?.(nodes.slice(before));

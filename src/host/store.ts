@@ -15,6 +15,7 @@
  * A path that is not a well-formed store path is never sent (it would kill a 2.8 daemon connection):
  * it is reported invalid.
  */
+import { lstatSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export interface StoreTarget {
@@ -120,4 +121,30 @@ export function isStorePath(p: string, storeDir: string): boolean {
   const name = base.slice(33);
   if (name.length === 0 || name.length > 211 || name.startsWith(".")) return false;
   return HASH_RE.test(base.slice(0, 32)) && NAME_RE.test(name);
+}
+
+/**
+ * The paths of `paths` that are on disk in the store (lstat under the real store directory). A path
+ * that is not on disk is not valid: Nix registers a path only once its files are in place and removes
+ * an invalid path's leftovers before it builds, so plan asks the store only about paths on disk.
+ * Validity itself stays the store's answer: a path on disk may still be invalid.
+ */
+export function pathsOnDisk(paths: readonly string[], target: StoreTarget): string[] {
+  const out: string[] = [];
+  const prefix = `${target.storeDir}/`;
+  for (const p of paths) {
+    if (!p.startsWith(prefix)) {
+      out.push(p);
+      continue;
+    }
+    // throwIfNoEntry: "not there" (ENOENT, ENOTDIR) is undefined, without the cost of an exception.
+    // Any other error leaves the question to the store.
+    try {
+      if (lstatSync(`${target.realStoreDir}/${p.slice(prefix.length)}`, { throwIfNoEntry: false }))
+        out.push(p);
+    } catch {
+      out.push(p);
+    }
+  }
+  return out;
 }
