@@ -47,7 +47,7 @@ buildNpmPackage {
   };
   npmConfigHook = importNpmLock.npmConfigHook;
 
-  # `npm run build` (tsc) makes dist/; the install copies what `npm pack` would ship, links the `bin`
+  # `npm run build` (scripts/bundle.mjs, esbuild) makes dist/; the install copies what `npm pack` would ship, links the `bin`
   # entries to $out/bin and keeps only the runtime dependencies.
 
   postInstall = ''

@@ -1,6 +1,6 @@
 # The files the Nix package builds from: what `npm pack` ships (package.json's `files`, less the `dist/`
-# the build makes, plus what npm always adds) and what the build reads (the lock file, the compiler
-# settings, the sources). test/unit/watch-package.test.ts checks this against `npm pack --dry-run`.
+# the build makes, plus what npm always adds) and what the build reads (the lock file, the bundler
+# script, the sources). test/unit/watch-package.test.ts checks this against `npm pack --dry-run`.
 { lib }:
 let
   root = ../.;
@@ -12,7 +12,7 @@ lib.fileset.unions (
     ../package.json
     ../package-lock.json
     ../tsconfig.json
-    ../tsconfig.build.json
+    ../scripts/bundle.mjs
     ../src
     (lib.fileset.maybeMissing ../README.md)
     (lib.fileset.maybeMissing ../LICENSE)

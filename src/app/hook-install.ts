@@ -18,10 +18,19 @@ import { atomicWrite, readAll } from "../host/atomic.js";
 import { planInstall, planUninstall } from "../nix/hook-conf.js";
 import { stateDir, untrustedDir } from "./builds-store.js";
 
-/** The wrapper shipped with this package: `<package>/libexec/build-hook`. */
+/**
+ * The wrapper shipped with this package: `<package>/libexec/build-hook`. This module runs from
+ * src/app (tests), dist/ or dist/chunks (the bundle): the package is the nearest directory above it
+ * that holds libexec/build-hook.
+ */
 export function wrapperPath(): string {
-  const here = dirname(fileURLToPath(import.meta.url)); // dist/app or src/app
-  return resolve(here, "..", "..", "libexec", "build-hook");
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    dir = resolve(dir, "..");
+    const candidate = join(dir, "libexec", "build-hook");
+    if (existsSync(candidate)) return candidate;
+  }
+  return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "libexec", "build-hook");
 }
 
 /** The daemon's nix.conf: `$NIX_CONF_DIR/nix.conf`, default /etc/nix/nix.conf. */
