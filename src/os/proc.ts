@@ -17,6 +17,9 @@ export interface ProcOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Working directory; default `/`. */
   readonly cwd?: string;
+  /** setuid/setgid for the child (no supplementary groups: see src/host/run-as.ts for a real identity). */
+  readonly uid?: number;
+  readonly gid?: number;
   /** Kill the process group after this many milliseconds. Required: nothing runs without a deadline. */
   readonly deadlineMs: number;
   /** From SIGTERM to SIGKILL at the deadline (ms); default 2000. */
@@ -33,6 +36,8 @@ export interface ProcOptions {
    */
   readonly onStdout?: (chunk: Buffer) => void;
   readonly onStderr?: (chunk: Buffer) => void;
+  /** Open descriptors handed to the child as its fds 3, 4, … (e.g. a file to lock with flock(1)). */
+  readonly extraFds?: readonly number[];
   /** Collect the output even when streaming it. */
   readonly collect?: boolean;
   /**
@@ -115,9 +120,11 @@ export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
   const child = spawn(argv[0]!, argv.slice(1), {
     env: opts.env ?? process.env,
     cwd: opts.cwd ?? "/",
-    stdio: [wantStdin ? "pipe" : "ignore", "pipe", "pipe"],
+    stdio: [wantStdin ? "pipe" : "ignore", "pipe", "pipe", ...(opts.extraFds ?? [])],
     detached: true,
     shell: false,
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
   const limit = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
   const out = new Bounded(limit);
