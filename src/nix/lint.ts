@@ -227,7 +227,7 @@ export function lintReplacedDefaults(
 }
 
 /**
- * A `builders` or `trusted-users` assignment that a later one replaces (hercules §6 item 8; a NixOS
+ * A `builders` or `trusted-users` assignment that a later one replaces (docs/agent.md; a NixOS
  * `nix.extraOptions`, an include or a second file). `filter` selects which overridden assignments to report.
  */
 export function lintOverrides(

@@ -1,5 +1,5 @@
 /**
- * The ssh command line Nix builds for `ssh://` and `ssh-ng://` stores (spec §4.2–4.4), as a pure
+ * The ssh command line Nix builds for `ssh://` and `ssh-ng://` stores (Nix 2.8.0 src/libstore/ssh.cc; docs/protocols.md), as a pure
  * function of the store URI, the machine columns and NIX_SSHOPTS. Two behaviour families:
  *
  *  - 2.8 (< 2.12 for `-a`, < 2.26 for NIX_SSHOPTS splitting, < 2.31 for ports):
@@ -47,7 +47,7 @@ export interface NixSshArgv {
   /** `ssh`, or for the local fake-ssh path `bash` (2.8) / the remote program (current Nix). */
   program: string;
   args: string[];
-  /** True when Nix would not run ssh at all (host `localhost`, §4.4). */
+  /** True when Nix would not run ssh at all (host `localhost`: `fakeSSH` in src/libstore/ssh.cc). */
   fakeSsh: boolean;
   /** Which protocol the remote command speaks. */
   protocol: "serve" | "worker";
@@ -330,7 +330,7 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
   }
 
   if (isLocalhost) {
-    // §4.4: no ssh at all.
+    // localhost: no ssh at all (`fakeSSH`).
     if (!wordCommand) {
       return {
         program: "bash",

@@ -142,9 +142,14 @@ describe("import direction", () => {
     // read-as-user helper (src/host/fs-reader.ts: a deadline per request, and it exits when idle).
     const allowed = new Set(["os/proc.ts", "host/users.ts", "host/fs-reader.ts"]);
     const spawners = files
-      .filter((f) => /^import \{(?! type [^,}]*\})[^}]*\} from "node:child_process"/m.test(readFileSync(f, "utf8")))
+      .filter((f) =>
+        /^import \{(?! type [^,}]*\})[^}]*\} from "node:child_process"/m.test(readFileSync(f, "utf8")),
+      )
       .map((f) => relative(SRC, f));
-    assert.deepEqual(spawners.filter((f) => !allowed.has(f)), []);
+    assert.deepEqual(
+      spawners.filter((f) => !allowed.has(f)),
+      [],
+    );
     for (const f of ["host/users.ts", "host/fs-reader.ts"]) {
       const text = readFileSync(join(SRC, f), "utf8");
       for (const m of text.matchAll(/\b(?:spawnSync|execFileSync)\([^;]*?;/gs))
