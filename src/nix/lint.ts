@@ -15,6 +15,7 @@ import { looksLikePrivateKey } from "./redact.js";
 import { isFakeSsh, sshAuthority } from "./store-uri.js";
 import type { IgnoredSetting } from "./trust.js";
 import { atLeast, type NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 export type Severity = "error" | "warning" | "info";
 
@@ -34,9 +35,6 @@ export interface LintSummary {
   warnings: number;
   infos: number;
 }
-
-/** First release that splits machines lines on `\n`, cuts comments, then splits on `;` and trims. */
-const SPLIT_FIX: readonly [number, number] = [2, 29];
 
 function finding(
   id: string,
@@ -425,7 +423,7 @@ function legacyFinding(
   row: string,
   nixMessage?: string,
 ): Finding {
-  const broken = !atLeast(version, SPLIT_FIX[0], SPLIT_FIX[1]);
+  const broken = !since(version, NIX.machinesSplitFix);
   const sev: Severity = broken ? "error" : "warning";
   const suffix = broken ? "" : " — this breaks on Nix < 2.29 (e.g. Debian 12's 2.8)";
   switch (id) {
@@ -606,7 +604,7 @@ function problemFinding(p: BuildersError, isFirst: boolean): Finding {
 export function lintMachines(input: MachinesLintInput): Finding[] {
   const { version, machines } = input;
   const out: Finding[] = [];
-  const head = atLeast(version, SPLIT_FIX[0], SPLIT_FIX[1]);
+  const head = since(version, NIX.machinesSplitFix);
   const firstErr = machines.error;
   for (const p of machines.problems) {
     const isFirst =
