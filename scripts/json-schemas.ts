@@ -119,8 +119,12 @@ export function validate(v: unknown, s: Schema, at = "$"): string[] {
       } else out.push(...validate(x, p, `${at}.${k}`));
     }
   }
-  if (t === "array" && s.items)
-    (v as unknown[]).forEach((x, i) => out.push(...validate(x, s.items!, `${at}[${i}]`)));
+  if (t === "array" && s.items) {
+    const items = s.items;
+    (v as unknown[]).forEach((x, i) => {
+      out.push(...validate(x, items, `${at}[${i}]`));
+    });
+  }
   return out;
 }
 
