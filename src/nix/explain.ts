@@ -60,7 +60,9 @@ export const CAUSES = [
 ] as const;
 export type Cause = (typeof CAUSES)[number];
 
-export type Severity = "error" | "warning" | "info";
+export type { Severity } from "./findings.js";
+
+import type { Severity } from "./findings.js";
 
 /**
  * The Nix versions whose wording an entry matches: `"all"`, one version `"2.8"`, a closed range

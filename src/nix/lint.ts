@@ -9,6 +9,7 @@
  * The catalogue of ids is docs/lint.md.
  */
 import { type Assignment, type ConfigView, parseConfText } from "./conf.js";
+import type { Severity, Summary } from "./findings.js";
 import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Machine } from "./machines.js";
 import { formatOrigin, type Origin } from "./origin.js";
 import { looksLikePrivateKey } from "./redact.js";
@@ -17,7 +18,7 @@ import type { IgnoredSetting } from "./trust.js";
 import { atLeast, type NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
 
-export type Severity = "error" | "warning" | "info";
+export { exitCodeFor, type Severity, summarise } from "./findings.js";
 
 export interface Finding {
   id: string;
@@ -30,11 +31,7 @@ export interface Finding {
   nixMessage?: string;
 }
 
-export interface LintSummary {
-  errors: number;
-  warnings: number;
-  infos: number;
-}
+export type LintSummary = Summary;
 
 function finding(
   id: string,
@@ -981,17 +978,4 @@ export function normaliseFindings(findings: readonly Finding[]): Finding[] {
     if (a.severity !== b.severity) return SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity];
     return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
   });
-}
-
-export function summarise(findings: readonly Finding[]): LintSummary {
-  return {
-    errors: findings.filter((f) => f.severity === "error").length,
-    warnings: findings.filter((f) => f.severity === "warning").length,
-    infos: findings.filter((f) => f.severity === "info").length,
-  };
-}
-
-/** 2 with errors, 1 with warnings, 0 otherwise (infos do not count). */
-export function exitCodeFor(s: LintSummary): 0 | 1 | 2 {
-  return s.errors > 0 ? 2 : s.warnings > 0 ? 1 : 0;
 }
