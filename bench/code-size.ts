@@ -57,8 +57,8 @@ export function measure(dir: string): Size {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const dir = process.argv[2] ?? "src";
   const s = measure(dir);
-  process.stdout.write(
-    `${dir}: ${s.files} files, ${s.lines} lines, ${s.functions} functions, ${s.over80.length} over 80 lines, ${s.over120.length} over 120\n`,
-  );
-  for (const f of s.over80) process.stdout.write(`  ${f.lines.toString().padStart(4)}  ${f.name}\n`);
+  let text = `${dir}: ${s.files} files, ${s.lines} lines, ${s.functions} functions, ${s.over80.length} over 80 lines, ${s.over120.length} over 120\n`;
+  for (const f of s.over80) text += `  ${f.lines.toString().padStart(4)}  ${f.name}\n`;
+  process.stdout.on("error", () => {}); // piped into head
+  process.stdout.write(text);
 }

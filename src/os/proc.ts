@@ -111,6 +111,26 @@ class Bounded {
   }
 }
 
+/** Output collected (bounded) or streamed to the caller; stdin written and closed. */
+function wireStreams(child: ChildProcess, opts: ProcOptions, out: Bounded, err: Bounded): void {
+  const keep = opts.collect === true;
+  if (!opts.rawStdout)
+    child.stdout?.on("data", (b: Buffer) => {
+      if (opts.onStdout) opts.onStdout(b);
+      if (!opts.onStdout || keep) out.push(b);
+    });
+  child.stderr?.on("data", (b: Buffer) => {
+    if (opts.onStderr) opts.onStderr(b);
+    if (!opts.onStderr || keep) err.push(b);
+  });
+  if (child.stdin) {
+    child.stdin.on("error", () => {
+      // the program may exit without reading its input
+    });
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+  }
+}
+
 /** Start `argv` (no shell) in its own process group, with a deadline. */
 export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
   if (argv.length === 0) throw new Error("startProc: empty argv");
@@ -175,22 +195,7 @@ export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
     }, grace);
   };
   const deadline = setTimeout(kill, opts.deadlineMs);
-  const keep = opts.collect === true;
-  if (!opts.rawStdout)
-    child.stdout?.on("data", (b: Buffer) => {
-      if (opts.onStdout) opts.onStdout(b);
-      if (!opts.onStdout || keep) out.push(b);
-    });
-  child.stderr?.on("data", (b: Buffer) => {
-    if (opts.onStderr) opts.onStderr(b);
-    if (!opts.onStderr || keep) err.push(b);
-  });
-  if (child.stdin) {
-    child.stdin.on("error", () => {
-      // the program may exit without reading its input
-    });
-    if (opts.input !== undefined) child.stdin.end(opts.input);
-  }
+  wireStreams(child, opts, out, err);
   child.once("error", (e: NodeJS.ErrnoException) => {
     // a spawn failure (the only "error" before "close" that leaves no process)
     if (child.pid === undefined) finish(null, null, e);
