@@ -12,7 +12,6 @@ import { keyFileFacts, machinesFileFacts } from "../host/keyfile.js";
 import { type ConfigView, type FileReader, loadConfig, unboundedReadError } from "../nix/conf.js";
 import { displayedMessage, filterAnsiEscapes } from "../nix/display.js";
 import { strerror } from "../nix/errors.js";
-import type { Severity } from "../nix/findings.js";
 import {
   type Finding,
   type KeyFileFacts,
@@ -351,18 +350,11 @@ export async function lint(opts: LintOptions, env: NodeJS.ProcessEnv, given?: Us
   };
 }
 
-/** One finding of `lint --json` (docs/schemas/lint.schema.json). Fields are only ever added. */
-export interface LintFindingJson {
-  id: string;
-  severity: Severity;
-  file: string | null;
-  line: number | null;
-  message: string;
-  fix: string;
-  /** Nix's own text, when Nix prints one for this problem; `nixDisplayed` is how Nix shows it. */
-  nixMessage?: string;
-  nixDisplayed?: string;
-}
+/**
+ * One finding of `lint --json` (docs/schemas/lint.schema.json): the finding, and how Nix displays its
+ * own text when it has one. Fields are only ever added.
+ */
+export type LintFindingJson = Finding & { nixDisplayed?: string };
 
 /** `lint --json` (docs/schemas/lint.schema.json). */
 export interface LintJson {
