@@ -1,5 +1,5 @@
 /**
- * Agent-specific checks (spec hercules-agent.md §6), as pure functions over plain data.
+ * Agent-specific checks (docs/agent.md), as pure functions over plain data.
  * Each returns findings for problems and notable facts; an empty list means "nothing to say".
  * The doctor and `show --agent` gather the inputs (daemon trust, effective Nix view, machines) and
  * call these.

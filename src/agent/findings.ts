@@ -3,7 +3,9 @@
  * The doctor and `show --agent` render them; `fix` is a short, actionable instruction or null.
  */
 
-export type Severity = "error" | "warning" | "info";
+import type { Severity } from "../nix/findings.js";
+
+export type { Severity } from "../nix/findings.js";
 
 export interface AgentFinding {
   /** Stable identifier, e.g. `agent-config-unknown-key`. Tests and `--json` consumers key on it. */

@@ -1,5 +1,5 @@
 /**
- * Users, homes and file locations per install method (spec hercules-agent.md §2.5), and where the
+ * Users, homes and file locations per install method (docs/agent.md), and where the
  * agent user's Nix reads its per-user nix.conf (Nix `users.cc`, `globals.cc`).
  */
 

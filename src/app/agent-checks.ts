@@ -3,11 +3,15 @@
  * `nixUserIsTrusted` claim, per-user builders the daemon ignores, remote platforms without a
  * capable builder, builders nobody dispatches to, the narinfo TTL, `max-jobs = 0`, kvm, restarts.
  */
+
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import {
   type AgentAdvertisement,
   type AgentFinding,
   agentAdvertisement,
   agentNixOverrides,
+  agentRestartCommand,
   type BinaryCachesResult,
   type BuildersSetting,
   checkAgentTrust,
@@ -17,11 +21,13 @@ import {
   checkMaxJobsZero,
   checkNarinfoNegativeTtl,
   checkRemotePlatforms,
+  checkRestartNeeded,
   checkUnadvertisedBuilders,
   redactUri,
   type TaskNixSettings,
   taskNixSettings,
 } from "../agent/index.js";
+import type { ConfigFile } from "../nix/conf.js";
 import type { OverriddenSetting } from "../nix/trust.js";
 import { readBinaryCaches } from "./agent-caches.js";
 import type { AgentSelection } from "./agent-select.js";
@@ -133,10 +139,43 @@ export function agentReport(view: UserView, sel: AgentSelection, caches?: Binary
       privateDevices: sel.agent.privateDevices,
       systemFeatures: nixView.systemFeatures,
     }),
+    ...restartFindings(sel, view.client.files),
     ...(caches?.findings ?? []),
     ...(task?.findings ?? []),
   ];
   return { advertisement, findings, taskNixSettings: task };
+}
+
+/** mtime of `path` under `root`, or null when it cannot be stat'ed. */
+function mtimeUnder(root: string, path: string): number | null {
+  try {
+    return statSync(join(root, path)).mtimeMs;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `agent-restart-needed`: the agent reads its configuration and the Nix configuration only at start-up,
+ * so a file among them changed after the running agent started is not in effect yet. Needs the running
+ * agent's start time (src/agent/discover.ts readAgentRuntime, at selection); nothing without it.
+ */
+export function restartFindings(
+  sel: AgentSelection,
+  configFiles: readonly Pick<ConfigFile, "path" | "exists" | "role">[],
+): AgentFinding[] {
+  const startedAt = sel.runtime?.startedAt ?? null;
+  if (startedAt === null) return [];
+  const root = sel.root ?? "/";
+  const paths = [
+    ...(sel.agent.configFile ? [sel.agent.configFile] : []),
+    ...configFiles.filter((f) => f.exists && f.role !== "env").map((f) => f.path),
+  ];
+  return checkRestartNeeded({
+    serviceStartedAt: startedAt,
+    files: [...new Set(paths)].map((path) => ({ path, mtime: mtimeUnder(root, path) })),
+    restartCommand: agentRestartCommand(sel.agent),
+  });
 }
 
 /** binary-caches.json of the selected agent, read as the agent user (undefined without a config). */

@@ -6,12 +6,14 @@
 import {
   type AgentConfigResult,
   type AgentFinding,
+  type AgentRuntime,
   agentEnvironment,
   agentNixOverrides,
   type DiscoveredAgent,
   discoverAgents,
   loadAgentConfig,
   manualAgent,
+  readAgentRuntime,
 } from "../agent/index.js";
 import type { Origin } from "../nix/origin.js";
 import { UsageError } from "./io.js";
@@ -32,6 +34,10 @@ export interface AgentSelection {
   findings: AgentFinding[];
   /** Other instances that were found but not chosen. */
   others: string[];
+  /** The running agent (pid, start time), when it can be seen; read once, at selection. */
+  runtime?: AgentRuntime;
+  /** Root directory the agent was discovered under ("/" on a real machine). */
+  root?: string;
 }
 
 export const DEFAULT_AGENT_USER = "hercules-ci-agent";
@@ -100,5 +106,7 @@ export function selectAgent(opts: AgentOptions, how: { orNone?: boolean } = {}):
     overrides,
     findings,
     others,
+    runtime: readAgentRuntime(agent, { root }),
+    root,
   };
 }

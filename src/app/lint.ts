@@ -30,7 +30,8 @@ import {
 } from "../nix/lint.js";
 import { type BuildersResult, parseBuilders } from "../nix/machines.js";
 import type { Origin } from "../nix/origin.js";
-import { atLeast, NIX_2_8, type NixVersion } from "../nix/version.js";
+import { NIX_2_8, type NixVersion } from "../nix/version.js";
+import { NIX, since } from "../nix/versions.js";
 import { UsageError } from "./io.js";
 import { settingText, type UserView, userView } from "./view.js";
 
@@ -105,7 +106,9 @@ function parseBoth(
     origin,
   };
   const machines = parseBuilders({ ...base, version: ctx.version });
-  const machines28 = atLeast(ctx.version, 2, 29) ? parseBuilders({ ...base, version: NIX_2_8 }) : null;
+  const machines28 = since(ctx.version, NIX.machinesSplitFix)
+    ? parseBuilders({ ...base, version: NIX_2_8 })
+    : null;
   return { machines, machines28 };
 }
 
@@ -347,7 +350,19 @@ export async function lint(opts: LintOptions, env: NodeJS.ProcessEnv, given?: Us
   };
 }
 
-export function lintJson(r: LintResult): Record<string, unknown> {
+/**
+ * One finding of `lint --json` (docs/schemas/lint.schema.json): the finding, and how Nix displays its
+ * own text when it has one. Fields are only ever added.
+ */
+export type LintFindingJson = Finding & { nixDisplayed?: string };
+
+/** `lint --json` (docs/schemas/lint.schema.json). */
+export interface LintJson {
+  findings: LintFindingJson[];
+  summary: LintResult["summary"];
+}
+
+export function lintJson(r: LintResult): LintJson {
   return {
     findings: r.findings.map((f) => ({
       id: f.id,

@@ -3,8 +3,8 @@
  * the worker protocol, src/remote/worker.ts), or with `nix-store --check-validity`. The store's location
  * comes from src/host/store.ts. See docs/plan.md.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { isStorePath, type StoreTarget } from "../host/store.js";
+import { failureText, runProc, startProc } from "../os/proc.js";
 import { connectDaemon, type WorkerConnection, workerHandshake } from "../remote/worker.js";
 
 export type ValidityMethod = "daemon" | "stdio" | "nix-store";
@@ -58,9 +58,13 @@ export async function daemonValidity(target: StoreTarget): Promise<ValidityCheck
   });
 }
 
-/** Deadlines: the `nix-daemon --stdio` handshake, and one `nix-store --check-validity` chunk. */
+/**
+ * Deadlines: the `nix-daemon --stdio` handshake, one `nix-store --check-validity` chunk, and the whole
+ * life of a `nix-daemon --stdio` (each query has its own deadline too).
+ */
 const HANDSHAKE_DEADLINE_MS = 30_000;
 const CHECK_DEADLINE_MS = 300_000;
+const STDIO_LIFETIME_MS = 3_600_000;
 
 /** The worker protocol over `nix-daemon --stdio`, which opens the local (or chroot) store itself. */
 export async function stdioValidity(
@@ -69,12 +73,16 @@ export async function stdioValidity(
   deadlineMs = HANDSHAKE_DEADLINE_MS,
 ): Promise<ValidityChecker> {
   const args = ["--stdio", ...(target.root !== null ? ["--store", target.root] : [])];
-  let stderr = "";
-  const child: ChildProcess = spawn(nixDaemon, args, { stdio: ["pipe", "pipe", "pipe"] });
-  child.stderr!.on("data", (d: Buffer) => {
-    if (stderr.length < 4096) stderr += d.toString();
+  const proc = startProc([nixDaemon, ...args], {
+    env: process.env,
+    cwd: process.cwd(),
+    deadlineMs: STDIO_LIFETIME_MS,
+    stdin: "pipe",
+    rawStdout: true,
+    maxOutputBytes: 4096,
   });
-  const spawnError = new Promise<Error>((res) => child.once("error", res));
+  const child = proc.child;
+  const spawnError = proc.done.then((r) => r.spawnError ?? new Error(failureText(r) ?? "exited"));
   const hs = workerHandshake(
     { input: child.stdout!, output: child.stdin! },
     { storeUri: target.root ?? "local", closer: () => child.stdin!.end() },
@@ -85,48 +93,44 @@ export async function stdioValidity(
   });
   const first = await Promise.race([hs, spawnError, deadline]).finally(() => clearTimeout(timer));
   if (first instanceof Error) {
-    child.kill("SIGKILL");
+    proc.kill();
     throw new StoreAccessError(`cannot run ${nixDaemon} --stdio: ${first.message}`);
   }
   const { result, connection } = first;
   if (!result.ok || !connection) {
-    child.kill();
+    proc.kill();
+    const stderr = (await proc.done).stderr;
     const why = stderr.trim() || (result.ok ? "no connection" : result.nixMessage);
     throw new StoreAccessError(`${nixDaemon} --stdio: ${why}`);
   }
-  const exited = new Promise<void>((res) => {
-    if (child.exitCode !== null || child.signalCode !== null) res();
-    else child.once("exit", () => res());
-  });
   return protocolChecker("stdio", connection, target.storeDir, async () => {
     // The daemon exits on EOF; make sure it does not linger if it does not. Waiting for it means
     // nothing touches the store after the command returns (a caller may remove a scratch store).
-    const timer = setTimeout(() => child.kill("SIGKILL"), 2000);
-    await exited;
+    const timer = setTimeout(() => proc.kill(), 2000);
+    await proc.done;
     clearTimeout(timer);
   });
 }
 
 /** `nix-store --check-validity --print-invalid`, in argv chunks of at most ~1 MB. */
 export function nixStoreValidity(target: StoreTarget, nixStore = "nix-store"): ValidityChecker {
-  const run = (chunk: string[]): Promise<string> =>
-    new Promise((res, rej) => {
-      execFile(
-        nixStore,
-        [...target.nixArgs, "--check-validity", "--print-invalid", ...chunk],
-        { maxBuffer: 1 << 28, timeout: CHECK_DEADLINE_MS },
-        (err, stdout, stderr) =>
-          err
-            ? rej(
-                new StoreAccessError(
-                  (err as { killed?: boolean }).killed
-                    ? `nix-store --check-validity did not finish within ${CHECK_DEADLINE_MS / 1000} s`
-                    : `nix-store --check-validity: ${stderr.trim() || err.message}`,
-                ),
-              )
-            : res(stdout),
-      );
+  const run = async (chunk: string[]): Promise<string> => {
+    const r = await runProc([nixStore, ...target.nixArgs, "--check-validity", "--print-invalid", ...chunk], {
+      env: process.env,
+      cwd: process.cwd(),
+      deadlineMs: CHECK_DEADLINE_MS,
+      maxOutputBytes: 1 << 28,
     });
+    if (r.timedOut)
+      throw new StoreAccessError(
+        `nix-store --check-validity did not finish within ${CHECK_DEADLINE_MS / 1000} s`,
+      );
+    if (r.code !== 0 || r.truncated.stdout > 0)
+      throw new StoreAccessError(
+        `nix-store --check-validity: ${r.stderr.trim() || failureText(r) || "output too large"}`,
+      );
+    return r.stdout;
+  };
   return {
     method: "nix-store",
     async valid(paths) {

@@ -3,7 +3,6 @@
  * `nix-builders who-built DRV|OUTPUT-PATH`: the remote builds the build-hook wrapper recorded
  * (docs/attribution.md).
  */
-import { spawnSync } from "node:child_process";
 import type { Command } from "commander";
 import {
   type BuildRecord,
@@ -16,6 +15,7 @@ import {
   stateDir,
 } from "../app/builds-store.js";
 import { buildingOnLine } from "../nix/hook-protocol.js";
+import { runProc } from "../os/proc.js";
 import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
 import { table } from "./render.js";
 
@@ -124,21 +124,21 @@ function matches(r: BuildRecord, path: string): boolean {
 }
 
 /** The deriver Nix records for an output path (`nix-store --query --deriver`), or null. */
-function deriverOf(path: string, store: string | undefined): string | null {
+async function deriverOf(path: string, store: string | undefined): Promise<string | null> {
   const args = store ? ["--store", store, "--query", "--deriver", path] : ["--query", "--deriver", path];
-  const r = spawnSync("nix-store", args, {
-    timeout: 10_000,
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  const out = (r.stdout ?? "").trim();
-  return r.status === 0 && out.endsWith(".drv") ? out : null;
+  const r = await runProc(["nix-store", ...args], { deadlineMs: 10_000, maxOutputBytes: 64 * 1024 });
+  const out = r.stdout.trim();
+  return r.code === 0 && out.endsWith(".drv") ? out : null;
 }
 
-export function runWhoBuilt(path: string, opts: { json?: boolean; store?: string }, io: Io): number {
+export async function runWhoBuilt(
+  path: string,
+  opts: { json?: boolean; store?: string },
+  io: Io,
+): Promise<number> {
   if (!path.startsWith("/") || path.startsWith("-"))
     throw new UsageError(`who-built: '${path}' is not a store path`);
-  const deriver = path.endsWith(".drv") ? null : deriverOf(path, opts.store);
+  const deriver = path.endsWith(".drv") ? null : await deriverOf(path, opts.store);
   const target = deriver ?? path;
   const hits = remoteBuilds(load(io)).filter((r) => matches(r, target));
   const exact = hits.filter((r) => r.drv === target);
@@ -194,5 +194,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .argument("<path>", "a .drv or an output store path")
     .option("--store <dir>", "a chroot store, to find an output path's deriver")
     .option("--json", "print one JSON document")
-    .action((path: string, opts: { json?: boolean; store?: string }) => exit(runWhoBuilt(path, opts, io)));
+    .action(async (path: string, opts: { json?: boolean; store?: string }) =>
+      exit(await runWhoBuilt(path, opts, io)),
+    );
 }

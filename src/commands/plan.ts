@@ -11,7 +11,6 @@
  * Exit codes: 0 everything can be built; 2 some derivation cannot (or a configuration error).
  * See docs/plan.md.
  */
-import { execFile } from "node:child_process";
 import { realpathSync, statSync } from "node:fs";
 import type { Command } from "commander";
 import { type RouteContext, routeContext } from "../app/route-context.js";
@@ -27,6 +26,7 @@ import { NixError } from "../nix/errors.js";
 import { excerpt, isKeyMaterialLine } from "../nix/redact.js";
 import { type RouteResult, route } from "../nix/route.js";
 import { formatNixVersion } from "../nix/version.js";
+import { failureText, runProc } from "../os/proc.js";
 import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
 import { plural, table } from "./render.js";
 
@@ -384,20 +384,17 @@ async function run(
     const why = r.timedOut ? `no answer within ${EVAL_DEADLINE_MS / 1000} s` : scrubNixOutput(r.stderr);
     throw new UsageError(`${cmd} ${args.join(" ")} (as ${as.name}) failed: ${why}`);
   }
-  return new Promise((resolvePromise, reject) => {
-    execFile(
-      cmd,
-      args,
-      { env, maxBuffer: 1 << 26, timeout: EVAL_DEADLINE_MS, killSignal: "SIGKILL" },
-      (err, stdout, stderr) => {
-        const why = (err as { killed?: boolean } | null)?.killed
-          ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
-          : scrubNixOutput(stderr) || err?.message;
-        if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`));
-        else resolvePromise(stdout);
-      },
-    );
+  const r = await runProc([cmd, ...args], {
+    env,
+    cwd: process.cwd(),
+    deadlineMs: EVAL_DEADLINE_MS,
+    maxOutputBytes: 1 << 26,
   });
+  if (r.code === 0 && r.truncated.stdout === 0) return r.stdout;
+  const why = r.timedOut
+    ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
+    : scrubNixOutput(r.stderr) || (failureText(r) ?? "output too large");
+  throw new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`);
 }
 
 /** A file argument must be a regular file or a directory (default.nix): never a FIFO or a device. */

@@ -139,6 +139,10 @@ export function agentJson(sel: AgentSelection, r: AgentReport): Record<string, u
     taskNixSettings: r.taskNixSettings ?? null,
     findings: r.findings,
     otherInstances: sel.others,
+    running:
+      sel.runtime?.pid == null
+        ? null
+        : { pid: sel.runtime.pid, startedAt: sel.runtime.startedAt?.toISOString() ?? null },
   };
 }
 
@@ -146,6 +150,9 @@ export function renderAgent(sel: AgentSelection, r: AgentReport): string {
   let out = `\nhercules-ci-agent ${sel.agent.name} (${sel.agent.kind}${sel.agent.definitionFile ? `: ${sel.agent.definitionFile}` : ""})\n`;
   out += `  config: ${sel.agent.configFile ?? "not found"} · user ${sel.user}`;
   out += ` · nixUserIsTrusted ${sel.config?.config?.nixUserIsTrusted ?? "?"}\n`;
+  const rt = sel.runtime;
+  if (rt?.pid != null)
+    out += `  running: pid ${rt.pid}${rt.startedAt ? ` since ${rt.startedAt.toISOString()}` : ""}\n`;
   out += `  advertises platforms: ${r.advertisement.platforms.join(" ") || "-"}\n`;
   out += `  advertises features:  ${r.advertisement.systemFeatures.join(" ") || "-"}\n`;
   out += renderTaskSettings(r);

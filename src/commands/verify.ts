@@ -1,22 +1,3 @@
-/**
- * `nix-builders verify [--user U | --agent] [--system S | --builder NAME] [--builder-program PATH]
- *   [--nixpkgs] [--timeout SECONDS] [--json]`: the guide's check, automated.
- *
- * As the user (its uid, groups, passwd home and a service's clean environment, the agent's own environment
- * when known; never a login shell), build a derivation nobody has built before (a nonce) for the target
- * system, with the agent's nixSettings as `--option`s and `--max-jobs 0`, so that only a remote builder
- * can build it. The log streams as it comes; then we say which machine built it (Nix's own
- * `building '<drv>' on '<machine>'`, internal-json activity 105), how long connect, upload, build and
- * download took, and on failure why (src/nix/explain.ts).
- *
- * The builder program defaults to `/bin/sh -c 'echo … > $out'`: no nixpkgs needed, and it is there on
- * macOS builders and on Linux builders without a sandbox. A Linux builder with `sandbox = true` has
- * `/bin/sh` inside the sandbox only when its Nix was built with a sandbox shell (NixOS and the official
- * installer's Nix are; some distribution packages are not): there, pass `--builder-program` with a shell
- * from the store (e.g. a static busybox), which Nix then uploads with the build.
- */
-import type { ChildProcess } from "node:child_process";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants } from "node:fs";
 import * as path from "node:path";
@@ -27,12 +8,13 @@ import { systemBuilders } from "../app/system-builders.js";
 import type { TargetOptions } from "../app/use-state.js";
 import { type UserView, userView } from "../app/view.js";
 import { readBounded } from "../host/fs-reader.js";
-import { killGroup, spawnAs } from "../host/run-as.js";
+import { startAs } from "../host/run-as.js";
 import { type BuildLogSummary, humanLine, parseBuildLog, type TimedLine } from "../nix/build-log.js";
 import { selectMachines } from "../nix/conf-edit.js";
 import { explainLog } from "../nix/explain.js";
 import type { Machine } from "../nix/machines.js";
 import { formatNixVersion } from "../nix/version.js";
+import { type Proc, startProc } from "../os/proc.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 
 export interface VerifyOptions extends TargetOptions {
@@ -129,52 +111,35 @@ interface RunOutcome {
   totalMs: number;
 }
 
-function runStreaming(
-  child: ChildProcess,
+/** Run the build through the one subprocess helper, its stderr split into timed lines as they come. */
+async function runStreaming(
+  start: (opts: { deadlineMs: number; onStderr: (b: Buffer) => void }) => Proc,
   timeoutMs: number,
   onLine: (l: TimedLine) => void,
 ): Promise<RunOutcome> {
   const t0 = performance.now();
   const lines: TimedLine[] = [];
   let partial = "";
-  let stdout = "";
-  let timedOut = false;
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child, "SIGTERM");
-      setTimeout(() => killGroup(child, "SIGKILL"), 2000).unref();
-    }, timeoutMs);
-    child.stdout?.on("data", (b: Buffer) => {
-      stdout += b.toString("utf8");
-    });
-    child.stderr?.on("data", (b: Buffer) => {
-      const t = performance.now() - t0;
+  const emit = (text: string) => {
+    const l = { t: performance.now() - t0, text };
+    lines.push(l);
+    onLine(l);
+  };
+  const r = await start({
+    deadlineMs: timeoutMs,
+    onStderr: (b) => {
       partial += b.toString("utf8");
       let nl = partial.indexOf("\n");
       while (nl >= 0) {
-        const l = { t, text: partial.slice(0, nl) };
-        lines.push(l);
-        onLine(l);
+        emit(partial.slice(0, nl));
         partial = partial.slice(nl + 1);
         nl = partial.indexOf("\n");
       }
-    });
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const t = performance.now() - t0;
-      if (partial !== "") {
-        const l = { t, text: partial };
-        lines.push(l);
-        onLine(l);
-      }
-      resolve({ lines, stdout, code, timedOut, totalMs: t });
-    });
-  });
+    },
+  }).done;
+  if (r.spawnError) throw r.spawnError;
+  if (partial !== "") emit(partial);
+  return { lines, stdout: r.stdout, code: r.code, timedOut: r.timedOut, totalMs: performance.now() - t0 };
 }
 
 function findPinned(name: string, v: UserView): Machine {
@@ -238,25 +203,15 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
         ` (Nix ${formatNixVersion(v.version)}, ${sel ? `${sel.overrides.length} agent nixSettings as --option, ` : ""}--max-jobs 0)\n`,
     );
   }
-  let child: ChildProcess;
-  if (userName !== undefined) {
-    const id = {
-      name: v.user.name,
-      uid: v.user.uid,
-      gid: v.user.gid,
-      home: v.user.home,
-      shell: v.user.shell,
-    };
-    child = spawnAs(id, argv, { env: sel?.userEnv ?? {} });
-  } else {
-    child = spawn(argv[0]!, argv.slice(1), {
-      env: io.env,
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-      shell: false,
-    });
-  }
-  const outcome = await runStreaming(child, timeoutMs, (l) => {
+  const id =
+    userName === undefined
+      ? null
+      : { name: v.user.name, uid: v.user.uid, gid: v.user.gid, home: v.user.home, shell: v.user.shell };
+  const start = (o: { deadlineMs: number; onStderr: (b: Buffer) => void }): Proc =>
+    id !== null
+      ? startAs(id, argv, { ...o, env: sel?.userEnv ?? {} })
+      : startProc(argv, { ...o, env: io.env, cwd: process.cwd() });
+  const outcome = await runStreaming(start, timeoutMs, (l) => {
     if (opts.json || opts.quiet) return;
     const h = humanLine(l.text);
     if (h !== null) io.err(`  ${h}\n`);

@@ -23,10 +23,10 @@
  * A path we must not write (a symlink we do not follow, not a regular file) is an UnsafeFileError.
  */
 
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { runProc } from "../os/proc.js";
 import { type Creds, withUserCreds } from "./user-creds.js";
 
 export const LOCK_NAME = ".nix-builders.lock";
@@ -176,25 +176,21 @@ export interface HeldLock {
   release(): void;
 }
 
-function runFlock(fd: number, timeoutMs: number): Promise<"locked" | "timeout"> {
-  return new Promise((resolve, reject) => {
-    const secs = Math.max(0, timeoutMs / 1000).toFixed(3);
-    // fd 3 in the child is our open file description; the lock stays with it after flock exits.
-    const child = spawn("flock", ["--exclusive", "--conflict-exit-code", "75", "--timeout", secs, "3"], {
-      stdio: ["ignore", "ignore", "pipe", fd],
-      shell: false,
-    });
-    let err = "";
-    child.stderr?.on("data", (b: Buffer) => {
-      err += b.toString();
-    });
-    child.on("error", (e) => reject(new Error(`cannot run flock (util-linux): ${e.message}`)));
-    child.on("close", (code) => {
-      if (code === 0) resolve("locked");
-      else if (code === 75) resolve("timeout");
-      else reject(new Error(`flock failed (exit ${code}): ${err.trim()}`));
-    });
+async function runFlock(fd: number, timeoutMs: number): Promise<"locked" | "timeout"> {
+  const secs = Math.max(0, timeoutMs / 1000).toFixed(3);
+  // fd 3 in the child is our open file description; the lock stays with it after flock exits. flock's
+  // own --timeout ends the wait; the helper's deadline (5 s later) is the backstop.
+  const r = await runProc(["flock", "--exclusive", "--conflict-exit-code", "75", "--timeout", secs, "3"], {
+    env: process.env,
+    cwd: process.cwd(),
+    deadlineMs: timeoutMs + 5000,
+    extraFds: [fd],
+    maxOutputBytes: 4096,
   });
+  if (r.spawnError) throw new Error(`cannot run flock (util-linux): ${r.spawnError.message}`);
+  if (r.code === 0) return "locked";
+  if (r.code === 75 || r.timedOut) return "timeout";
+  throw new Error(`flock failed (exit ${r.code}): ${r.stderr.trim()}`);
 }
 
 /**

@@ -17,9 +17,9 @@
  *      xor %edi,%edi; mov $60,%eax; syscall                                              # exit(0)
  *   table: .long 0,0, 1,0, 7,0, 0x80000000,0, 0x80000001,0, 0xffffffff,0
  */
-import { execFile } from "node:child_process";
 import { closeSync, constants, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { runProc } from "../os/proc.js";
 import { withPrivateDir } from "./nix.js";
 
 /** The leaves the program asks for, in order (subleaf 0 each). */
@@ -92,14 +92,19 @@ export async function readCpuid(): Promise<CpuidRegs | null> {
       } finally {
         closeSync(fd);
       }
-      const out = await new Promise<Buffer>((resolve, reject) => {
-        execFile(
-          file,
-          [],
-          { encoding: "buffer", timeout: 5_000, killSignal: "SIGKILL", env: {} },
-          (err, stdout) => (err ? reject(err) : resolve(stdout)),
-        );
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const r = await runProc([file], {
+        env: {},
+        deadlineMs: 5_000,
+        killAfterMs: 0,
+        onStdout: (b) => {
+          if (size < 4096) chunks.push(b);
+          size += b.length;
+        },
       });
+      if (r.code !== 0) return null;
+      const out = Buffer.concat(chunks);
       return parseCpuidOutput(out);
     });
   } catch {

@@ -6,11 +6,11 @@
  * always asked with a configuration that cannot fail: a private, empty NIX_CONF_DIR (mkdtemp, 0700),
  * no NIX_CONFIG, no user files, HOME and XDG_* pointing into that empty directory.
  */
-import { execFile } from "node:child_process";
 import { accessSync, constants, mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type NixVersion, parseNixVersion } from "../nix/version.js";
+import { failureText, runProc } from "../os/proc.js";
 import { fileIdentity, readCache, writeCache } from "./cache.js";
 
 export interface NixInstall {
@@ -90,31 +90,22 @@ export function emptyNixEnv(empty: string, path = process.env["PATH"]): NodeJS.P
 }
 
 /** Run a program with a deadline; resolves with stdout, or rejects with a one-line reason. */
-export function runWithDeadline(
+export async function runWithDeadline(
   argv: string[],
   env: NodeJS.ProcessEnv,
   timeoutMs = 10_000,
   maxBuffer = 16 << 20,
 ): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      argv[0]!,
-      argv.slice(1),
-      { env, timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer, encoding: "utf8" },
-      (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown; signal?: string };
-        const firstLine = String(stderr ?? "")
-          .split("\n")
-          .find((l) => l.trim() !== "");
-        if (e.killed) reject(new Error(`no answer within ${timeoutMs / 1000} s`));
-        else if (typeof e.code === "number")
-          reject(new Error(`exit ${e.code}${firstLine ? `: ${firstLine.slice(0, 200)}` : ""}`));
-        else if (e.signal) reject(new Error(`killed by ${e.signal}`));
-        else reject(new Error(e.code ? String(e.code) : e.message));
-      },
-    );
+  const r = await runProc(argv, {
+    env,
+    cwd: process.cwd(),
+    deadlineMs: timeoutMs,
+    maxOutputBytes: maxBuffer,
   });
+  if (r.truncated.stdout > 0) throw new Error(`more than ${maxBuffer} bytes of output`);
+  const why = failureText(r);
+  if (why !== null) throw new Error(r.timedOut ? `no answer within ${timeoutMs / 1000} s` : why);
+  return r.stdout;
 }
 
 /** A cached version text must look like what `nix --version` prints. */

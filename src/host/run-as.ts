@@ -16,8 +16,8 @@
  * When we are not root, only running as ourselves is possible; then the program is spawned directly.
  */
 
-import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
+import { killGroup, type Proc, type ProcOptions, startProc } from "../os/proc.js";
 import { lookupUser } from "./users.js";
 
 /** systemd's default PATH for services (same on Debian 12). */
@@ -41,7 +41,10 @@ export interface RunAsOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Working directory; default `/`. */
   readonly cwd?: string;
-  /** Kill the process group (SIGTERM, then SIGKILL after 2 s) after this many milliseconds. */
+  /**
+   * Kill the process group (SIGTERM, then SIGKILL after 2 s) after this many milliseconds; default
+   * {@link RUN_AS_DEFAULT_DEADLINE_MS}.
+   */
   readonly timeoutMs?: number;
   /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
   readonly input?: string | Buffer;
@@ -111,94 +114,41 @@ export function runAsArgv(id: RunAsIdentity, argv: readonly string[]): string[] 
   return [findSetpriv(), `--reuid=${id.uid}`, `--regid=${id.gid}`, ...groups, "--", ...argv];
 }
 
+/** Default deadline of a program run as another user without one (ms). */
+export const RUN_AS_DEFAULT_DEADLINE_MS = 60_000;
+
+export type StartAsOptions = Omit<ProcOptions, "env" | "cwd" | "deadlineMs"> &
+  Omit<RunAsOptions, "timeoutMs"> & { readonly deadlineMs?: number };
+
 /**
- * Streaming variant: start the program as `user` and return the child (stdout/stderr are pipes; stdin is a
- * pipe when `input` is given or `stdin: "pipe"` is asked for, else /dev/null). The child leads its own
- * process group, so `killGroup(child)` reaches its descendants too.
+ * Start the program as `user` through the one subprocess helper (src/os/proc.ts): its own process group,
+ * a deadline (default {@link RUN_AS_DEFAULT_DEADLINE_MS}), output bounded or streamed. stdin is a pipe
+ * when `input` is given or `stdin: "pipe"` is asked for, else /dev/null.
  */
-export function spawnAs(
-  user: RunAsUser,
-  argv: readonly string[],
-  opts: Omit<RunAsOptions, "timeoutMs" | "input"> & { stdin?: "pipe" | "ignore" } = {},
-): ChildProcess {
+export function startAs(user: RunAsUser, argv: readonly string[], opts: StartAsOptions = {}): Proc {
   const id = resolveIdentity(user);
   const full = runAsArgv(id, argv);
-  return spawn(full[0]!, full.slice(1), {
+  return startProc(full, {
+    ...opts,
     env: serviceEnv(id, opts.env),
     cwd: opts.cwd ?? "/",
-    stdio: [opts.stdin ?? "ignore", "pipe", "pipe"],
-    detached: true,
-    shell: false,
+    deadlineMs: opts.deadlineMs ?? RUN_AS_DEFAULT_DEADLINE_MS,
   });
 }
 
-/** Signal the child's whole process group (falls back to the child alone). */
-export function killGroup(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      // already gone
-    }
-  }
-}
+export { killGroup };
 
-/** Run `argv` as `user` and collect its output. Never uses a shell. */
-export function runAs(
+/**
+ * Run `argv` as `user` and collect its output. Never uses a shell. Rejects when the program cannot be
+ * started (no such user, no setpriv, no such program).
+ */
+export async function runAs(
   user: RunAsUser,
   argv: readonly string[],
   opts: RunAsOptions = {},
 ): Promise<RunAsResult> {
-  return new Promise((resolve, reject) => {
-    let child: ChildProcess;
-    try {
-      child = spawnAs(user, argv, {
-        ...(opts.env === undefined ? {} : { env: opts.env }),
-        ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
-        stdin: opts.input === undefined ? "ignore" : "pipe",
-      });
-    } catch (e) {
-      reject(e);
-      return;
-    }
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    let timer: NodeJS.Timeout | undefined;
-    let killTimer: NodeJS.Timeout | undefined;
-    child.stdout?.on("data", (b: Buffer) => out.push(b));
-    child.stderr?.on("data", (b: Buffer) => err.push(b));
-    if (opts.timeoutMs !== undefined) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        killGroup(child, "SIGTERM");
-        killTimer = setTimeout(() => killGroup(child, "SIGKILL"), 2000);
-      }, opts.timeoutMs);
-    }
-    if (opts.input !== undefined && child.stdin) {
-      child.stdin.on("error", () => {
-        // the program may exit without reading its input
-      });
-      child.stdin.end(opts.input);
-    }
-    child.on("error", (e) => {
-      if (timer) clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      reject(e);
-    });
-    child.on("close", (code, signal) => {
-      if (timer) clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
-      resolve({
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString("utf8"),
-        stderr: Buffer.concat(err).toString("utf8"),
-        timedOut,
-      });
-    });
-  });
+  const { timeoutMs, ...rest } = opts;
+  const r = await startAs(user, argv, { ...rest, deadlineMs: timeoutMs ?? RUN_AS_DEFAULT_DEADLINE_MS }).done;
+  if (r.spawnError) throw r.spawnError;
+  return { code: r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut };
 }

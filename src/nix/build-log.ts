@@ -2,7 +2,7 @@
  * Read a `nix-build --log-format internal-json` log (Nix 2.8 and later) as it streamed in, each line with
  * the time it arrived: which machine built the derivation and how long each phase took.
  *
- * What Nix logs for a remote build (semantics spec §3.6; verified on 2.8, see test/fixtures/verify/):
+ * What Nix logs for a remote build (Nix 2.8.0 src/build-remote/build-remote.cc, docs/routing.md; verified on 2.8, see test/fixtures/verify/):
  *   `connecting to '<uri>'`                      activity (type 0, level talkative), start → stop
  *   `building '<drv>' on '<uri>'`                activity type 105 (actBuild), fields [drv, uri, round, rounds]
  *   `waiting for the upload lock to '<uri>'`     activity, start → stop

@@ -3,8 +3,8 @@
  * goes wrong, mapped to a cause and a fix. Pure: no I/O. Used by `explain`, and by `doctor` / `verify`
  * to classify the error text they capture (`matchMessage`).
  *
- * Messages are Nix's and OpenSSH's own wording (semantics spec §1, §2.5, §3.4–§3.8, §4.2, §4.6–§4.8 and
- * landscape §3); the explanations are ours. Patterns are not anchored at the start of the line, so an
+ * Messages are Nix's and OpenSSH's own wording (collected from Nix 2.8
+ * and current sources, real runs and public bug reports; see docs/explain.md); the explanations are ours. Patterns are not anchored at the start of the line, so an
  * `error: ` prefix, a `cannot build on '…': ` wrapper, a journal prefix or a timestamp do not matter; ANSI
  * codes and `@nix {json}` lines are normalised away before matching (`normaliseLog`).
  *
@@ -60,7 +60,9 @@ export const CAUSES = [
 ] as const;
 export type Cause = (typeof CAUSES)[number];
 
-export type Severity = "error" | "warning" | "info";
+export type { Severity } from "./findings.js";
+
+import type { Severity } from "./findings.js";
 
 /**
  * The Nix versions whose wording an entry matches: `"all"`, one version `"2.8"`, a closed range
@@ -171,7 +173,7 @@ function builderOf(ctx: ExplainContext): string | undefined {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// "Failed to find a machine" listing (spec §3.4)
+// "Failed to find a machine" listing (docs/routing.md)
 
 export interface ListedMachine {
   systems: string[];
@@ -385,7 +387,7 @@ function rowHint(row: string, col: number): string {
     else if (/^-\d/.test(bad)) hints.push("negative numbers are not accepted");
   }
   if (f.length > 8) hints.push(`the row has ${f.length} fields; Nix reads 8 and silently ignores the rest`);
-  return hints.length ? ` ${hints.join("; ")}.` : "";
+  return hints.length ? ` ${hints.join("")}.` : "";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -405,7 +407,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "ssh refused the builder's host key",
     patterns: [/Host key verification failed\./],
     versions: "all",
-    source: "landscape §3 #2; NixOS/nix#2030, #6867; spec §4.3",
+    source: "NixOS/nix#2030, #6867; docs/protocols.md",
     priority: 100,
     explain: (_m, ctx) => {
       const b = builderOf(ctx);
@@ -431,7 +433,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /Offending (?:[A-Z0-9-]+ )?key (?:for IP )?in (\S+)/,
     ],
     versions: "all",
-    source: "OpenSSH; landscape §3 #2",
+    source: "OpenSSH",
     priority: 100,
     explain: () => ({
       summary: "The builder presents a different host key than the one recorded for it.",
@@ -450,7 +452,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "ssh wanted to ask for a passphrase",
     patterns: [/read_passphrase: can't open \/dev\/tty/],
     versions: "all",
-    source: "landscape §3 #3; NixOS/nix#14125, #11987, #8099",
+    source: "NixOS/nix#14125, #11987, #8099",
     priority: 105,
     explain: () => ({
       summary:
@@ -529,7 +531,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /Identity file (\S+) not accessible: No such file or directory/,
     ],
     versions: "all",
-    source: "OpenSSH; spec §4.2 (-i from the 3rd column)",
+    source: "OpenSSH; docs/protocols.md (-i from the 3rd column)",
     priority: 95,
     explain: (m) => ({
       summary: `The ssh key '${m[1]}' named for the builder does not exist (for the user running ssh).`,
@@ -558,7 +560,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder rejected the ssh login",
     patterns: [/Permission denied \(([a-z,-]*(?:publickey|password|keyboard-interactive|gssapi)[a-z,-]*)\)/],
     versions: "all",
-    source: "landscape §3 #3; NixOS/nix#14125, #11987; spec §4.2",
+    source: "NixOS/nix#14125, #11987; docs/protocols.md",
     priority: 100,
     explain: (m, ctx) => {
       const b = builderOf(ctx);
@@ -581,7 +583,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder's host name does not resolve",
     patterns: [/Could not resolve hostname (\S+?): (.*)/],
     versions: "all",
-    source: "spec §3.6 (unresolvable host); OpenSSH",
+    source: "docs/routing.md (unresolvable host); OpenSSH",
     priority: 100,
     explain: (m) => {
       const host = m[1]!;
@@ -607,7 +609,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "nothing accepts ssh connections on the builder",
     patterns: [/connect to host (\S+) port (\d+): Connection refused/],
     versions: "all",
-    source: "landscape §3 #20; nix-darwin#913",
+    source: "nix-darwin#913",
     priority: 100,
     explain: (m) => ({
       summary: `The builder ${m[1]} refused the connection on port ${m[2]}: no sshd listens there.`,
@@ -629,7 +631,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /banner exchange: Connection to (\S+) port (\d+): (?:Connection|Operation) timed out/,
     ],
     versions: "all",
-    source: "landscape §3 #14; NixOS/nix#13513, #7459",
+    source: "NixOS/nix#13513, #7459",
     priority: 100,
     explain: (m) => ({
       summary: `Connecting to ${m[1] ?? "the builder"}${m[2] ? ` port ${m[2]}` : ""} timed out.`,
@@ -686,7 +688,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "nix-store / nix-daemon is not on the builder's PATH",
     patterns: SHELLS_NOT_FOUND,
     versions: "all",
-    source: "landscape §3 #4, #5; NixOS/nix#7508, #8061; DeterminateSystems/nix-installer#383",
+    source: "NixOS/nix#7508, #8061; DeterminateSystems/nix-installer#383",
     priority: 103,
     explain: (m) => {
       const prog = m[1] ?? "nix-store";
@@ -708,7 +710,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the build user's login shell is nologin",
     patterns: [/This account is currently not available\./, /This service allows sftp connections only\./],
     versions: "all",
-    source: "landscape §3 #16; NuschtOS/nixos-modules PR #423; spec §4.6",
+    source: "NuschtOS/nixos-modules PR #423; docs/protocols.md",
     priority: 110,
     explain: () => ({
       summary: "The builder's account has a nologin shell, so sshd cannot run Nix's command.",
@@ -729,7 +731,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /executing '(ssh)': No such file or directory/,
     ],
     versions: "all",
-    source: "landscape §3 #19; NixOS/nix#4322, nix-on-droid#240",
+    source: "NixOS/nix#4322, nix-on-droid#240",
     priority: 110,
     explain: () => ({
       summary: "Nix could not start `ssh`: there is none on the PATH of the process running the build hook.",
@@ -746,7 +748,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder URI has no usable host",
     patterns: [/invalid SSH host name '([^']*)'/, /invalid SSH authority: '([^']*)': (.*)/],
     versions: "all",
-    source: "spec §4.2 (host validation; HEAD authority errors)",
+    source: "docs/protocols.md (host validation; HEAD authority errors)",
     priority: 100,
     explain: (m) => ({
       summary: `The host part '${m[1]}' of a builder URI is empty or starts with '-'${m[2] ? ` (${m[2]})` : ""}.`,
@@ -763,7 +765,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "ssh did not start",
     patterns: [/failed to start SSH (master )?connection to '([^']*)'/],
     versions: "all",
-    source: "landscape §3 #3, #20; spec §4.2",
+    source: "docs/protocols.md",
     generic: true,
     priority: 30,
     explain: (m) => ({
@@ -785,7 +787,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /'nix-store --serve' protocol mismatch from '([^']*)', got '(.*)$/,
     ],
     versions: "all",
-    source: "spec §4.6, §3.6; landscape §3 #16",
+    source: "docs/protocols.md, docs/routing.md",
     // Above the ssh connection entries: text on stdout proves ssh got through (2.8 appends ssh's stderr).
     priority: 101,
     explain: (m) =>
@@ -808,7 +810,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "text on the builder's stdout broke the ssh-ng:// handshake",
     patterns: [/protocol mismatch, got '(.*)'/, /protocol mismatch, got '(.*)$/],
     versions: "all",
-    source: "spec §4.7, §3.6; landscape §3 #16",
+    source: "docs/protocols.md, docs/routing.md",
     priority: 101,
     explain: (m) =>
       m[1]!.trim() === ""
@@ -837,7 +839,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /\bprotocol mismatch\b/,
     ],
     versions: "all",
-    source: "spec §4.6, §4.7; landscape §3 #16",
+    source: "docs/protocols.md",
     priority: 60,
     explain: (m) => ({
       summary: `The Nix protocol handshake${m[1] ? ` with '${m[1]}'` : ""} failed: ${m[0]}.`,
@@ -856,7 +858,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder's nix-daemon is not running",
     patterns: [/cannot connect to socket at '([^']*)': (Connection refused|No such file or directory)/],
     versions: "all",
-    source: "landscape §3 #15; NixOS/nix#10136",
+    source: "NixOS/nix#10136",
     priority: 95,
     when: (ctx) => ctx.remote,
     explain: (m) => ({
@@ -875,7 +877,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder user may not use the builder's nix-daemon",
     patterns: [/cannot connect to socket at '([^']*)': Permission denied/],
     versions: "all",
-    source: "spec §3.8 (allowed-users, socket permissions)",
+    source: "docs/trust.md (allowed-users, socket permissions)",
     priority: 95,
     when: (ctx) => ctx.remote,
     explain: (m) => ({
@@ -893,7 +895,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "no nix-daemon on this machine",
     patterns: [/cannot connect to socket at '([^']*)': (Connection refused|No such file or directory)/],
     versions: "all",
-    source: "spec §3.8; landscape §3 #15",
+    source: "docs/trust.md",
     priority: 90,
     explain: (m) => ({
       summary: `The local nix-daemon socket '${m[1]}' is not served (${m[2]}).`,
@@ -913,7 +915,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "this user may not open the nix-daemon socket",
     patterns: [/cannot connect to socket at '([^']*)': Permission denied/],
     versions: "all",
-    source: "spec §3.8",
+    source: "docs/trust.md",
     priority: 90,
     explain: (m) => ({
       summary: `This user cannot open the daemon socket '${m[1]}' (file permissions).`,
@@ -930,7 +932,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the nix-daemon refuses this user",
     patterns: [/user '([^']*)' is not allowed to connect to the Nix daemon/],
     versions: "all",
-    source: "spec §3.8",
+    source: "docs/trust.md",
     priority: 100,
     explain: (m, ctx) => ({
       summary: `The nix-daemon${ctx.remote ? " (possibly the builder's)" : ""} refuses user '${m[1]}': not in allowed-users/trusted-users, or the user's group is build-users-group.`,
@@ -950,7 +952,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /cannot open connection to remote store '((?:unix|daemon)[^']*)': (?:error: )?reading from file: Connection reset by peer/,
     ],
     versions: "all",
-    source: "spec §3.8 (refusal as seen by a 2.8 client)",
+    source: "docs/trust.md (refusal as seen by a 2.8 client)",
     priority: 80,
     explain: (m) => ({
       summary: `The daemon at '${m[1]}' closed the connection right away.`,
@@ -968,7 +970,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the ssh-ng connection ended during the handshake",
     patterns: [/cannot open connection to remote store '([^']*)': (?:error: )?unexpected end-of-file/],
     versions: "all",
-    source: "spec §3.6; landscape §3 #4, #14",
+    source: "docs/routing.md",
     generic: true,
     priority: 30,
     explain: (m) => ({
@@ -988,7 +990,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder's nix-daemon --stdio died",
     patterns: [/Nix daemon disconnected unexpectedly(?: \(maybe it crashed\?\))?/],
     versions: "all",
-    source: "landscape §3 #5; juspay/vira#241",
+    source: "juspay/vira#241",
     generic: true,
     priority: 35,
     explain: (_m, ctx) =>
@@ -1015,7 +1017,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "ssh:// connection failed",
     patterns: [/cannot connect to '([^']*)'\s*$/],
     versions: "all",
-    source: "spec §3.6, §4.6; landscape §3 #2",
+    source: "docs/routing.md, docs/protocols.md",
     generic: true,
     priority: 30,
     explain: (m) => ({
@@ -1031,7 +1033,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "a builder failed and was skipped (older Nix)",
     patterns: [/unable to open SSH connection to '([^']*)': (.*?)(?:; trying other available machines\.*)?$/],
     versions: "<=2.7",
-    source: "landscape §3 #2 (older wording); NixOS/nix#2030",
+    source: "NixOS/nix#2030 (older wording)",
     generic: true,
     priority: 20,
     explain: (m) => ({
@@ -1047,7 +1049,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "a builder failed and was skipped",
     patterns: [/cannot build on '([^']*)': (.*)/],
     versions: "all",
-    source: "spec §3.3 step 6, §3.6",
+    source: "docs/routing.md (the selection loop; the log lines)",
     generic: true,
     priority: 20,
     explain: (m) => ({
@@ -1064,7 +1066,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the builder does not trust the ssh user",
     patterns: [/you are not privileged to build (input-addressed )?derivations/],
     versions: "all",
-    source: "landscape §3 #6; NixOS/nix#2789, PR #3921; spec §4.7",
+    source: "NixOS/nix#2789, PR #3921; docs/protocols.md",
     priority: 100,
     explain: (m) => ({
       summary:
@@ -1085,7 +1087,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /lacks a (?:valid )?signature(?: by a trusted key)?/,
     ],
     versions: "all",
-    source: "landscape §3 #7; NixOS/nix#16500, #2127, #5343",
+    source: "NixOS/nix#16500, #2127, #5343",
     priority: 100,
     explain: (m, ctx) => ({
       summary: `${ctx.remote ? "The builder" : "The receiving store"} refused ${m[1] ? `'${m[1]}'` : "a path"}: it has no signature from a key the store trusts, and the sending user is not trusted there.`,
@@ -1108,7 +1110,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /ignoring the client-specified setting '([^']*)', because it is a restricted setting and you are not a trusted user/,
     ],
     versions: "all",
-    source: "landscape §3 #1; NixOS/nix#2286, #2271, PR #2931; spec §3.8",
+    source: "NixOS/nix#2286, #2271, PR #2931; docs/trust.md",
     priority: 85,
     severity: "warning",
     explain: (m, ctx) => {
@@ -1138,7 +1140,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the daemon ignored a substituter from an untrusted user",
     patterns: [/ignoring untrusted substituter '([^']*)'/],
     versions: "all",
-    source: "landscape §3 #25; spec §3.8; hercules-ci-agent#307",
+    source: "docs/trust.md; hercules-ci-agent#307",
     priority: 60,
     severity: "warning",
     explain: (m) => ({
@@ -1161,7 +1163,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /syntax error in configuration line '(.*)' in ["'](.*)["']/,
     ],
     versions: "all",
-    source: "spec §1.2 (2.8–2.23: illegal …; ≥2.24: syntax error …)",
+    source: "docs/nix-conf.md (2.8–2.23: illegal …; ≥2.24: syntax error …)",
     priority: 100,
     explain: (m) => {
       const line = m[1]!;
@@ -1173,7 +1175,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       else if (/^\s*\S+\s*$/.test(line)) hints.push("a line needs `name = value`");
       return {
         summary: `Nix cannot parse the line '${line}' in ${m[2]}.`,
-        detail: `Every command that reads that file fails (in 2.8 all of them, at start-up).${hints.length ? ` Here: ${hints.join("; ")}.` : ""} Note that '#' starts a comment anywhere on a line and there is no escaping.`,
+        detail: `Every command that reads that file fails (in 2.8 all of them, at start-up).${hints.length ? ` Here: ${hints.join("")}.` : ""} Note that '#' starts a comment anywhere on a line and there is no escaping.`,
         fix: [
           `Fix the line in ${m[2]}${m[2] === "NIX_CONFIG" ? " (the NIX_CONFIG environment variable)" : ""}.`,
         ],
@@ -1189,7 +1191,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /not an absolute path: '(\.\/[^']*)'/,
     ],
     versions: "all",
-    source: "spec §1.2, §1.3",
+    source: "docs/nix-conf.md",
     priority: 100,
     explain: (m) => ({
       summary: m[2]
@@ -1211,7 +1213,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /option '(sandbox)' has invalid value '([^']*)'/,
     ],
     versions: "all",
-    source: "spec §1.5",
+    source: "docs/nix-conf.md",
     priority: 100,
     explain: (m) => ({
       summary: `The setting '${m[1]}' has an invalid value${m[2] !== undefined ? ` '${m[2]}'` : ""}.`,
@@ -1228,7 +1230,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "extra-builders does not exist",
     patterns: [/unknown setting '(extra-builders)'/],
     versions: "all",
-    source: "spec §1.4, §2.1 (builders is a plain string, not appendable)",
+    source: "docs/nix-conf.md, docs/routing.md (builders is a plain string, not appendable)",
     priority: 90,
     severity: "warning",
     explain: () => ({
@@ -1249,7 +1251,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /unknown setting '((?:extra-)?(?:remote-builders|build-machines|buildMachines|builder|machines|build-hosts|remote-build(?:s|ers)?|distributed-builds|distributedBuilds))'/,
     ],
     versions: "all",
-    source: "spec §1.4",
+    source: "docs/nix-conf.md",
     priority: 85,
     severity: "warning",
     explain: (m) => ({
@@ -1265,7 +1267,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "an unknown setting",
     patterns: [/unknown setting '([^']*)'/],
     versions: "all",
-    source: "spec §1.4, §2.4 (unknown store URI parameters warn the same way)",
+    source: "docs/nix-conf.md, docs/routing.md (unknown store URI parameters warn the same way)",
     generic: true,
     priority: 8,
     severity: "warning",
@@ -1283,7 +1285,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "a machines line has a bad number",
     patterns: [/bad machine specification: failed to convert column #(\d+) in a row: '(.*)' to '([^']*)'/],
     versions: "all",
-    source: "spec §2.5; landscape §3 #17; nix-darwin#1060",
+    source: "docs/routing.md; nix-darwin#1060",
     priority: 100,
     explain: (m) => {
       const col = Number(m[1]);
@@ -1305,7 +1307,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "a machines entry has no store URI",
     patterns: [/bad machine specification: store URL was not found at the first column of a row: '(.*)'/],
     versions: "all",
-    source: "spec §2.2, §2.5",
+    source: "docs/routing.md",
     priority: 100,
     explain: (m) => {
       const row = m[1]!;
@@ -1335,7 +1337,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /while parsing machine specification at a column #7 in a row: '(.*)'/,
     ],
     versions: "all",
-    source: "spec §2.5",
+    source: "docs/routing.md",
     priority: 100,
     explain: (m) => ({
       summary: `Machines line '${m[1]}': column ${machinesColumnMeaning(7)}, and it is not valid base64.`,
@@ -1353,7 +1355,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "invalid base64 (host key column)",
     patterns: [/invalid character in Base64 string: '(.*)'/],
     versions: "all",
-    source: "spec §2.5, §4.2",
+    source: "docs/routing.md, docs/protocols.md",
     priority: 60,
     explain: () => ({
       summary:
@@ -1369,7 +1371,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "negative speed factor",
     patterns: [/speed factor must be >= 0/],
     versions: ">=2.20",
-    source: "spec §2.3, §2.5",
+    source: "docs/routing.md",
     priority: 100,
     explain: () => ({
       summary: `A machines line has a negative speed factor (column ${machinesColumnMeaning(4)}).`,
@@ -1383,7 +1385,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "a store URI cannot be parsed",
     patterns: [/Cannot parse Nix store '([^']*)'/],
     versions: ">=2.24",
-    source: "spec §2.4",
+    source: "docs/routing.md",
     priority: 95,
     explain: (m) => ({
       summary: `The store URI '${m[1]}' cannot be parsed.`,
@@ -1398,7 +1400,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the build hook died",
     patterns: [/unexpected EOF reading a line/, /build hook died unexpectedly: ?(.*)/],
     versions: "all",
-    source: "spec §2.5 (Where the error surfaces), §3.2",
+    source: "docs/routing.md (where the error surfaces; the hook protocol)",
     generic: true,
     priority: 25,
     explain: (m) => ({
@@ -1414,7 +1416,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "no machines file",
     patterns: [/cannot find machines file '([^']*)'/],
     versions: "all",
-    source: "spec §2.2 (ENOENT is skipped at debug level)",
+    source: "docs/routing.md (ENOENT is skipped at debug level)",
     generic: true,
     priority: 15,
     severity: "info",
@@ -1432,7 +1434,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "no builder can take the derivation",
     patterns: [/Failed to find a machine for remote build!/],
     versions: "all",
-    source: "spec §3.3, §3.4; landscape §3 #8; NixOS/nix#2238, PR #3897",
+    source: "docs/routing.md; NixOS/nix#2238, PR #3897",
     priority: 60,
     explain: (_m, ctx) => {
       const rest = ctx.lines.slice(ctx.index + 1, ctx.index + 60).map((l) => l.text);
@@ -1516,7 +1518,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "waiting for a free builder",
     patterns: [/waiting for a machine to build '([^']*)'/],
     versions: "all",
-    source: "spec §3.1, §3.3 (postpone)",
+    source: "docs/routing.md (postpone)",
     generic: true,
     priority: 22,
     severity: "info",
@@ -1536,7 +1538,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "waited 15 minutes for the upload lock",
     patterns: [/somebody is hogging the upload lock(?: for '([^']*)')?/],
     versions: "all",
-    source: "landscape §3 #23; NixOS/nix#11083; spec §3.5",
+    source: "NixOS/nix#11083; docs/routing.md",
     priority: 50,
     severity: "warning",
     explain: () => ({
@@ -1556,7 +1558,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "max-jobs = 0 and no builder",
     patterns: [/[Uu]nable to start any build; either increase '--max-jobs' or enable remote builds/],
     versions: "all",
-    source: "spec §3.7; landscape §3 #9; NixOS/nix#3806",
+    source: "docs/routing.md; NixOS/nix#3806",
     generic: true,
     priority: 40,
     explain: (_m, ctx) => ({
@@ -1577,7 +1579,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "max-jobs = 0 and no builder fits",
     patterns: [/[Uu]nable to start any build; remote machines may not have all required system features/],
     versions: "all",
-    source: "spec §3.7; landscape §3 #9",
+    source: "docs/routing.md",
     generic: true,
     priority: 40,
     explain: () => ({
@@ -1593,7 +1595,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "cannot build in a non-local store without builders",
     patterns: [/[Uu]nable to build with a primary store that isn't a local store/],
     versions: "all",
-    source: "spec §3.7",
+    source: "docs/routing.md",
     generic: true,
     priority: 35,
     explain: () => ({
@@ -1611,7 +1613,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /a '([^']+)' with features \{([^}]*)\} is required to build '([^']*)', but I am a '([^']+)' with features \{([^}]*)\}/,
     ],
     versions: "2.8-2.29",
-    source: "spec §3.7; landscape §3 #10; NixOS/nix#10451",
+    source: "docs/routing.md; NixOS/nix#10451",
     generic: true,
     priority: 10,
     explain: (m) => {
@@ -1639,7 +1641,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "local fallback refused (2.30+ wording)",
     patterns: [/Cannot build '([^']*)'\.(?:\s|$)/],
     versions: ">=2.30",
-    source: "spec §3.7; landscape §3 #10",
+    source: "docs/routing.md",
     generic: true,
     priority: 10,
     explain: (m, ctx) => {
@@ -1684,7 +1686,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "Rosetta is not installed",
     patterns: [/softwareupdate --install-rosetta/],
     versions: ">=2.30",
-    source: "spec §3.7",
+    source: "docs/routing.md",
     generic: true,
     priority: 12,
     severity: "info",
@@ -1704,7 +1706,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /build of '([^']*)' on '([^']*)' failed: (?:error: )?a '([^']+)' with features \{([^}]*)\} is required to build '[^']*', but I am a '([^']+)' with features \{([^}]*)\}/,
     ],
     versions: "all",
-    source: "spec §3.5, §3.7; lab faults wrong-system / missing-feature",
+    source: "docs/routing.md; lab faults wrong-system / missing-feature",
     // Above remote-build-failed (45) and the local-fallback wording it contains (10).
     priority: 70,
     explain: (m) => {
@@ -1739,7 +1741,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     title: "the build failed on the builder",
     patterns: [/build of '([^']*)' on '([^']*)' failed: (.*)/],
     versions: "all",
-    source: "spec §3.5",
+    source: "docs/routing.md",
     priority: 45,
     explain: (m) => ({
       summary: `'${m[1]}' failed on the builder '${m[2]}': ${m[3]}`,
@@ -1757,7 +1759,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
       /(\d+) dependencies of derivation '([^']*)' failed to build/,
     ],
     versions: "all",
-    source: "spec §3.5",
+    source: "docs/routing.md",
     generic: true,
     priority: 5,
     explain: (m) => ({

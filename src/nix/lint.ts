@@ -9,14 +9,16 @@
  * The catalogue of ids is docs/lint.md.
  */
 import { type Assignment, type ConfigView, parseConfText } from "./conf.js";
+import type { Severity, Summary } from "./findings.js";
 import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Machine } from "./machines.js";
 import { formatOrigin, type Origin } from "./origin.js";
 import { looksLikePrivateKey } from "./redact.js";
 import { isFakeSsh, sshAuthority } from "./store-uri.js";
 import type { IgnoredSetting } from "./trust.js";
 import { atLeast, type NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
-export type Severity = "error" | "warning" | "info";
+export { exitCodeFor, type Severity, summarise } from "./findings.js";
 
 export interface Finding {
   id: string;
@@ -29,14 +31,7 @@ export interface Finding {
   nixMessage?: string;
 }
 
-export interface LintSummary {
-  errors: number;
-  warnings: number;
-  infos: number;
-}
-
-/** First release that splits machines lines on `\n`, cuts comments, then splits on `;` and trims. */
-const SPLIT_FIX: readonly [number, number] = [2, 29];
+export type LintSummary = Summary;
 
 function finding(
   id: string,
@@ -227,7 +222,7 @@ export function lintReplacedDefaults(
 }
 
 /**
- * A `builders` or `trusted-users` assignment that a later one replaces (hercules §6 item 8; a NixOS
+ * A `builders` or `trusted-users` assignment that a later one replaces (docs/agent.md; a NixOS
  * `nix.extraOptions`, an include or a second file). `filter` selects which overridden assignments to report.
  */
 export function lintOverrides(
@@ -425,7 +420,7 @@ function legacyFinding(
   row: string,
   nixMessage?: string,
 ): Finding {
-  const broken = !atLeast(version, SPLIT_FIX[0], SPLIT_FIX[1]);
+  const broken = !since(version, NIX.machinesSplitFix);
   const sev: Severity = broken ? "error" : "warning";
   const suffix = broken ? "" : " — this breaks on Nix < 2.29 (e.g. Debian 12's 2.8)";
   switch (id) {
@@ -606,7 +601,7 @@ function problemFinding(p: BuildersError, isFirst: boolean): Finding {
 export function lintMachines(input: MachinesLintInput): Finding[] {
   const { version, machines } = input;
   const out: Finding[] = [];
-  const head = atLeast(version, SPLIT_FIX[0], SPLIT_FIX[1]);
+  const head = since(version, NIX.machinesSplitFix);
   const firstErr = machines.error;
   for (const p of machines.problems) {
     const isFirst =
@@ -983,17 +978,4 @@ export function normaliseFindings(findings: readonly Finding[]): Finding[] {
     if (a.severity !== b.severity) return SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity];
     return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
   });
-}
-
-export function summarise(findings: readonly Finding[]): LintSummary {
-  return {
-    errors: findings.filter((f) => f.severity === "error").length,
-    warnings: findings.filter((f) => f.severity === "warning").length,
-    infos: findings.filter((f) => f.severity === "info").length,
-  };
-}
-
-/** 2 with errors, 1 with warnings, 0 otherwise (infos do not count). */
-export function exitCodeFor(s: LintSummary): 0 | 1 | 2 {
-  return s.errors > 0 ? 2 : s.warnings > 0 ? 1 : 0;
 }

@@ -13,6 +13,7 @@ import { excerpt, looksLikePrivateKey } from "./redact.js";
 import { normaliseStoreUri, sshAuthority } from "./store-uri.js";
 import { isKnownSystem, suggestSystem } from "./systems.js";
 import { atLeast, type NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 /** A minimal file reader (same shape as the one in conf.ts). `code` is an errno name: ENOENT, EISDIR, EACCES… */
 export interface Reader {
@@ -118,24 +119,6 @@ export interface BuildersResult {
 
 const WS = " \t\n\r";
 
-/** Version thresholds (first release with the current behaviour), from the Nix sources. */
-const V = {
-  /** `#` cut per line before splitting on `;`, entries trimmed, blank entries skipped. */
-  splitFix: [2, 29],
-  /** Speed factor is a float (negative → UsageError); systems column is a sorted set. */
-  floatSpeed: [2, 20],
-  /** Bad base64 raised as the decoder's own error with a trace line. */
-  base64Trace: [2, 26],
-  /** The "Failed to find a machine" listing wraps lists in brackets. */
-  listingBrackets: [2, 12],
-  /** `opening file "<p>"` / `read of N bytes` texts. */
-  readErrHead: [2, 34],
-} as const;
-
-function since(v: NixVersion, t: readonly [number, number]): boolean {
-  return atLeast(v, t[0], t[1]);
-}
-
 /** Nix's `tokenizeString`: split on any of `seps`, dropping empty pieces. Linear (slices, no concatenation). */
 export function tokenize(s: string, seps: string = WS): string[] {
   const out: string[] = [];
@@ -172,7 +155,7 @@ const READ_TIME_ERRORS = new Set(["EISDIR", "EIO"]);
 
 /** Nix's text for a machines file that exists but cannot be read. */
 export function readErrorMessage(path: string, code: string, version: NixVersion): string {
-  const head = since(version, V.readErrHead);
+  const head = since(version, NIX.readErrorHead);
   if (READ_TIME_ERRORS.has(code)) {
     return head ? `read of 65536 bytes: ${strerror(code)}` : `reading from file: ${strerror(code)}`;
   }
@@ -391,7 +374,7 @@ export function parseMachineRow(
   version: NixVersion,
   defaultSystem: string,
 ): RowResult {
-  const floatSpeed = since(version, V.floatSpeed);
+  const floatSpeed = since(version, NIX.machinesFloatSpeed);
   // Nix quotes the whole row in its errors; we quote a bounded excerpt.
   const row = excerpt(r.row);
   const where = { file: r.file, line: r.line, row };
@@ -447,7 +430,7 @@ export function parseMachineRow(
       // Nix formats the character with '%c' around a coloured argument, so what gets printed is the
       // first byte of the colour escape sequence, not the character (verified on 2.8).
       const shown = "\x1b";
-      if (since(version, V.base64Trace)) {
+      if (since(version, NIX.base64Trace)) {
         return fail(`invalid character in Base64 string: '${shown}'`, "FormatError", [
           `while parsing machine specification at a column #7 in a row: '${row}'`,
         ]);
@@ -556,7 +539,7 @@ function lintMachine(
 export function parseBuilders(input: ParseBuildersInput): BuildersResult {
   const ctx: Ctx = {
     input,
-    head: since(input.version, V.splitFix),
+    head: since(input.version, NIX.machinesSplitFix),
     cwd: input.cwd ?? "/",
     rows: [],
     readErrors: [],
@@ -601,8 +584,8 @@ export interface NoMachineListingInput {
 
 /** The exact text build-remote prints when no machine fits (ANSI colour codes omitted). */
 export function formatNoMachineListing(i: NoMachineListingInput): string {
-  const head = since(i.version, V.listingBrackets);
-  const sortSystems = since(i.version, V.floatSpeed);
+  const head = since(i.version, NIX.listingBrackets);
+  const sortSystems = since(i.version, NIX.machinesFloatSpeed);
   const base = i.drvPath === null ? "<unknown>" : i.drvPath.slice(i.drvPath.lastIndexOf("/") + 1);
   const req = sortedSet([...i.requiredFeatures]).join(", ");
   const wrap = (s: string): string => (head ? `[${s}]` : s);

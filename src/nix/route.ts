@@ -9,7 +9,8 @@
  * See docs/routing.md for the rules and the version differences. Nothing here does I/O.
  */
 
-import { atLeast, type NixVersion } from "./version.js";
+import { NIX_2_8, NIX_LATEST, type NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 /** The machine fields the decision needs. Structurally compatible with `Machine` from machines.ts. */
 export interface RouteMachine {
@@ -136,20 +137,15 @@ export interface RouteRules {
 }
 
 export function routeRules(version: NixVersion | RouteFamily): RouteRules {
-  const v: NixVersion =
-    version === "2.8"
-      ? { major: 2, minor: 8, patch: 0 }
-      : version === "head"
-        ? { major: 2, minor: 35, patch: 2 }
-        : version;
+  const v: NixVersion = version === "2.8" ? NIX_2_8 : version === "head" ? NIX_LATEST : version;
   return {
-    family: atLeast(v, 2, 20) ? "head" : "2.8",
-    floatSpeed: atLeast(v, 2, 20),
-    sortedSystems: atLeast(v, 2, 20),
-    bracketedMessage: atLeast(v, 2, 12),
-    messageLevelFromMaxJobs: atLeast(v, 2, 14),
-    localFirstFlow: atLeast(v, 2, 34),
-    fallbackText: atLeast(v, 2, 34) ? "2.34" : atLeast(v, 2, 30) ? "2.30" : "2.8",
+    family: since(v, NIX.machinesFloatSpeed) ? "head" : "2.8",
+    floatSpeed: since(v, NIX.machinesFloatSpeed),
+    sortedSystems: since(v, NIX.machinesFloatSpeed),
+    bracketedMessage: since(v, NIX.listingBrackets),
+    messageLevelFromMaxJobs: since(v, NIX.hookMessageLevel),
+    localFirstFlow: since(v, NIX.localFirstFlow),
+    fallbackText: since(v, NIX.localFirstFlow) ? "2.34" : since(v, NIX.localFallbackText230) ? "2.30" : "2.8",
   };
 }
 

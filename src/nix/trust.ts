@@ -2,7 +2,7 @@
  * What a nix-daemon does with a connecting user and with the settings that user's client sends.
  *
  * Pure functions only: callers pass in the user (from src/host/users.ts), the daemon's settings and the
- * client's overridden settings. Behaviour follows spec §3.8 (nix-remote-semantics.md) and was re-read from
+ * client's overridden settings. Behaviour is described in docs/trust.md and was read from
  * the Nix sources: 2.8 `src/nix/daemon.cc` (matchUser, the accept loop), `src/libstore/daemon.cc`
  * (ClientSettings::apply), `src/libstore/remote-store.cc` (setOptions), `src/libstore/store-api.cc`
  * (openFromNonUri, the `auto` store); HEAD `src/nix/unix/daemon.cc`, `src/libstore/daemon.cc`,

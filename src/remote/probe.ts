@@ -5,10 +5,11 @@
  *
  * Never uses a shell: `program` + `args` go straight to execve.
  */
-import { spawn } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { killGroup, startProc } from "../os/proc.js";
 import { type ServeHandshakeResult, serveHandshake } from "./serve.js";
 import {
   type NixSshArgv,
@@ -100,19 +101,6 @@ export function buildHookFailureText(storeUri: string, nixMessage: string, stder
   return `cannot build on '${storeUri}': error: ${nixMessage}${tail === "" ? "" : `: ${tail}`}`;
 }
 
-function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(-pid, sig);
-  } catch {
-    try {
-      process.kill(pid, sig);
-    } catch {
-      // already gone
-    }
-  }
-}
-
 /**
  * `p`, or `fallback` after `ms`. The timer is cleared when `p` wins: a pending timer would keep the
  * process alive (and the command from exiting) for the rest of its delay.
@@ -149,36 +137,36 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   const argv = [opts.program, ...opts.args];
   const result = notRun(opts.protocol, argv);
 
-  const child = spawn(opts.program, opts.args, {
-    stdio: ["pipe", "pipe", "pipe"],
-    detached: true, // own process group, so a timeout kills ssh and anything it started
-    env: opts.env ?? process.env,
-    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
-    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
-    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
-  });
   const stderrParts: Buffer[] = [];
   let stderrLen = 0;
-  child.stderr.on("data", (b: Buffer) => {
-    if (stderrLen < stderrLimit) {
-      const k = b.subarray(0, stderrLimit - stderrLen);
-      stderrParts.push(k);
-      stderrLen += k.length;
-      if (k.length < b.length) result.stderrTruncated = true;
-    } else result.stderrTruncated = true;
+  // Own process group, so a kill reaches ssh and anything it started. The probe keeps its own deadline
+  // below; the helper's is the backstop for the whole life of the session (whileOpen included).
+  const proc = startProc([opts.program, ...opts.args], {
+    env: opts.env ?? process.env,
+    cwd: opts.cwd ?? process.cwd(),
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+    deadlineMs: 2 * timeoutMs + 10_000,
+    stdin: "pipe",
+    rawStdout: true,
+    onStderr: (b: Buffer) => {
+      if (stderrLen < stderrLimit) {
+        const k = b.subarray(0, stderrLimit - stderrLen);
+        stderrParts.push(k);
+        stderrLen += k.length;
+        if (k.length < b.length) result.stderrTruncated = true;
+      } else result.stderrTruncated = true;
+    },
   });
-  child.stdin.on("error", () => {});
+  const child = proc.child as ChildProcessWithoutNullStreams;
   child.stdout.once("data", () => {
     result.timings.firstByteMs = since();
   });
-  const exited = new Promise<void>((resolve) => {
-    child.once("close", (code, signal) => {
-      result.exitCode = code;
-      result.signal = signal;
-      resolve();
-    });
+  const exited = proc.done.then((r) => {
+    result.exitCode = r.code;
+    result.signal = r.signal;
   });
-  const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
+  const spawnError = proc.done.then((r) => r.spawnError ?? new Promise<Error>(() => {}));
 
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), Math.max(0, deadline - Date.now()));
@@ -282,11 +270,11 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   );
   if (!reaped && child.pid !== undefined) {
     result.killed = true;
-    killGroup(child.pid, "SIGKILL");
+    killGroup(child, "SIGKILL");
     await raceTimer(exited, 2000, undefined);
   } else if (child.pid !== undefined) {
     // ssh may leave helpers (ProxyCommand) behind in its group.
-    killGroup(child.pid, "SIGKILL");
+    killGroup(child, "SIGKILL");
   }
   child.stdout.destroy();
   child.stderr.destroy();

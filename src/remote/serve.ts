@@ -1,5 +1,5 @@
 /**
- * Client side of the `nix-store --serve` protocol (ssh:// stores, spec §4.6), over any pair of
+ * Client side of the `nix-store --serve` protocol (ssh:// stores, Nix 2.8.0 src/libstore/legacy-ssh-store.cc and serve-protocol.hh; docs/protocols.md), over any pair of
  * streams (usually a child's stdio). Failures are classified and worded exactly as Nix's
  * legacy-ssh-store does:
  *

@@ -1,5 +1,5 @@
 /**
- * The ssh command line Nix builds for `ssh://` and `ssh-ng://` stores (spec §4.2–4.4), as a pure
+ * The ssh command line Nix builds for `ssh://` and `ssh-ng://` stores (Nix 2.8.0 src/libstore/ssh.cc; docs/protocols.md), as a pure
  * function of the store URI, the machine columns and NIX_SSHOPTS. Two behaviour families:
  *
  *  - 2.8 (< 2.12 for `-a`, < 2.26 for NIX_SSHOPTS splitting, < 2.31 for ports):
@@ -15,7 +15,8 @@
  * Not modelled: the ssh master connection (`-M -N -S`), which Nix only uses when
  * `max-connections` > 1; machines always force 1 for `ssh://`, and `ssh-ng://` defaults to 1.
  */
-import { atLeast, type NixVersion } from "../nix/version.js";
+import type { NixVersion } from "../nix/version.js";
+import { NIX, since } from "../nix/versions.js";
 
 export interface NixSshArgvInput {
   /** The Nix whose behaviour to reproduce. */
@@ -47,7 +48,7 @@ export interface NixSshArgv {
   /** `ssh`, or for the local fake-ssh path `bash` (2.8) / the remote program (current Nix). */
   program: string;
   args: string[];
-  /** True when Nix would not run ssh at all (host `localhost`, §4.4). */
+  /** True when Nix would not run ssh at all (host `localhost`: `fakeSSH` in src/libstore/ssh.cc). */
   fakeSsh: boolean;
   /** Which protocol the remote command speaks. */
   protocol: "serve" | "worker";
@@ -278,13 +279,13 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
   const remoteProgram =
     input.remoteProgram ?? p.get("remote-program") ?? (protocol === "serve" ? "nix-store" : "nix-daemon");
   const remoteStore = input.remoteStore ?? p.get("remote-store") ?? "";
-  const modern = atLeast(input.version, 2, 12); // `-a` dropped
-  const shellSplitOpts = atLeast(input.version, 2, 26);
-  const ports = atLeast(input.version, 2, 31);
-  const startedLine = atLeast(input.version, 2, 15);
-  const authorityLocalhost = atLeast(input.version, 2, 32);
-  const absoluteKey = atLeast(input.version, 2, 34);
-  const wordCommand = atLeast(input.version, 2, 20);
+  const modern = since(input.version, NIX.sshNoAgentFlag);
+  const shellSplitOpts = since(input.version, NIX.sshShellSplitOptions);
+  const ports = since(input.version, NIX.sshPorts);
+  const startedLine = since(input.version, NIX.sshStartedLine);
+  const authorityLocalhost = since(input.version, NIX.sshAuthorityLocalhost);
+  const absoluteKey = since(input.version, NIX.sshAbsoluteKey);
+  const wordCommand = since(input.version, NIX.sshCommandWords);
 
   // ---- host and its validation
   let host: string; // as in Nix's messages
@@ -330,7 +331,7 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
   }
 
   if (isLocalhost) {
-    // §4.4: no ssh at all.
+    // localhost: no ssh at all (`fakeSSH`).
     if (!wordCommand) {
       return {
         program: "bash",

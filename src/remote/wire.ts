@@ -1,5 +1,5 @@
 /**
- * Nix wire encoding (spec §4.5), shared by the serve protocol (ssh://) and the worker protocol
+ * Nix wire encoding (Nix 2.8.0 src/libutil/serialise.cc; docs/protocols.md), shared by the serve protocol (ssh://) and the worker protocol
  * (ssh-ng://, unix socket):
  *
  *  - u64: 8 bytes little-endian (booleans and enums too);

@@ -1,5 +1,5 @@
 /**
- * Client side of the Nix worker (daemon) protocol (spec §4.7): the local daemon socket,
+ * Client side of the Nix worker (daemon) protocol (Nix 2.8.0 src/libstore/worker-protocol.hh, src/libstore/remote-store.cc; docs/protocols.md): the local daemon socket,
  * `nix-daemon --stdio` (ssh-ng://), or any pair of streams.
  *
  * Handshake, gated on the negotiated version N = min(ours, daemon's):

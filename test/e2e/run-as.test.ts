@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { runAs, runAsArgv, SERVICE_PATH, spawnAs } from "../../src/host/run-as.js";
+import { runAs, runAsArgv, SERVICE_PATH, startAs } from "../../src/host/run-as.js";
 import { lookupGroup, lookupUser } from "../../src/host/users.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -154,11 +154,11 @@ describe("runAs (real users)", { skip: isRoot ? false : "needs root" }, () => {
   });
 
   it("streams output", async () => {
-    const child = spawnAs(USER, ["sh", "-c", "echo one; sleep 0.2; echo two"]);
     const chunks: string[] = [];
-    child.stdout?.on("data", (b: Buffer) => chunks.push(b.toString()));
-    const code = await new Promise<number | null>((res) => child.on("close", (c) => res(c)));
-    assert.equal(code, 0);
+    const r = await startAs(USER, ["sh", "-c", "echo one; sleep 0.2; echo two"], {
+      onStdout: (b: Buffer) => chunks.push(b.toString()),
+    }).done;
+    assert.equal(r.code, 0);
     assert.equal(chunks.join(""), "one\ntwo\n");
     assert.ok(chunks.length >= 2, "arrived in more than one chunk");
   });

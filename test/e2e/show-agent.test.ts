@@ -117,7 +117,7 @@ describe("show --user hercules-ci-agent tells the truth", { skip }, () => {
     const b = buildAsAgent(s);
     assert.notEqual(b.code, 0, b.log);
     assert.deepEqual(remoteBuildLines(b.log), []);
-    // With -j0 and no builders at all, Nix 2.8 says exactly this (spec §3.7).
+    // With -j0 and no builders at all, Nix 2.8 says exactly this (Nix 2.8.0 src/libstore/build/; docs/routing.md).
     assert.match(b.log, /unable to start any build; either increase '--max-jobs' or enable remote builds\./);
   });
 

@@ -1,6 +1,6 @@
 /**
  * The real Nix installations the differential tests compare with: Debian's Nix 2.8 (/usr/bin) and a
- * Nix 2.30 at /opt/nix-current (scripts/provision installs it from ../shared/nix-2.30 when that is there;
+ * Nix 2.30 at /opt/nix-current (scripts/provision installs it from a local build tarball when one is there;
  * NIX_BUILDERS_NIX_230 names another bin directory). A test that needs one skips with `skipReason`.
  */
 import { spawnSync } from "node:child_process";

@@ -123,7 +123,7 @@ describe("cache", () => {
     rmSync(old, { recursive: true, force: true });
   });
 
-  it("a user's cache is their own ~/.cache/nix-builders; HOME unset or a shared/foreign directory means no cache", (t) => {
+  it("a user's cache is their own ~/.cache/nix-builders; HOME unset or a shared or foreign directory means no cache", (t) => {
     if (!user) return t.skip("needs root (a real throwaway user)");
     const u = user;
     assert.equal(asUser({ HOME: u.home }, "dir"), join(u.home, ".cache", "nix-builders"));

@@ -1,5 +1,5 @@
 /**
- * Unit tests for the nix.conf engine: every row of spec §1.7 under 2.8 and current ("HEAD") rules, plus
+ * Unit tests for the nix.conf engine: every case of Nix's config unit tests (2.8.0 src/libutil/tests/config.cc) under 2.8 and current ("HEAD") rules, plus
  * layering, includes, types, origins and the version-dependent error texts.
  */
 
@@ -82,7 +82,7 @@ for (const [label, V] of VERSIONS) {
       ? `syntax error in configuration line '${line}' in "${path}"`
       : `illegal configuration line '${line}' in '${path}'`;
 
-  describe(`spec §1.7 acceptance rows (${label})`, () => {
+  describe(`Nix config unit-test cases (${label})`, () => {
     test("empty input: no settings changed", () => {
       const v = loadText(V, "");
       assert.equal(v.error, null);

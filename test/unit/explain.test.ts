@@ -47,7 +47,7 @@ const DOCTOR_CAUSES = [
 const REMOTE = "building '/nix/store/b3s8qmvd4k3vlz511mamyhg990f79a7r-x.drv' on 'ssh-ng://builder'...";
 
 /**
- * At least one real message form per entry: the texts quoted in the semantics spec and landscape §3
+ * At least one real message form per entry: the texts quoted in the Nix sources and the bug reports each entry names
  * (verbatim, including their `…` placeholders), Nix 2.8 output, and OpenSSH's wording.
  * Each sample is [log text, expected cause].
  */

@@ -136,6 +136,27 @@ describe("import direction", () => {
     assert.deepEqual(violations(all), []);
   });
 
+  it("only the subprocess helper spawns (plus three synchronous or long-lived calls, each with a deadline)", () => {
+    // src/os/proc.ts gives every child a deadline and a process group (test/unit/proc.test.ts proves it
+    // on a program that never exits). The others: getent and mkfifo (spawnSync with a timeout), and the
+    // read-as-user helper (src/host/fs-reader.ts: a deadline per request, and it exits when idle).
+    const allowed = new Set(["os/proc.ts", "host/users.ts", "host/fs-reader.ts"]);
+    const spawners = files
+      .filter((f) =>
+        /^import \{(?! type [^,}]*\})[^}]*\} from "node:child_process"/m.test(readFileSync(f, "utf8")),
+      )
+      .map((f) => relative(SRC, f));
+    assert.deepEqual(
+      spawners.filter((f) => !allowed.has(f)),
+      [],
+    );
+    for (const f of ["host/users.ts", "host/fs-reader.ts"]) {
+      const text = readFileSync(join(SRC, f), "utf8");
+      for (const m of text.matchAll(/\b(?:spawnSync|execFileSync)\([^;]*?;/gs))
+        assert.match(m[0], /timeout:/, `${f}: ${m[0].slice(0, 60)}`);
+    }
+  });
+
   it("the rules catch what they forbid", () => {
     const e = (from: string, spec: string): Edge => ({
       from,

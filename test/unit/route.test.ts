@@ -66,7 +66,7 @@ function run(
   });
 }
 
-describe("spec §3.3: observed 2.8 decisions", () => {
+describe("observed 2.8 decisions of the selection loop", () => {
   test("m1 4 1; m2 4 2; idle → accept m2 (higher speed)", () => {
     const r = run([m("m1", 4, 1), m("m2", 4, 2)]);
     assert.equal(r.hook.reply, "accept");

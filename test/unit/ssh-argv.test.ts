@@ -1,4 +1,4 @@
-/** The ssh argv Nix 2.8 and current Nix build (spec §4.2–4.4). Pure: no processes. */
+/** The ssh argv Nix 2.8 and current Nix build (Nix 2.8.0 src/libstore/ssh.cc; docs/protocols.md). Pure: no processes. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { NIX_2_8, NIX_LATEST } from "../../src/nix/version.js";

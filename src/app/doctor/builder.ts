@@ -24,7 +24,8 @@ import type { Machine } from "../../nix/machines.js";
 import { type StoreOpen, storeOpen, storeOpenError } from "../../nix/store-open.js";
 import { sshAuthority } from "../../nix/store-uri.js";
 import { matchUserList } from "../../nix/trust.js";
-import { atLeast, type NixVersion } from "../../nix/version.js";
+import type { NixVersion } from "../../nix/version.js";
+import { NIX, since } from "../../nix/versions.js";
 import { type ProbeResult, probe } from "../../remote/probe.js";
 import {
   MAX_CONTROL_PATH,
@@ -112,7 +113,7 @@ function q(argv: readonly string[]): string {
 /** The command part of a Nix ssh argv replaced by `command` (one string, sent to the remote shell). */
 function withCommand(a: NixSshArgv, version: NixVersion, command: string | null): string[] {
   // Before 2.20 the command is the last word; since, it is every word after the last `--`.
-  const words = atLeast(version, 2, 20);
+  const words = since(version, NIX.sshCommandWords);
   const dd = a.args.lastIndexOf("--");
   const head = words && dd >= 0 ? a.args.slice(0, dd) : a.args.slice(0, -1);
   if (command === null) return head;
@@ -328,7 +329,7 @@ function notSsh(ctx: BuilderCtx): CheckOutcome | null {
   if (!ctx.argv?.fakeSsh) return null;
   return {
     status: "pass",
-    message: `not applicable: for '${ctx.argv.host}' Nix ${atLeast(ctx.env.version, 2, 20) ? "runs the remote program directly" : "runs `bash -c` locally"}, without ssh`,
+    message: `not applicable: for '${ctx.argv.host}' Nix ${since(ctx.env.version, NIX.sshCommandWords) ? "runs the remote program directly" : "runs `bash -c` locally"}, without ssh`,
   };
 }
 
@@ -547,7 +548,7 @@ export function builderChecks(): CheckDef<BuilderCtx>[] {
         const local = argv.fakeSsh
           ? ` Nix does not use ssh for it: it runs '${argv.remoteCommand}' on this machine as ${ctx.env.identity.name}.`
           : a.host === "localhost"
-            ? ` (host localhost with a user: Nix ${atLeast(ctx.env.version, 2, 32) ? "≥2.32 connects with real ssh" : "2.8 uses real ssh for 'user@localhost', 2.31 would not"})`
+            ? ` (host localhost with a user: Nix ${since(ctx.env.version, NIX.sshAuthorityLocalhost) ? "≥2.32 connects with real ssh" : "2.8 uses real ssh for 'user@localhost', 2.31 would not"})`
             : "";
         return {
           status: "pass",

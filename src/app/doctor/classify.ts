@@ -157,7 +157,7 @@ export function classifyProbe(
   opts: { fakeSsh?: boolean } = {},
 ): Classification {
   const trace = parseSshTrace(p.stderr);
-  // No ssh for `localhost` (spec §4.4): the command runs here, as if authenticated.
+  // No ssh for `localhost` (Nix 2.8.0 src/libstore/ssh.cc: `fakeSSH` for the host `localhost`; docs/protocols.md): the command runs here, as if authenticated.
   if (opts.fakeSsh) trace.authenticated = trace.hostKeyAccepted = trace.connected = true;
   if (p.ok) return { stage: "ok", cause: null, summary: "the handshake succeeded", fix: null };
   const kind = p.failure?.kind ?? "io";
