@@ -103,7 +103,9 @@ export interface RouteReport {
 export function routeNow(ctx: RouteContext, drv: RouteDrv, procLocks?: string): RouteReport {
   const load = readCurrentLoad(
     ctx.machines,
-    procLocks === undefined ? { stateDir: ctx.store.stateDir } : { stateDir: ctx.store.stateDir, procLocks },
+    procLocks === undefined
+      ? { stateDir: ctx.store.stateDir, version: ctx.version }
+      : { stateDir: ctx.store.stateDir, procLocks, version: ctx.version },
   );
   const result = route({
     version: ctx.version,

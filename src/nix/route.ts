@@ -9,6 +9,7 @@
  * See docs/routing.md for the rules and the version differences. Nothing here does I/O.
  */
 
+import { renderStoreUri } from "./store-uri.js";
 import { atLeast, type NixVersion } from "./version.js";
 
 /** The machine fields the decision needs. Structurally compatible with `Machine` from machines.ts. */
@@ -73,6 +74,11 @@ export interface RouteDecision {
   /** The chosen machine, when kind is "remote". */
   readonly storeUri?: string;
   /**
+   * The chosen machine's URI as Nix prints it (`# accept`, `building '…' on '…'`): from 2.23 the rendered
+   * reference (`/tmp/m` → `local:///tmp/m`, see `renderStoreUri`), before that the text as written.
+   */
+  readonly printedUri?: string;
+  /**
    * What the user sees for this outcome: `waiting for a machine to build '…'` (postpone),
    * the local-fallback error or the stall error (none), or a note (local).
    */
@@ -135,13 +141,16 @@ export interface RouteRules {
   readonly fallbackText: "2.8" | "2.30" | "2.34";
 }
 
+function versionOf(version: NixVersion | RouteFamily): NixVersion {
+  return version === "2.8"
+    ? { major: 2, minor: 8, patch: 0 }
+    : version === "head"
+      ? { major: 2, minor: 35, patch: 2 }
+      : version;
+}
+
 export function routeRules(version: NixVersion | RouteFamily): RouteRules {
-  const v: NixVersion =
-    version === "2.8"
-      ? { major: 2, minor: 8, patch: 0 }
-      : version === "head"
-        ? { major: 2, minor: 35, patch: 2 }
-        : version;
+  const v = versionOf(version);
   return {
     family: atLeast(v, 2, 20) ? "head" : "2.8",
     floatSpeed: atLeast(v, 2, 20),
@@ -429,8 +438,11 @@ export function route(input: RouteInput): RouteResult {
       canBuildLocally: hookCanBuildLocally,
       noMachineMessage: h.noMachine,
     };
-    if (h.reply === "accept")
-      return result({ kind: "remote", storeUri: h.sel.best!.storeUri }, hook, h.sel.rows);
+    if (h.reply === "accept") {
+      const uri = h.sel.best!.storeUri;
+      const printed = renderStoreUri(uri, versionOf(input.version)) ?? uri;
+      return result({ kind: "remote", storeUri: uri, printedUri: printed }, hook, h.sel.rows);
+    }
     if (h.reply === "postpone") {
       return result({ kind: "postpone", message: waitingMessage(drv.path) }, hook, h.sel.rows);
     }
