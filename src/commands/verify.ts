@@ -28,6 +28,7 @@ import { type BuildLogSummary, humanLine, parseBuildLog, type TimedLine } from "
 import { selectMachines } from "../nix/conf-edit.js";
 import { explainLog } from "../nix/explain.js";
 import type { Machine } from "../nix/machines.js";
+import { machinesForPrintedUri, printsAs } from "../nix/store-uri.js";
 import { formatNixVersion } from "../nix/version.js";
 import { type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
@@ -50,6 +51,8 @@ export interface VerifyResult {
   system: string;
   drvPath: string | null;
   builtOn: string | null;
+  /** The machines-file URI(s) Nix means by `builtOn` (2.23+ prints `/tmp/m` as `local:///tmp/m`). */
+  builtOnMachines: string[];
   phases: { name: string; ms: number }[];
   cause: string | null;
   message: string | null;
@@ -60,6 +63,14 @@ export interface VerifyResult {
   outPath: string | null;
   totalMs: number;
   log: string;
+}
+
+/** ` (machines line: /tmp/m)` when Nix printed the machine otherwise than the machines file writes it. */
+function asWritten(r: VerifyResult): string {
+  const other = r.builtOnMachines.filter((u) => u !== r.builtOn);
+  return other.length > 0 && other.length === r.builtOnMachines.length
+    ? ` (machines line: ${other.join(", ")})`
+    : "";
 }
 
 /** A Nix string literal. */
@@ -293,7 +304,7 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
       message: "the build finished, but Nix's log names no remote machine",
       fix: [],
     };
-  if (verdict === null && pinned && summary.builtOn !== pinned.storeUri)
+  if (verdict === null && pinned && !printsAs(pinned.storeUri, summary.builtOn ?? "", v.version))
     verdict = {
       cause: "wrong-builder",
       message: `built on ${summary.builtOn}, not on the pinned ${pinned.storeUri}`,
@@ -308,6 +319,18 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
     system,
     drvPath: summary.drvPath,
     builtOn: summary.builtOn,
+    builtOnMachines:
+      summary.builtOn === null
+        ? []
+        : [
+            ...new Set(
+              machinesForPrintedUri(
+                summary.builtOn,
+                [...v.machines.machines, ...(pinned ? [pinned] : [])],
+                v.version,
+              ).map((m) => m.storeUri),
+            ),
+          ],
     phases: summary.phases.map((p) => ({ name: p.name, ms: Math.round(p.ms) })),
     cause: verdict?.cause ?? null,
     message: verdict?.message ?? null,
@@ -322,7 +345,7 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
   if (opts.json) io.out(json(result));
   else {
     let t = result.ok
-      ? `\nOK: ${result.drvPath} was built on ${result.builtOn} for ${v.user.name}.\n`
+      ? `\nOK: ${result.drvPath} was built on ${result.builtOn}${asWritten(result)} for ${v.user.name}.\n`
       : `\nFAILED (${result.cause}): ${result.message}\n`;
     if (!result.ok && result.builtOn) t += `  Nix built it on ${result.builtOn}.\n`;
     if (result.phases.length)

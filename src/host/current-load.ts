@@ -82,8 +82,18 @@ export function currentLoadDir(stateDir: string): string {
  * that version cannot parse it); without, the text as written (2.8).
  */
 export function slotFile(stateDir: string, storeUri: string, slot: number): string;
-export function slotFile(stateDir: string, storeUri: string, slot: number, version?: NixVersion): string | null;
-export function slotFile(stateDir: string, storeUri: string, slot: number, version?: NixVersion): string | null {
+export function slotFile(
+  stateDir: string,
+  storeUri: string,
+  slot: number,
+  version?: NixVersion,
+): string | null;
+export function slotFile(
+  stateDir: string,
+  storeUri: string,
+  slot: number,
+  version?: NixVersion,
+): string | null {
   const stem = version === undefined ? escapeUri(storeUri) : slotStem(storeUri, version);
   return stem === null ? null : join(currentLoadDir(stateDir), `${stem}-${slot}`);
 }

@@ -377,3 +377,23 @@ export function slotStem(uri: string, version: NixVersion): string | null {
   const r = renderStoreUri(uri, version);
   return r === null ? null : lockFileName(r);
 }
+
+/**
+ * The machines-file URIs that Nix prints as `printed` (in `building '…' on '…'`, `# accept`,
+ * `cannot build on '…'`): the ones written that way, or (2.23+) rendered that way. Several rows can
+ * share one printed URI (`/tmp/m` and `local:///tmp/m`); they come back in file order.
+ */
+export function machinesForPrintedUri<M extends { readonly storeUri: string }>(
+  printed: string,
+  machines: readonly M[],
+  version: NixVersion,
+): M[] {
+  const exact = machines.filter((m) => m.storeUri === printed);
+  if (exact.length > 0 || !atLeast(version, 2, 23)) return exact;
+  return machines.filter((m) => renderStoreUri(m.storeUri, version) === printed);
+}
+
+/** True when Nix prints `storeUri` (a machines-file URI) as `printed`. */
+export function printsAs(storeUri: string, printed: string, version: NixVersion): boolean {
+  return storeUri === printed || renderStoreUri(storeUri, version) === printed;
+}

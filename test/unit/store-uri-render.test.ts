@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { renderStoreUri, slotStem } from "../../src/nix/store-uri.js";
+import { machinesForPrintedUri, renderStoreUri, slotStem } from "../../src/nix/store-uri.js";
 import { runBuildRemote, scratchDir } from "../support/build-remote.js";
 import { REAL_NIXES, type RealNix } from "../support/nix-versions.js";
 
@@ -77,6 +77,10 @@ function describeRender(n: RealNix): void {
         const rendered = renderStoreUri(uri, n.version!);
         const connecting = real.activities.find((a) => a.startsWith("connecting to '"));
         assert.equal(connecting, `connecting to '${rendered}'`, real.stderr);
+        // verify maps what Nix printed back to the machines line
+        const printed = connecting!.slice("connecting to '".length, -1);
+        const rows = [{ storeUri: "ssh://other" }, { storeUri: uri }];
+        assert.deepEqual(machinesForPrintedUri(printed, rows, n.version!), [{ storeUri: uri }]);
         if (real.reply === "accept") assert.equal(real.acceptedUri, rendered);
         const files = readdirSync(currentLoad)
           .filter((f) => f !== "main-lock")
