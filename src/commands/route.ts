@@ -128,7 +128,11 @@ export function routeJson(r: RouteReport): Record<string, unknown> {
   const fatal = ctx.fatal;
   const d = result.decision;
   const decision: Record<string, unknown> = { kind: fatal ? "none" : d.kind };
-  if (!fatal && d.kind === "remote") decision.storeUri = d.storeUri;
+  if (!fatal && d.kind === "remote") {
+    decision.storeUri = d.storeUri;
+    // what Nix prints for it (`building '…' on '…'`): 2.23+ renders `/tmp/m` as `local:///tmp/m`
+    decision.printedUri = d.printedUri ?? d.storeUri;
+  }
   if (fatal) decision.message = fatal;
   else if (d.message !== undefined) {
     if (d.kind === "none" || d.kind === "postpone") decision.message = d.message;
@@ -194,7 +198,7 @@ export function renderRoute(r: RouteReport): string {
   }
   switch (d.kind) {
     case "remote":
-      out += `Decision: remote, on ${d.storeUri}\n`;
+      out += `Decision: remote, on ${d.storeUri}${d.printedUri && d.printedUri !== d.storeUri ? ` (Nix ${formatNixVersion(ctx.version)} prints it as ${d.printedUri})` : ""}\n`;
       break;
     case "local":
       out += `Decision: local${d.message ? ` (${d.message})` : ""}\n`;
