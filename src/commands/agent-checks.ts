@@ -16,8 +16,10 @@ import {
   checkKvm,
   checkMaxJobsZero,
   checkNarinfoNegativeTtl,
+  checkNativeOffload,
   checkRemotePlatforms,
   checkUnadvertisedBuilders,
+  type NativeOffloadReport,
   readBinaryCaches,
   redactUri,
   type TaskNixSettings,
@@ -32,6 +34,8 @@ export interface AgentReport {
   findings: AgentFinding[];
   /** What every task runs with (nixSettings + caches) and what the store keeps; null without a config. */
   taskNixSettings?: TaskNixSettings | null;
+  /** Whether builds for the native system can reach the builders (issue 18 point 6); null without such builders. */
+  nativeOffload?: NativeOffloadReport | null;
 }
 
 function strings(v: unknown): string[] {
@@ -98,6 +102,16 @@ export function agentReport(view: UserView, sel: AgentSelection, caches?: Binary
     });
   }
   const maxJobs = c.get("max-jobs");
+  const maxJobsN = maxJobs ? Number(maxJobs.value) : null;
+  const offload = checkNativeOffload({
+    version: view.version,
+    system: nixView.system,
+    nixUserIsTrusted: sel.config?.config?.nixUserIsTrusted ?? false,
+    maxJobs: maxJobsN !== null && Number.isFinite(maxJobsN) ? maxJobsN : null,
+    remotePlatforms: remote,
+    machines,
+    agentVersion: sel.agent.agentVersionHint,
+  });
   const findings: AgentFinding[] = [
     ...sel.findings,
     ...checkAgentUser({ user: view.user.name, uid: view.user.uid }),
@@ -133,10 +147,11 @@ export function agentReport(view: UserView, sel: AgentSelection, caches?: Binary
       privateDevices: sel.agent.privateDevices,
       systemFeatures: nixView.systemFeatures,
     }),
+    ...offload.findings,
     ...(caches?.findings ?? []),
     ...(task?.findings ?? []),
   ];
-  return { advertisement, findings, taskNixSettings: task };
+  return { advertisement, findings, taskNixSettings: task, nativeOffload: offload.report };
 }
 
 /** binary-caches.json of the selected agent, read as the agent user (undefined without a config). */

@@ -137,6 +137,7 @@ export function agentJson(sel: AgentSelection, r: AgentReport): Record<string, u
     advertisedPlatforms: r.advertisement.platforms,
     advertisedFeatures: r.advertisement.systemFeatures,
     taskNixSettings: r.taskNixSettings ?? null,
+    nativeOffload: r.nativeOffload ?? null,
     findings: r.findings,
     otherInstances: sel.others,
   };
@@ -149,6 +150,8 @@ export function renderAgent(sel: AgentSelection, r: AgentReport): string {
   out += `  advertises platforms: ${r.advertisement.platforms.join(" ") || "-"}\n`;
   out += `  advertises features:  ${r.advertisement.systemFeatures.join(" ") || "-"}\n`;
   out += renderTaskSettings(r);
+  if (r.nativeOffload)
+    out += `  native ${r.nativeOffload.system} builds (${r.nativeOffload.op}): ${r.nativeOffload.outcome === "remote" ? "can go to the builders" : r.nativeOffload.outcome === "local" ? "build on this machine only" : "fail"}\n`;
   for (const f of r.findings) {
     out += `  ${f.severity}: ${f.message}\n`;
     if (f.fix) out += `    fix: ${f.fix}\n`;
