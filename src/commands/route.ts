@@ -326,7 +326,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--feature <feature>", "a required system feature (repeatable; added to the drv's)", collect)
     .option("--prefer-local", "the derivation sets preferLocalBuild")
     .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--store <dir>", "a chroot store (its drvs and its current-load folder)")
     .option("--json", "print one JSON document")
     .action(async (drv: string | undefined, opts: RouteOptions) => exit(await runRoute(opts, drv, io)));

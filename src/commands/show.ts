@@ -204,7 +204,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
       "the hercules-ci-agent configuration file, when no service definition names it",
     )
     .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--json", "print one JSON document")
     .action(async (opts: ShowOptions) => exit(await runShow(opts, io)));
 }

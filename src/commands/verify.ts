@@ -374,7 +374,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     )
     .option("--nixpkgs", "build the guide's own check, <nixpkgs>' hello with a nonce (needs <nixpkgs>)")
     .option("--timeout <seconds>", "give up after this long (default 600)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--quiet", "do not stream the log")
     .option("--json", "print one JSON document")
     .action(async (opts: VerifyOptions) => exit(await runVerify(opts, io)));
