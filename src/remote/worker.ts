@@ -37,7 +37,10 @@ export const WorkerOp = {
  * derivations). This is what hercules-ci-agent hands the daemon for an in-memory derivation.
  */
 export interface BasicDerivationWire {
-  readonly outputs: ReadonlyMap<string, { readonly path: string; readonly hashAlgo: string; readonly hash: string }>;
+  readonly outputs: ReadonlyMap<
+    string,
+    { readonly path: string; readonly hashAlgo: string; readonly hash: string }
+  >;
   readonly inputSrcs: readonly string[];
   readonly system: string;
   readonly builder: string;
@@ -448,7 +451,10 @@ export class WorkerConnection {
   buildDerivation(drvPath: string, drv: BasicDerivationWire, timeoutMs?: number): Promise<BuildResultWire> {
     const w = new WireWriter().u64(WorkerOp.BuildDerivation).string(drvPath).u64(drv.outputs.size);
     for (const [name, o] of drv.outputs) w.string(name).string(o.path).string(o.hashAlgo).string(o.hash);
-    w.strings([...drv.inputSrcs].sort()).string(drv.system).string(drv.builder).strings(drv.args);
+    w.strings([...drv.inputSrcs].sort())
+      .string(drv.system)
+      .string(drv.builder)
+      .strings(drv.args);
     const env = [...drv.env].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     w.u64(env.length);
     for (const [k, v] of env) w.string(k).string(v);

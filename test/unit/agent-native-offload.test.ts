@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { agentNativeOffload, checkNativeOffload } from "../../src/agent/native-offload.js";
-import { readDerivation } from "../../src/nix/derivation.js";
+import { readDerivation } from "../../src/host/derivation-read.js";
 import { connectDaemon, DaemonError } from "../../src/remote/worker.js";
 import { REAL_NIXES, type RealNix } from "../support/nix-versions.js";
 

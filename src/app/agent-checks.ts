@@ -20,12 +20,12 @@ import {
   checkRemotePlatforms,
   checkUnadvertisedBuilders,
   type NativeOffloadReport,
-  readBinaryCaches,
   redactUri,
   type TaskNixSettings,
   taskNixSettings,
 } from "../agent/index.js";
 import type { OverriddenSetting } from "../nix/trust.js";
+import { readBinaryCaches } from "./agent-caches.js";
 import type { AgentSelection } from "./agent-select.js";
 import { settingText, type UserView } from "./view.js";
 
