@@ -8,6 +8,7 @@ export * from "./findings.js";
 export { FsRoot, lookupPasswd, type PasswdEntry } from "./fsroot.js";
 export * from "./install.js";
 export { PlistError, type PlistValue, parsePlist, splitShellCommands } from "./launchd.js";
+export * from "./native-offload.js";
 export * from "./nix-settings.js";
 export {
   type ExecCommand,

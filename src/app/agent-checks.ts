@@ -20,9 +20,11 @@ import {
   checkKvm,
   checkMaxJobsZero,
   checkNarinfoNegativeTtl,
+  checkNativeOffload,
   checkRemotePlatforms,
   checkRestartNeeded,
   checkUnadvertisedBuilders,
+  type NativeOffloadReport,
   redactUri,
   type TaskNixSettings,
   taskNixSettings,
@@ -38,6 +40,8 @@ export interface AgentReport {
   findings: AgentFinding[];
   /** What every task runs with (nixSettings + caches) and what the store keeps; null without a config. */
   taskNixSettings?: TaskNixSettings | null;
+  /** Whether builds for the native system can reach the builders (issue 18 point 6); null without such builders. */
+  nativeOffload?: NativeOffloadReport | null;
 }
 
 function strings(v: unknown): string[] {
@@ -104,6 +108,16 @@ export function agentReport(view: UserView, sel: AgentSelection, caches?: Binary
     });
   }
   const maxJobs = c.get("max-jobs");
+  const maxJobsN = maxJobs ? Number(maxJobs.value) : null;
+  const offload = checkNativeOffload({
+    version: view.version,
+    system: nixView.system,
+    nixUserIsTrusted: sel.config?.config?.nixUserIsTrusted ?? false,
+    maxJobs: maxJobsN !== null && Number.isFinite(maxJobsN) ? maxJobsN : null,
+    remotePlatforms: remote,
+    machines,
+    agentVersion: sel.agent.agentVersionHint,
+  });
   const findings: AgentFinding[] = [
     ...sel.findings,
     ...checkAgentUser({ user: view.user.name, uid: view.user.uid }),
@@ -140,10 +154,11 @@ export function agentReport(view: UserView, sel: AgentSelection, caches?: Binary
       systemFeatures: nixView.systemFeatures,
     }),
     ...restartFindings(sel, view.client.files),
+    ...offload.findings,
     ...(caches?.findings ?? []),
     ...(task?.findings ?? []),
   ];
-  return { advertisement, findings, taskNixSettings: task };
+  return { advertisement, findings, taskNixSettings: task, nativeOffload: offload.report };
 }
 
 /** mtime of `path` under `root`, or null when it cannot be stat'ed. */

@@ -105,7 +105,7 @@ export async function nixContext(nixVersion: string | undefined): Promise<NixCon
     if (probe.problem)
       versionNote = `cannot read the version of the installed Nix: ${probe.problem}; following Nix ${formatNixVersion(NIX_LATEST)}'s rules (the newest modelled); pass --nix-version X.Y to choose`;
   }
-  const facts = await machineFacts(nix);
+  const facts = await machineFacts(nix, version);
   return { nix, version, versionSource, ...(versionNote ? { versionNote } : {}), facts, db: readUserDb() };
 }
 

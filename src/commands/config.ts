@@ -158,7 +158,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .command("config")
     .description("the settings a user really gets from nix.conf files, each with its origin")
     .option("--user <name>", "compute the view of this user, with a service's clean environment")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option(
       "--all",
       "list every setting, not only those set in files and those that matter for remote builds",

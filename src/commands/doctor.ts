@@ -102,7 +102,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--timeout <seconds>", "deadline for each network step and each ssh session (default 10)")
     .option("--jobs <n>", "builders checked at once (default 16)")
     .option("--slow-ms <ms>", "warn when ssh + handshake take longer (default 5000)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--verbose", "show evidence for passing checks too")
     .action(async (opts: DoctorCommandOptions) =>
       exit(await runDoctor({ ...opts, debug: program.opts()["debug"] === true }, io)),

@@ -129,7 +129,7 @@ export function register(program: Command, io: Io): void {
     .option("--json", "print {primary, findings} as JSON")
     .option(
       "--nix-version <x.y>",
-      "the Nix version that produced the log (notes wording from other versions)",
+      "the Nix version that produced the log (notes wording from other versions; texts checked against real Nix 2.8 and 2.30, others modelled)",
     )
     .addHelpText(
       "after",

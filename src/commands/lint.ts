@@ -64,7 +64,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .description("everything that will break or silently disable remote builds, before Nix raises it")
     .argument("[file...]", "lint these files (nix.conf-like or machines files, see docs/lint.md)")
     .option("--user <name>", "lint this user's view, with a service's clean environment")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--conf <file>", "lint this file as a nix.conf (repeatable)", collect)
     .option("--machines <file>", "lint this file as a machines file (repeatable)", collect)
     .option("--json", "print one JSON document")

@@ -660,7 +660,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .argument("<drv-or-installable...>", ".drv paths, files for nix-instantiate, or flake installables")
     .option("--user <name>", "compute the view of this user, with a service's clean environment")
     .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--store <dir>", "a chroot store (its drvs, validity and state)")
     .option("--read <mode>", "how to read .drv files: sync (default) or pool")
     .option("--validity <method>", "daemon, stdio (nix-daemon --stdio) or nix-store (--check-validity)")

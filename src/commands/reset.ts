@@ -203,7 +203,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--agent [name]", "the hercules-ci-agent service's user")
     .option("--agent-config <file>", "the hercules-ci-agent configuration file, when no service names it")
     .option("--force", "restore even files that were changed after use wrote them")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--json", "print one JSON document")
     .action(async (opts: ResetOptions) => exit(await runReset(opts, io)));
 }

@@ -50,7 +50,9 @@ export interface RouteReport {
 export function routeNow(ctx: RouteContext, drv: RouteDrv, procLocks?: string): RouteReport {
   const load = readCurrentLoad(
     ctx.machines,
-    procLocks === undefined ? { stateDir: ctx.store.stateDir } : { stateDir: ctx.store.stateDir, procLocks },
+    procLocks === undefined
+      ? { stateDir: ctx.store.stateDir, version: ctx.version }
+      : { stateDir: ctx.store.stateDir, procLocks, version: ctx.version },
   );
   const result = route({
     version: ctx.version,
@@ -73,7 +75,11 @@ export function routeJson(r: RouteReport): Record<string, unknown> {
   const fatal = ctx.fatal;
   const d = result.decision;
   const decision: Record<string, unknown> = { kind: fatal ? "none" : d.kind };
-  if (!fatal && d.kind === "remote") decision.storeUri = d.storeUri;
+  if (!fatal && d.kind === "remote") {
+    decision.storeUri = d.storeUri;
+    // what Nix prints for it (`building '…' on '…'`): 2.23+ renders `/tmp/m` as `local:///tmp/m`
+    decision.printedUri = d.printedUri ?? d.storeUri;
+  }
   if (fatal) decision.message = fatal;
   else if (d.message !== undefined) {
     if (d.kind === "none" || d.kind === "postpone") decision.message = d.message;
@@ -139,7 +145,7 @@ export function renderRoute(r: RouteReport): string {
   }
   switch (d.kind) {
     case "remote":
-      out += `Decision: remote, on ${d.storeUri}\n`;
+      out += `Decision: remote, on ${d.storeUri}${d.printedUri && d.printedUri !== d.storeUri ? ` (Nix ${formatNixVersion(ctx.version)} prints it as ${d.printedUri})` : ""}\n`;
       break;
     case "local":
       out += `Decision: local${d.message ? ` (${d.message})` : ""}\n`;
@@ -267,7 +273,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--feature <feature>", "a required system feature (repeatable; added to the drv's)", collect)
     .option("--prefer-local", "the derivation sets preferLocalBuild")
     .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--store <dir>", "a chroot store (its drvs and its current-load folder)")
     .option("--json", "print one JSON document")
     .action(async (drv: string | undefined, opts: RouteOptions) => exit(await runRoute(opts, drv, io)));

@@ -137,6 +137,7 @@ export function agentJson(sel: AgentSelection, r: AgentReport): Record<string, u
     advertisedPlatforms: r.advertisement.platforms,
     advertisedFeatures: r.advertisement.systemFeatures,
     taskNixSettings: r.taskNixSettings ?? null,
+    nativeOffload: r.nativeOffload ?? null,
     findings: r.findings,
     otherInstances: sel.others,
     running:
@@ -156,6 +157,8 @@ export function renderAgent(sel: AgentSelection, r: AgentReport): string {
   out += `  advertises platforms: ${r.advertisement.platforms.join(" ") || "-"}\n`;
   out += `  advertises features:  ${r.advertisement.systemFeatures.join(" ") || "-"}\n`;
   out += renderTaskSettings(r);
+  if (r.nativeOffload)
+    out += `  native ${r.nativeOffload.system} builds (${r.nativeOffload.op}): ${r.nativeOffload.outcome === "remote" ? "can go to the builders" : r.nativeOffload.outcome === "local" ? "build on this machine only" : "fail"}\n`;
   for (const f of r.findings) {
     out += `  ${f.severity}: ${f.message}\n`;
     if (f.fix) out += `    fix: ${f.fix}\n`;
@@ -208,7 +211,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
       "the hercules-ci-agent configuration file, when no service definition names it",
     )
     .option("--builders <spec>", "use this builders value, as Nix's --builders flag would (subject to trust)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--json", "print one JSON document")
     .action(async (opts: ShowOptions) => exit(await runShow(opts, io)));
 }

@@ -370,7 +370,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     .option("--append", "keep the system's builders as well (through an @ line)")
     .option("--dry-run", "print the diff, write nothing")
     .option("--force", "write even when the daemon does not trust the user (it will ignore the builders)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--json", "print one JSON document")
     .action(async (names: string[], opts: UseOptions) => exit(await runUse(names, opts, io)));
 }

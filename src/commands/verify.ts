@@ -13,6 +13,7 @@ import { type BuildLogSummary, humanLine, parseBuildLog, type TimedLine } from "
 import { selectMachines } from "../nix/conf-edit.js";
 import { explainLog } from "../nix/explain.js";
 import type { Machine } from "../nix/machines.js";
+import { machinesForPrintedUri, printsAs } from "../nix/store-uri.js";
 import { formatNixVersion } from "../nix/version.js";
 import { type Proc, startProc } from "../os/proc.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
@@ -33,6 +34,8 @@ export interface VerifyResult {
   system: string;
   drvPath: string | null;
   builtOn: string | null;
+  /** The machines-file URI(s) Nix means by `builtOn` (2.23+ prints `/tmp/m` as `local:///tmp/m`). */
+  builtOnMachines: string[];
   phases: { name: string; ms: number }[];
   cause: string | null;
   message: string | null;
@@ -43,6 +46,14 @@ export interface VerifyResult {
   outPath: string | null;
   totalMs: number;
   log: string;
+}
+
+/** ` (machines line: /tmp/m)` when Nix printed the machine otherwise than the machines file writes it. */
+function asWritten(r: VerifyResult): string {
+  const other = r.builtOnMachines.filter((u) => u !== r.builtOn);
+  return other.length > 0 && other.length === r.builtOnMachines.length
+    ? ` (machines line: ${other.join(", ")})`
+    : "";
 }
 
 /** A Nix string literal. */
@@ -249,7 +260,7 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
       message: "the build finished, but Nix's log names no remote machine",
       fix: [],
     };
-  if (verdict === null && pinned && summary.builtOn !== pinned.storeUri)
+  if (verdict === null && pinned && !printsAs(pinned.storeUri, summary.builtOn ?? "", v.version))
     verdict = {
       cause: "wrong-builder",
       message: `built on ${summary.builtOn}, not on the pinned ${pinned.storeUri}`,
@@ -264,6 +275,18 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
     system,
     drvPath: summary.drvPath,
     builtOn: summary.builtOn,
+    builtOnMachines:
+      summary.builtOn === null
+        ? []
+        : [
+            ...new Set(
+              machinesForPrintedUri(
+                summary.builtOn,
+                [...v.machines.machines, ...(pinned ? [pinned] : [])],
+                v.version,
+              ).map((m) => m.storeUri),
+            ),
+          ],
     phases: summary.phases.map((p) => ({ name: p.name, ms: Math.round(p.ms) })),
     cause: verdict?.cause ?? null,
     message: verdict?.message ?? null,
@@ -278,7 +301,7 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
   if (opts.json) io.out(json(result));
   else {
     let t = result.ok
-      ? `\nOK: ${result.drvPath} was built on ${result.builtOn} for ${v.user.name}.\n`
+      ? `\nOK: ${result.drvPath} was built on ${result.builtOn}${asWritten(result)} for ${v.user.name}.\n`
       : `\nFAILED (${result.cause}): ${result.message}\n`;
     if (!result.ok && result.builtOn) t += `  Nix built it on ${result.builtOn}.\n`;
     if (result.phases.length)
@@ -307,7 +330,10 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     )
     .option("--nixpkgs", "build the guide's own check, <nixpkgs>' hello with a nonce (needs <nixpkgs>)")
     .option("--timeout <seconds>", "give up after this long (default 600)")
-    .option("--nix-version <X.Y>", "follow this Nix version's rules instead of the installed Nix's")
+    .option(
+      "--nix-version <X.Y>",
+      "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
+    )
     .option("--quiet", "do not stream the log")
     .option("--json", "print one JSON document")
     .action(async (opts: VerifyOptions) => exit(await runVerify(opts, io)));

@@ -2,13 +2,16 @@
  * The live load of remote builders as the build hook sees it, read without touching any lock.
  *
  * The hook keeps one lock file per machine slot, `<stateDir>/current-load/<uri with / as _>-<slot>`,
- * and holds an exclusive flock on it while a build runs there. We never open those files for locking:
+ * where the URI is the one the hook renders: the text as written up to 2.22, `StoreReference::render()`
+ * from 2.23 (`/tmp/m` → `local:___tmp_m-0`; see `renderStoreUri`), and holds an exclusive flock on it while a build runs there. We never open those files for locking:
  * we stat them (device + inode) and look the pair up in /proc/locks, which lists every lock held on
  * the system. Taking or testing the lock ourselves could make a concurrent hook skip a free slot.
  */
 
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { slotStem } from "../nix/store-uri.js";
+import type { NixVersion } from "../nix/version.js";
 
 export interface ProcLock {
   /** FLOCK, POSIX, OFDLCK, LEASE, … */
@@ -74,12 +77,30 @@ export function currentLoadDir(stateDir: string): string {
   return join(stateDir, "current-load");
 }
 
-export function slotFile(stateDir: string, storeUri: string, slot: number): string {
-  return join(currentLoadDir(stateDir), `${escapeUri(storeUri)}-${slot}`);
+/**
+ * The slot file of a machine. With `version`, the URI is rendered as that version's hook does (null when
+ * that version cannot parse it); without, the text as written (2.8).
+ */
+export function slotFile(stateDir: string, storeUri: string, slot: number): string;
+export function slotFile(
+  stateDir: string,
+  storeUri: string,
+  slot: number,
+  version?: NixVersion,
+): string | null;
+export function slotFile(
+  stateDir: string,
+  storeUri: string,
+  slot: number,
+  version?: NixVersion,
+): string | null {
+  const stem = version === undefined ? escapeUri(storeUri) : slotStem(storeUri, version);
+  return stem === null ? null : join(currentLoadDir(stateDir), `${stem}-${slot}`);
 }
 
 export interface SlotState {
   readonly slot: number;
+  /** Empty when the version's hook cannot parse the URI (it never gets to choose the machine). */
   readonly file: string;
   readonly exists: boolean;
   /** Locked (exclusive flock held by some process). */
@@ -108,6 +129,8 @@ export interface ReadLoadOptions {
   readonly stateDir?: string;
   /** Text of /proc/locks; read from the system when omitted (tests can inject it). */
   readonly procLocks?: string;
+  /** The Nix version whose hook names the slot files (default: the text as written, as 2.8 does). */
+  readonly version?: NixVersion;
 }
 
 function lockKey(major: number, minor: number, inode: bigint): string {
@@ -149,10 +172,11 @@ export function readCurrentLoad(
     let busy = 0;
     const n = Math.max(0, Math.trunc(m.maxJobs));
     for (let slot = 0; slot < n; slot++) {
-      const file = slotFile(stateDir, m.storeUri, slot);
+      const file = slotFile(stateDir, m.storeUri, slot, opts.version);
       let exists = false;
       let holders: number[] = [];
       try {
+        if (file === null) throw new Error("unparseable");
         const st = statSync(file, { bigint: true });
         exists = true;
         const { major, minor } = splitDev(st.dev);
@@ -162,7 +186,7 @@ export function readCurrentLoad(
       }
       const isBusy = holders.length > 0;
       if (isBusy) busy++;
-      slots.push({ slot, file, exists, busy: isBusy, holders });
+      slots.push({ slot, file: file ?? "", exists, busy: isBusy, holders });
     }
     out.push({ storeUri: m.storeUri, busy, maxJobs: n, slots });
   }

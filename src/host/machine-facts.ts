@@ -2,12 +2,15 @@
  * The machine-dependent defaults of Nix settings (`system`, `extra-platforms`, `system-features`,
  * `cores`, and the thread count behind `max-jobs = auto`).
  *
- * Preferred source: the installed Nix itself (`nix show-config --json` run with an empty
- * configuration, reading each setting's `defaultValue`), cached per Nix binary so that commands
- * start fast. Fallback when no Nix is installed: computed here the way Nix computes them.
+ * Preferred source: the installed Nix itself (`nix show-config --json`, from 2.20 `nix config show
+ * --json`, run with an empty configuration, reading each setting's `value`: what Nix runs with, which
+ * for `sandbox-paths` and `build-hook` is not the declared `defaultValue` from 2.25 on), cached per Nix
+ * binary so that commands start fast. Fallback when no Nix is installed: computed here the way Nix
+ * computes them. Checked against real 2.8 and real 2.30 (`test/unit/machine-facts.test.ts`).
  */
 import { accessSync, constants, readFileSync } from "node:fs";
 import { cpus } from "node:os";
+import { atLeast, type NixVersion } from "../nix/version.js";
 import { fileIdentity, readCache, writeCache } from "./cache.js";
 import { type CpuidRegs, readCpuid } from "./cpuid.js";
 import { emptyNixEnv, type NixInstall, runWithDeadline, withPrivateDir } from "./nix.js";
@@ -20,6 +23,10 @@ export interface MachineFacts {
   hardwareThreads: number;
   /** Where the facts came from: "nix" (asked the installed Nix) or "computed". */
   source: "nix" | "computed";
+  /** `sandbox-paths` as Nix runs with it (2.30: `/bin/sh=<sandbox shell>`); from Nix only. */
+  sandboxPaths?: string[];
+  /** The `nix` that 2.25+ puts first in `build-hook` (`[<self>, "__build-remote"]`); from Nix only. */
+  selfExe?: string;
 }
 
 /**
@@ -133,6 +140,8 @@ export function computeFacts(input: {
   cpu: CpuFeatures;
   kvmAccessible: boolean;
   hardwareThreads: number;
+  /** Linux Nix 2.12+ adds `uid-range` to the default system features. Default: false (2.8). */
+  uidRange?: boolean;
 }): MachineFacts {
   const system = nixSystemFor(input.platform, input.arch);
   const extra: string[] = [];
@@ -142,6 +151,7 @@ export function computeFacts(input: {
   }
   const features = ["benchmark", "big-parallel", "nixos-test"];
   if (input.platform === "linux" && input.kvmAccessible) features.push("kvm");
+  if (input.platform === "linux" && input.uidRange) features.push("uid-range");
   return {
     system,
     extraPlatforms: [...new Set(extra)].sort(),
@@ -183,13 +193,15 @@ function kvmAccessible(): boolean {
   }
 }
 
-export async function computeLocalFacts(): Promise<MachineFacts> {
+/** The defaults computed for `version` (default 2.8's rules), as a libcpuid-linked Nix would. */
+export async function computeLocalFacts(version?: NixVersion): Promise<MachineFacts> {
   return computeFacts({
     platform: process.platform,
     arch: process.arch,
     cpu: await localCpuFeatures(),
     kvmAccessible: kvmAccessible(),
     hardwareThreads: Math.max(1, cpus().length),
+    uidRange: version !== undefined && atLeast(version, 2, 12),
   });
 }
 
@@ -197,10 +209,11 @@ export async function computeLocalFacts(): Promise<MachineFacts> {
 export function factsFromShowConfig(
   json: Record<string, { defaultValue?: unknown; value?: unknown }>,
 ): MachineFacts {
-  const get = (k: string): unknown => json[k]?.defaultValue ?? json[k]?.value;
+  // `value`: what Nix runs with when nothing is configured (the run used an empty configuration)
+  const get = (k: string): unknown => json[k]?.value ?? json[k]?.defaultValue;
   const strings = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
   const cores = Number(get("cores"));
-  return {
+  const facts: MachineFacts = {
     system: String(get("system")),
     extraPlatforms: strings(get("extra-platforms")),
     systemFeatures: strings(get("system-features")),
@@ -208,6 +221,12 @@ export function factsFromShowConfig(
     hardwareThreads: Math.max(1, cpus().length),
     source: "nix",
   };
+  const sandbox = json["sandbox-paths"]?.value;
+  if (Array.isArray(sandbox) && sandbox.length > 0) facts.sandboxPaths = sandbox.map(String);
+  const hook = json["build-hook"]?.value;
+  if (Array.isArray(hook) && hook.length === 2 && hook[1] === "__build-remote" && typeof hook[0] === "string")
+    facts.selfExe = hook[0];
+  return facts;
 }
 
 /** A cached facts value must have exactly the shape Nix's answer gives; anything else is a miss. */
@@ -220,11 +239,25 @@ export function validFacts(v: unknown): MachineFacts | undefined {
   if (typeof f["system"] !== "string" || !SYSTEM.test(f["system"])) return undefined;
   if (!strings(f["extraPlatforms"], SYSTEM) || !strings(f["systemFeatures"], FEATURE)) return undefined;
   if (!count(f["cores"]) || !count(f["hardwareThreads"]) || f["source"] !== "nix") return undefined;
-  if (Object.keys(f).length !== 6) return undefined;
+  let n = 6;
+  if (f["sandboxPaths"] !== undefined) {
+    if (!strings(f["sandboxPaths"], /^[^\0\n]{1,4096}$/)) return undefined;
+    n++;
+  }
+  if (f["selfExe"] !== undefined) {
+    if (typeof f["selfExe"] !== "string" || !/^\/[^\0\n]{0,4095}$/.test(f["selfExe"])) return undefined;
+    n++;
+  }
+  if (Object.keys(f).length !== n) return undefined;
   return f as unknown as MachineFacts;
 }
 const SYSTEM = /^[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+){1,3}$/;
 const FEATURE = /^[A-Za-z0-9_.+-]{1,100}$/;
+
+/** `show-config --json` up to 2.19; `config show --json` from 2.20 (where `show-config` is a deprecated alias). */
+export function configShowArgs(version: NixVersion): string[] {
+  return atLeast(version, 2, 20) ? ["config", "show", "--json"] : ["show-config", "--json"];
+}
 
 /**
  * Ask the installed Nix for its machine defaults, with an empty configuration so that no config
@@ -233,25 +266,25 @@ const FEATURE = /^[A-Za-z0-9_.+-]{1,100}$/;
  * inode, size, mtime, ctime) and per /dev/kvm access, since `kvm` detection depends on the calling
  * process; the cache is the running user's own (see cache.ts).
  */
-export async function machineFacts(nix: NixInstall | null): Promise<MachineFacts> {
-  if (!nix) return computeLocalFacts();
+export async function machineFacts(nix: NixInstall | null, version?: NixVersion): Promise<MachineFacts> {
+  if (!nix) return computeLocalFacts(version);
   const id = fileIdentity(nix.nixPath);
   const key = id ? `${id}:${kvmAccessible() ? "kvm" : "nokvm"}` : null;
-  const cached = key ? readCache("machine-facts", key, validFacts) : undefined;
+  const cached = key ? readCache("machine-facts-v2", key, validFacts) : undefined;
   if (cached) return cached;
   let facts: MachineFacts;
   try {
     const out = await withPrivateDir("nix-builders-conf-", (empty) =>
       runWithDeadline(
-        [nix.nixPath, "--extra-experimental-features", "nix-command", "show-config", "--json"],
+        [nix.nixPath, "--extra-experimental-features", "nix-command", ...configShowArgs(nix.version)],
         emptyNixEnv(empty),
       ),
     );
     facts = factsFromShowConfig(JSON.parse(out));
-    if (!validFacts(facts)) return computeLocalFacts();
+    if (!validFacts(facts)) return computeLocalFacts(nix.version);
   } catch {
-    return computeLocalFacts();
+    return computeLocalFacts(nix.version);
   }
-  if (key) writeCache("machine-facts", key, facts);
+  if (key) writeCache("machine-facts-v2", key, facts);
   return facts;
 }

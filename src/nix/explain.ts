@@ -729,6 +729,8 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     patterns: [
       /unable to execute '(ssh)': No such file or directory/,
       /executing '(ssh)': No such file or directory/,
+      // 2.30 (execvpe of its own): seen on real 2.30 (test/fixtures/logs-2.30/ssh-missing.log)
+      /Could not find executable '(ssh)'/,
     ],
     versions: "all",
     source: "NixOS/nix#4322, nix-on-droid#240",
@@ -771,8 +773,8 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     explain: (m) => ({
       summary: `The ssh ${m[1] ? "master " : ""}connection to '${m[2]}' could not be set up.`,
       detail:
-        "Nix waits for ssh to report a working session and got none. ssh's own message (printed on the terminal or the daemon's log just before, or after the colon on this line) says why.",
-      fix: [FIX_FIND_EARLIER, FIX_TEST_AS_ROOT],
+        "Nix waits for ssh to report a working session and got none. ssh's own message (printed on the terminal or the daemon's log just before, or after the colon on this line) says why. When there is none, the remote side printed text or exited at once (a nologin shell, a banner, a forced command): from 2.15 Nix reads the first stdout line, expects `started`, and shows what it got only at -vvv (`SSH stdout first line: …`; seen on real 2.30).",
+      fix: [FIX_FIND_EARLIER, FIX_TEST_AS_ROOT, "Rerun with -vvv and look for `SSH stdout first line:`."],
     }),
   }),
   // ----- protocol ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import type { Severity, Summary } from "./findings.js";
 import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Machine } from "./machines.js";
 import { formatOrigin, type Origin } from "./origin.js";
 import { looksLikePrivateKey } from "./redact.js";
-import { isFakeSsh, sshAuthority } from "./store-uri.js";
+import { isFakeSsh, renderStoreUri, sshAuthority } from "./store-uri.js";
 import type { IgnoredSetting } from "./trust.js";
 import { atLeast, type NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
@@ -642,7 +642,7 @@ export function lintMachines(input: MachinesLintInput): Finding[] {
       ),
   );
   out.push(...lintIncludes(missing, input.defaultIncludePath ?? null));
-  out.push(...lintDuplicates(machines.machines));
+  out.push(...lintDuplicates(machines.machines, version));
   out.push(...lintMandatoryFeatures(machines.machines));
   return out;
 }
@@ -669,23 +669,29 @@ export function lintIncludes(includes: readonly IncludeRecord[], defaultPath: st
   return out;
 }
 
-/** The same store URI twice: both rows share one set of slot locks. */
-export function lintDuplicates(machines: readonly Machine[]): Finding[] {
+/**
+ * The same store URI twice: both rows share one set of slot locks. From 2.23 the hook names the locks by
+ * the rendered URI, so two spellings of one store (`/tmp/m` and `local:///tmp/m`, `ssh://h?a=1&b=2` and
+ * `ssh://h?b=2&a=1`) share them too (`renderStoreUri`).
+ */
+export function lintDuplicates(machines: readonly Machine[], version?: NixVersion): Finding[] {
   const out: Finding[] = [];
   const firstSeen = new Map<string, Machine>();
   for (const m of machines) {
-    const prev = firstSeen.get(m.storeUri);
+    const key = version === undefined ? m.storeUri : (renderStoreUri(m.storeUri, version) ?? m.storeUri);
+    const prev = firstSeen.get(key);
     if (!prev) {
-      firstSeen.set(m.storeUri, m);
+      firstSeen.set(key, m);
       continue;
     }
+    const same = prev.storeUri === m.storeUri ? "" : ` (Nix ${vtext(version!)} reads both as ${key})`;
     const at = prev.origin.file ? `${prev.origin.file}:${prev.origin.line}` : "the builders value";
     out.push(
       finding(
         "duplicate-machine",
         "warning",
         m.origin,
-        `${m.storeUri} is already defined at ${at}: Nix keeps both rows, but they share the same job-slot locks (current-load/${m.storeUri.replaceAll("/", "_")}-N), so max jobs do not add up and this row is only chosen when the first does not fit`,
+        `${m.storeUri} is already defined at ${at}${same}: Nix keeps both rows, but they share the same job-slot locks (current-load/${key.replaceAll("/", "_")}-N), so max jobs do not add up and this row is only chosen when the first does not fit`,
         "merge the two lines into one (union of the systems and features, one max-jobs value)",
       ),
     );

@@ -9,6 +9,7 @@
  * See docs/routing.md for the rules and the version differences. Nothing here does I/O.
  */
 
+import { renderStoreUri } from "./store-uri.js";
 import { NIX_2_8, NIX_LATEST, type NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
 
@@ -74,6 +75,11 @@ export interface RouteDecision {
   /** The chosen machine, when kind is "remote". */
   readonly storeUri?: string;
   /**
+   * The chosen machine's URI as Nix prints it (`# accept`, `building '…' on '…'`): from 2.23 the rendered
+   * reference (`/tmp/m` → `local:///tmp/m`, see `renderStoreUri`), before that the text as written.
+   */
+  readonly printedUri?: string;
+  /**
    * What the user sees for this outcome: `waiting for a machine to build '…'` (postpone),
    * the local-fallback error or the stall error (none), or a note (local).
    */
@@ -136,8 +142,12 @@ export interface RouteRules {
   readonly fallbackText: "2.8" | "2.30" | "2.34";
 }
 
+function versionOf(version: NixVersion | RouteFamily): NixVersion {
+  return version === "2.8" ? NIX_2_8 : version === "head" ? NIX_LATEST : version;
+}
+
 export function routeRules(version: NixVersion | RouteFamily): RouteRules {
-  const v: NixVersion = version === "2.8" ? NIX_2_8 : version === "head" ? NIX_LATEST : version;
+  const v = versionOf(version);
   return {
     family: since(v, NIX.machinesFloatSpeed) ? "head" : "2.8",
     floatSpeed: since(v, NIX.machinesFloatSpeed),
@@ -425,8 +435,11 @@ export function route(input: RouteInput): RouteResult {
       canBuildLocally: hookCanBuildLocally,
       noMachineMessage: h.noMachine,
     };
-    if (h.reply === "accept")
-      return result({ kind: "remote", storeUri: h.sel.best!.storeUri }, hook, h.sel.rows);
+    if (h.reply === "accept") {
+      const uri = h.sel.best!.storeUri;
+      const printed = renderStoreUri(uri, versionOf(input.version)) ?? uri;
+      return result({ kind: "remote", storeUri: uri, printedUri: printed }, hook, h.sel.rows);
+    }
     if (h.reply === "postpone") {
       return result({ kind: "postpone", message: waitingMessage(drv.path) }, hook, h.sel.rows);
     }

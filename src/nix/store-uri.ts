@@ -269,3 +269,131 @@ export function isFakeSsh(storeUri: string, version: NixVersion): boolean {
   if (atLeast(version, 2, 31)) return a.host === "localhost";
   return a.sshTarget === "localhost";
 }
+
+/* ---------- the store URI as the build hook renders it (2.23+) ---------- */
+
+/** `canonPath(absPath(p))` with the working directory `/` (the daemon's, so the hook's). */
+function canonAbs(p: string): string {
+  const out: string[] = [];
+  for (const seg of p.split("/")) {
+    if (seg === "" || seg === ".") continue;
+    if (seg === "..") out.pop();
+    else out.push(seg);
+  }
+  return `/${out.join("/")}`;
+}
+
+/** Nix's `percentEncode(s, ":@/?")` (2.30.5 src/libutil/url.cc): unreserved characters and `:@/?` stay. */
+function percentEncodeQuery(s: string): string {
+  let res = "";
+  for (const byte of Buffer.from(s, "latin1")) {
+    const c = String.fromCharCode(byte);
+    if (/[A-Za-z0-9\-._~:@/?]/.test(c)) res += c;
+    else res += `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return res;
+}
+
+/** `decodeQuery` into a std::map: first value wins, a part without `=` is dropped. Null on a bad escape. */
+function decodeQueryMap(query: string): Map<string, string> | null {
+  const m = new Map<string, string>();
+  for (const part of query.split("&")) {
+    if (part === "") continue;
+    const e = part.indexOf("=");
+    if (e < 0) continue;
+    const v = percentDecode28(part.slice(e + 1));
+    if (v === null) return null;
+    const k = part.slice(0, e);
+    if (!m.has(k)) m.set(k, v);
+  }
+  return m;
+}
+
+function encodeQueryMap(params: Map<string, string>): string {
+  const keys = [...params.keys()].sort(byteOrder);
+  return keys.map((k) => `${percentEncodeQuery(k)}=${percentEncodeQuery(params.get(k)!)}`).join("&");
+}
+
+function byteOrder(a: string, b: string): number {
+  const x = Buffer.from(a, "latin1");
+  const y = Buffer.from(b, "latin1");
+  return Buffer.compare(x, y);
+}
+
+/**
+ * The store URI of a machine as the build hook prints and uses it: in `# accept`, in
+ * `connecting to '…'`, in the parent's `building '…' on '…'`, and (with `/` as `_`) in the names of the
+ * slot lock files under `current-load`. `uri` is column 1 after `normaliseStoreUri`.
+ *
+ * Up to 2.22 the hook uses the text as written. From 2.23 (`Machine` holds a `StoreReference`,
+ * `2.23.0:src/libstore/machines.cc`) it is `StoreReference::render()` of the parsed reference
+ * (`2.30.5:src/libstore/store-reference.cc`, `src/libutil/url.cc`):
+ * * a path (`/tmp/m`, with a `/` but no `://`) becomes `local://` + the canonical absolute path
+ *   (`//`, `.`, `..` and a final `/` go);
+ * * `local` → `local://`, `daemon` → `unix://` (2.32 renders them `local` and `daemon` again: modelled);
+ * * parameters are decoded, kept in a sorted map (first of two equal names wins; a name without `=` is
+ *   dropped) and encoded again: `+` becomes `%2B`, `%2F` becomes `/`;
+ * * the path part of a URL is percent-decoded; the authority is kept as written.
+ * Checked on real 2.8 and real 2.30 (`test/unit/store-uri-render.test.ts`); 2.32+ modelled.
+ * Returns null where Nix cannot parse the reference (it fails before choosing a machine).
+ */
+export function renderStoreUri(uri: string, version: NixVersion): string | null {
+  if (!atLeast(version, 2, 23)) return uri;
+  if (uri.length > MAX_URI) return null;
+  const m = URI_2_8.exec(uri);
+  if (m) {
+    const scheme = m[2]!;
+    const authority = m[3] !== undefined ? m[3] : null;
+    let path = authority !== null ? (m[4] ?? "") : (m[5] ?? "");
+    const plus = scheme.indexOf("+");
+    const isFile = (plus >= 0 ? scheme.slice(plus + 1) : scheme) === "file";
+    if (authority !== null && authority !== "" && isFile) return fallbackRender(uri, version);
+    if (isFile && path === "") path = "/";
+    const decodedPath = percentDecode28(path);
+    const params = decodeQueryMap(m[6] ?? "");
+    if (decodedPath === null || params === null) return fallbackRender(uri, version);
+    const q = params.size > 0 ? `?${encodeQueryMap(params)}` : "";
+    return `${scheme}://${authority ?? ""}${decodedPath}${q}`;
+  }
+  return fallbackRender(uri, version);
+}
+
+function fallbackRender(uri: string, version: NixVersion): string | null {
+  const qi = uri.indexOf("?");
+  const base = qi >= 0 ? uri.slice(0, qi) : uri;
+  const params = qi >= 0 ? decodeQueryMap(uri.slice(qi + 1)) : new Map<string, string>();
+  if (params === null) return null;
+  const q = params.size > 0 ? `?${encodeQueryMap(params)}` : "";
+  const named = atLeast(version, 2, 32);
+  if (base === "" || base === "auto") return `auto${q}`;
+  if (base === "daemon") return `${named ? "daemon" : "unix://"}${q}`;
+  if (base === "local") return `${named ? "local" : "local://"}${q}`;
+  if (!base.includes("://") && base.includes("/")) return `local://${canonAbs(base)}${q}`;
+  return null;
+}
+
+/** The slot lock file name stem for a machine (`lockFileName` of the rendered URI), or null when unparseable. */
+export function slotStem(uri: string, version: NixVersion): string | null {
+  const r = renderStoreUri(uri, version);
+  return r === null ? null : lockFileName(r);
+}
+
+/**
+ * The machines-file URIs that Nix prints as `printed` (in `building '…' on '…'`, `# accept`,
+ * `cannot build on '…'`): the ones written that way, or (2.23+) rendered that way. Several rows can
+ * share one printed URI (`/tmp/m` and `local:///tmp/m`); they come back in file order.
+ */
+export function machinesForPrintedUri<M extends { readonly storeUri: string }>(
+  printed: string,
+  machines: readonly M[],
+  version: NixVersion,
+): M[] {
+  const exact = machines.filter((m) => m.storeUri === printed);
+  if (exact.length > 0 || !atLeast(version, 2, 23)) return exact;
+  return machines.filter((m) => renderStoreUri(m.storeUri, version) === printed);
+}
+
+/** True when Nix prints `storeUri` (a machines-file URI) as `printed`. */
+export function printsAs(storeUri: string, printed: string, version: NixVersion): boolean {
+  return storeUri === printed || renderStoreUri(storeUri, version) === printed;
+}

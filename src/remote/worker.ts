@@ -28,7 +28,33 @@ export const WorkerOp = {
   SetOptions: 19,
   QueryPathInfo: 26,
   QueryValidPaths: 31,
+  BuildPaths: 9,
+  BuildDerivation: 36,
 } as const;
+
+/**
+ * A derivation as the worker protocol's BuildDerivation sends it (a `BasicDerivation`: no input
+ * derivations). This is what hercules-ci-agent hands the daemon for an in-memory derivation.
+ */
+export interface BasicDerivationWire {
+  readonly outputs: ReadonlyMap<
+    string,
+    { readonly path: string; readonly hashAlgo: string; readonly hash: string }
+  >;
+  readonly inputSrcs: readonly string[];
+  readonly system: string;
+  readonly builder: string;
+  readonly args: readonly string[];
+  readonly env: ReadonlyMap<string, string>;
+}
+
+/** BuildResult as the daemon answers BuildDerivation (status codes of `BuildResult::Status`). */
+export interface BuildResultWire {
+  /** 0 Built, 1 Substituted, 2 AlreadyValid, 3 PermanentFailure, … */
+  readonly status: number;
+  readonly errorMsg: string;
+  readonly timesBuilt: number | null;
+}
 
 export const Stderr = {
   NEXT: 0x6f6c6d67,
@@ -414,6 +440,68 @@ export class WorkerConnection {
       for (const [k, v] of entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) w.string(k).string(v);
     }
     return this.op(w, async () => undefined);
+  }
+
+  /**
+   * BuildDerivation (op 36): build `drv` (in memory) as `drvPath`, buildMode 0 (normal). The log
+   * messages (activities such as `building '…' on '…'`, type 105) are in `lastMessages` afterwards.
+   * Encoding as `writeDerivation` in `2.8.0:src/libstore/derivations.cc` (outputs as path, hash
+   * algorithm, hash; sets of strings; env as a count and pairs), the reply as `BuildResult`.
+   */
+  buildDerivation(drvPath: string, drv: BasicDerivationWire, timeoutMs?: number): Promise<BuildResultWire> {
+    const w = new WireWriter().u64(WorkerOp.BuildDerivation).string(drvPath).u64(drv.outputs.size);
+    for (const [name, o] of drv.outputs) w.string(name).string(o.path).string(o.hashAlgo).string(o.hash);
+    w.strings([...drv.inputSrcs].sort())
+      .string(drv.system)
+      .string(drv.builder)
+      .strings(drv.args);
+    const env = [...drv.env].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    w.u64(env.length);
+    for (const [k, v] of env) w.string(k).string(v);
+    w.u64(0); // bmNormal
+    return this.op(
+      w,
+      async (r) => {
+        const N = minor(this.handshake.negotiated);
+        const status = await r.num();
+        const errorMsg = await r.string();
+        let timesBuilt: number | null = null;
+        if (N >= 29) {
+          timesBuilt = await r.num();
+          await r.bool(); // isNonDeterministic
+          await r.num(); // startTime
+          await r.num(); // stopTime
+        }
+        if (N >= 37) {
+          for (let i = 0; i < 2; i++) if (await r.bool()) await r.num(); // cpuUser, cpuSystem
+        }
+        if (N >= 28) {
+          const n = await r.num();
+          for (let i = 0; i < n; i++) {
+            await r.string();
+            await r.string();
+          }
+        }
+        return { status, errorMsg, timesBuilt };
+      },
+      timeoutMs,
+    );
+  }
+
+  /**
+   * BuildPaths (op 9) for derived paths (`<drv>!out`, N ≥ 1.30; `<drv>!*` for all outputs), buildMode 0.
+   * The daemon reads the derivation from its store: the path the build hook can take.
+   */
+  buildPaths(paths: readonly string[], timeoutMs?: number): Promise<void> {
+    const w = new WireWriter().u64(WorkerOp.BuildPaths).strings(paths);
+    if (minor(this.handshake.negotiated) >= 15) w.u64(0);
+    return this.op(
+      w,
+      async (r) => {
+        await r.num();
+      },
+      timeoutMs,
+    );
   }
 
   /** End the connection (closes our side; the daemon exits its connection loop on EOF). */

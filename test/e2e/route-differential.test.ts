@@ -1,5 +1,6 @@
 /**
- * Differential: `nix-builders route` against the builder real Nix 2.8 builds on.
+ * Differential: `nix-builders route` against the builder real Nix 2.8 and real Nix 2.30 build on, with
+ * the tool seeing that Nix as the installed one (its bin directory first on PATH).
  *
  * The local store is a chroot store (`<tmp>/local`); the "remote" machines are chroot stores too
  * (`<tmp>/m1` …), which Nix 2.8 builds on through the real build hook (spec Appendix A). For each
@@ -10,7 +11,10 @@
  * local store. Where Nix postpones, it prints "waiting for a machine to build" and never starts (we
  * stop it after a few seconds); where it declines, it fails with the error route predicts.
  *
- * Needs root (builds in chroot stores) and Nix 2.8's nix-store / build-remote.
+ * 2.30 prints the machine as it renders it (`local://<tmp>/m1`), names the slot files after that, and
+ * is built without seccomp (`filter-syscalls = false`).
+ *
+ * Needs root (builds in chroot stores) and Nix 2.8's nix-store / build-remote (2.30: /opt/nix-current).
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -21,13 +25,13 @@ import { after, before, describe, test } from "node:test";
 import type { Io } from "../../src/commands/io.js";
 import { runRoute } from "../../src/commands/route.js";
 import { slotFile } from "../../src/host/current-load.js";
+import { REAL_NIXES, type RealNix } from "../support/nix-versions.js";
 import { mulberry32 } from "../support/random.js";
 
 const isRoot = process.getuid?.() === 0;
-const haveNix = spawnSync("nix-store", ["--version"], { encoding: "utf8" }).stdout?.includes("2.8");
-const SKIP =
+const skipFor = (n: RealNix): string | false =>
   (!isRoot && "needs root (real builds in chroot stores)") ||
-  (!haveNix && "needs Nix 2.8's nix-store") ||
+  n.skipReason ||
   (!existsSync("/bin/busybox") && "needs /bin/busybox");
 
 interface M {
@@ -256,10 +260,16 @@ interface NixOutcome {
   timedOut: boolean;
 }
 
-function realise(store: string, drv: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<NixOutcome> {
+function realise(
+  n: RealNix,
+  store: string,
+  drv: string,
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+): Promise<NixOutcome> {
   return new Promise((resolve) => {
     const child = spawn(
-      "nix-store",
+      join(n.bin, "nix-store"),
       ["--store", store, "--realise", drv, "-v", "--log-format", "internal-json"],
       { env, stdio: ["ignore", "ignore", "pipe"] },
     );
@@ -317,127 +327,151 @@ function realise(store: string, drv: string, env: NodeJS.ProcessEnv, timeoutMs: 
   });
 }
 
-describe("route vs real Nix 2.8 builds (chroot stores as machines)", { skip: SKIP }, () => {
-  let dir = "";
-  let local = "";
-  let drvs: Record<string, string> = {};
-  const summary: string[] = [];
+function describeBuilds(n: RealNix): void {
+  describe(`route vs real Nix ${n.label} builds (chroot stores as machines)`, { skip: skipFor(n) }, () => {
+    let dir = "";
+    let local = "";
+    let drvs: Record<string, string> = {};
+    const summary: string[] = [];
+    const savedPath = process.env["PATH"];
+    const extraConf = n.label === "2.8" ? [] : ["filter-syscalls = false"];
 
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), "nb-rdiff-"));
-    local = join(dir, "local");
-    mkdirSync(join(dir, "bb"));
-    copyFileSync("/bin/busybox", join(dir, "bb", "busybox"));
-    const env = {
-      ...process.env,
-      NIX_CONFIG: "sandbox = false\nfsync-metadata = false\nsubstituters =\nbuild-users-group =",
-    };
-    const bb = spawnSync("nix-store", ["--store", local, "--add", join(dir, "bb")], {
-      env,
-      encoding: "utf8",
-    }).stdout.trim();
-    const attrs = SCENARIOS.map((s, i) => {
-      const common = `name = "s${i}"; system = "${s.system}";${
-        s.features.length ? ` requiredSystemFeatures = [ ${s.features.map((f) => `"${f}"`).join(" ")} ];` : ""
-      }${s.preferLocal ? " preferLocalBuild = true;" : ""}`;
-      if (s.builtin)
-        return `s${i} = derivation { ${common} builder = "builtin:fetchurl"; url = "file:///dev/null"; outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; };`;
-      return `s${i} = derivation { ${common} builder = "\${builtins.storePath "${bb}"}/busybox"; args = [ "sh" "-c" "echo ${i} > $out" ]; };`;
+    before(() => {
+      // the tool finds this Nix as the installed one
+      process.env["PATH"] = `${n.bin}:${savedPath}`;
+      dir = mkdtempSync(join(tmpdir(), "nb-rdiff-"));
+      local = join(dir, "local");
+      mkdirSync(join(dir, "bb"));
+      copyFileSync("/bin/busybox", join(dir, "bb", "busybox"));
+      const env = {
+        ...process.env,
+        NIX_CONFIG: [
+          "sandbox = false",
+          "fsync-metadata = false",
+          "substituters =",
+          "build-users-group =",
+          ...extraConf,
+        ].join("\n"),
+      };
+      const bb = spawnSync(join(n.bin, "nix-store"), ["--store", local, "--add", join(dir, "bb")], {
+        env,
+        encoding: "utf8",
+      }).stdout.trim();
+      const attrs = SCENARIOS.map((s, i) => {
+        const common = `name = "s${i}"; system = "${s.system}";${
+          s.features.length
+            ? ` requiredSystemFeatures = [ ${s.features.map((f) => `"${f}"`).join(" ")} ];`
+            : ""
+        }${s.preferLocal ? " preferLocalBuild = true;" : ""}`;
+        if (s.builtin)
+          return `s${i} = derivation { ${common} builder = "builtin:fetchurl"; url = "file:///dev/null"; outputHashMode = "flat"; outputHashAlgo = "sha256"; outputHash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; };`;
+        return `s${i} = derivation { ${common} builder = "\${builtins.storePath "${bb}"}/busybox"; args = [ "sh" "-c" "echo ${i} > $out" ]; };`;
+      });
+      writeFileSync(join(dir, "s.nix"), `{ ${attrs.join("\n")} }`);
+      const args = ["--store", local, join(dir, "s.nix")];
+      for (let i = 0; i < SCENARIOS.length; i++) args.push("-A", `s${i}`);
+      const r = spawnSync(join(n.bin, "nix-instantiate"), args, { env, encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      const paths = r.stdout.trim().split("\n");
+      drvs = Object.fromEntries(paths.map((p, i) => [`s${i}`, p]));
+      mkdirSync(join(local, "nix", "var", "nix", "current-load"), { recursive: true });
     });
-    writeFileSync(join(dir, "s.nix"), `{ ${attrs.join("\n")} }`);
-    const args = ["--store", local, join(dir, "s.nix")];
-    for (let i = 0; i < SCENARIOS.length; i++) args.push("-A", `s${i}`);
-    const r = spawnSync("nix-instantiate", args, { env, encoding: "utf8" });
-    assert.equal(r.status, 0, r.stderr);
-    const paths = r.stdout.trim().split("\n");
-    drvs = Object.fromEntries(paths.map((p, i) => [`s${i}`, p]));
-    mkdirSync(join(local, "nix", "var", "nix", "current-load"), { recursive: true });
-  });
-  after(() => {
-    if (summary.length) process.stderr.write(`${summary.join("\n")}\n`);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+    after(() => {
+      process.env["PATH"] = savedPath;
+      if (summary.length) process.stderr.write(`${n.label}:\n${summary.join("\n")}\n`);
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
 
-  SCENARIOS.forEach((s, i) => {
-    test(`${s.name}`, async () => {
-      const uri = (x: M) => join(dir, `s${i}-${x.name}`);
-      const list = (xs: string[]) => (xs.length ? xs.join(",") : "-");
-      const builders = s.machines
-        .map((x) =>
-          [uri(x), x.systems.join(","), "-", x.maxJobs, x.speed, list(x.features), list(x.mandatory)].join(
-            " ",
-          ),
-        )
-        .join("; ");
-      const conf = [
-        "sandbox = false",
-        // No build users: the host need not have a nixbld group (a fresh machine has none).
-        "build-users-group =",
-        "fsync-metadata = false",
-        "substituters =",
-        "system = x86_64-linux",
-        "extra-platforms = i686-linux",
-        "system-features = kvm",
-        `max-jobs = ${s.maxJobs ?? 1}`,
-        `builders = ${builders}`,
-      ].join("\n");
-      const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONFIG: conf };
-      delete env.NIX_STATE_DIR;
-      const stateDir = join(local, "nix", "var", "nix");
-      const held: string[] = [];
-      for (const x of s.machines)
-        for (let k = 0; k < (x.busy ?? 0); k++) held.push(slotFile(stateDir, uri(x), k));
-      const holder = await holdLocks(held);
-      try {
-        const drv = drvs[`s${i}`]!;
-        let text = "";
-        const io: Io = { out: (t) => (text += t), err: () => {}, env, isTTY: false };
-        const code = await runRoute({ store: local, json: true }, drv, io);
-        const predicted = JSON.parse(text) as {
-          decision: { kind: string; storeUri?: string; message?: string };
-          machines: { load: number }[];
-        };
-        // route sees the load we hold.
-        assert.deepEqual(
-          predicted.machines.map((x) => x.load),
-          s.machines.map((x) => Math.min(x.busy ?? 0, x.maxJobs)),
-        );
-        const nix = await realise(local, drv, env, 15_000);
-        const d = predicted.decision;
-        summary.push(
-          `${s.name}: route ${d.kind}${d.storeUri ? ` ${d.storeUri.slice(dir.length + 1)}` : ""}; nix ${
-            nix.machine !== null
-              ? `built on '${nix.machine.slice(dir.length + 1)}'`
-              : nix.waiting
-                ? "waiting"
-                : `error`
-          }`,
-        );
-        if (d.kind === "remote") {
-          assert.equal(code, 0);
-          assert.equal(nix.machine, d.storeUri);
-        } else if (d.kind === "local") {
-          assert.equal(code, 0);
-          assert.equal(nix.machine, "");
-        } else if (d.kind === "postpone") {
-          assert.equal(code, 1);
-          assert.equal(nix.machine, null);
-          assert.equal(nix.waiting, true);
-          assert.equal(d.message, `waiting for a machine to build '${drv}'`);
-          assert.equal(nix.waitingText, d.message);
-        } else {
-          assert.equal(code, 2);
-          assert.equal(nix.machine, null);
-          assert.equal(nix.waiting, false);
-          const first = (d.message ?? "").split("\n")[0]!;
-          assert.ok(
-            nix.errors.some((e) => e.includes(first)),
-            `expected Nix's error to include ${JSON.stringify(first)}; got ${JSON.stringify(nix.errors)}`,
+    SCENARIOS.forEach((s, i) => {
+      test(`${s.name}`, async () => {
+        const uri = (x: M) => join(dir, `s${i}-${x.name}`);
+        const list = (xs: string[]) => (xs.length ? xs.join(",") : "-");
+        const builders = s.machines
+          .map((x) =>
+            [uri(x), x.systems.join(","), "-", x.maxJobs, x.speed, list(x.features), list(x.mandatory)].join(
+              " ",
+            ),
+          )
+          .join("; ");
+        const conf = [
+          "sandbox = false",
+          // No build users: the host need not have a nixbld group (a fresh machine has none).
+          "build-users-group =",
+          "fsync-metadata = false",
+          "substituters =",
+          ...extraConf,
+          "system = x86_64-linux",
+          "extra-platforms = i686-linux",
+          "system-features = kvm",
+          `max-jobs = ${s.maxJobs ?? 1}`,
+          `builders = ${builders}`,
+        ].join("\n");
+        const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONFIG: conf };
+        delete env.NIX_STATE_DIR;
+        const stateDir = join(local, "nix", "var", "nix");
+        const held: string[] = [];
+        for (const x of s.machines)
+          for (let k = 0; k < (x.busy ?? 0); k++) held.push(slotFile(stateDir, uri(x), k, n.version!)!);
+        const holder = await holdLocks(held);
+        try {
+          const drv = drvs[`s${i}`]!;
+          let text = "";
+          const io: Io = { out: (t) => (text += t), err: () => {}, env, isTTY: false };
+          const code = await runRoute({ store: local, json: true }, drv, io);
+          const predicted = JSON.parse(text) as {
+            nixVersion: string;
+            decision: { kind: string; storeUri?: string; printedUri?: string; message?: string };
+            machines: { load: number }[];
+          };
+          // route sees the load we hold.
+          assert.deepEqual(
+            predicted.machines.map((x) => x.load),
+            s.machines.map((x) => Math.min(x.busy ?? 0, x.maxJobs)),
           );
+          assert.equal(
+            predicted.nixVersion.split(".").slice(0, 2).join("."),
+            n.label,
+            "the tool sees this Nix",
+          );
+          const nix = await realise(n, local, drv, env, 15_000);
+          const d = predicted.decision;
+          summary.push(
+            `${s.name}: route ${d.kind}${d.storeUri ? ` ${d.storeUri.replaceAll(`${dir}/`, "")}` : ""}; nix ${
+              nix.machine !== null
+                ? `built on '${nix.machine.replaceAll(`${dir}/`, "")}'`
+                : nix.waiting
+                  ? "waiting"
+                  : `error`
+            }`,
+          );
+          if (d.kind === "remote") {
+            assert.equal(code, 0);
+            assert.equal(nix.machine, d.printedUri);
+          } else if (d.kind === "local") {
+            assert.equal(code, 0);
+            assert.equal(nix.machine, "");
+          } else if (d.kind === "postpone") {
+            assert.equal(code, 1);
+            assert.equal(nix.machine, null);
+            assert.equal(nix.waiting, true);
+            assert.equal(d.message, `waiting for a machine to build '${drv}'`);
+            assert.equal(nix.waitingText, d.message);
+          } else {
+            assert.equal(code, 2);
+            assert.equal(nix.machine, null);
+            assert.equal(nix.waiting, false);
+            const first = (d.message ?? "").split("\n")[0]!;
+            assert.ok(
+              nix.errors.some((e) => e.includes(first)),
+              `expected Nix's error to include ${JSON.stringify(first)}; got ${JSON.stringify(nix.errors)}`,
+            );
+          }
+        } finally {
+          holder?.kill("SIGKILL");
         }
-      } finally {
-        holder?.kill("SIGKILL");
-      }
+      });
     });
   });
-});
+}
+
+for (const n of REAL_NIXES) describeBuilds(n);

@@ -2,6 +2,8 @@
 # Regenerate the real Nix output under test/fixtures/logs/ that test/unit/explain.test.ts feeds to `explain`.
 #
 # Usage: test/support/capture-logs.sh            (all cases; run as root)
+#        NIX_BUILDERS_CAPTURE_OUT=test/fixtures/logs-2.30 PATH=/opt/nix-current/bin:$PATH test/support/capture-logs.sh
+#                                                 (the same cases with another Nix, into another folder)
 #        test/support/capture-logs.sh NAME...     (only these cases)
 #
 # Needs: the installed Nix (Debian 12 nix-bin 2.8.0 when these fixtures were made), root (chroot stores,
@@ -17,7 +19,7 @@
 # The lab (test/lab) will add per-fault captures from real builders later; put them next to these, with a .cmd.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=$PWD/test/fixtures/logs
+OUT=${NIX_BUILDERS_CAPTURE_OUT:-$PWD/test/fixtures/logs}
 W=/tmp/nix-builders-capture
 NIX_VERSION=$(nix-build --version 2>/dev/null | head -1)
 ONLY=("$@")

@@ -8,13 +8,15 @@ import { type CpuidRegs, readCpuid } from "../../src/host/cpuid.js";
 import {
   computeFacts,
   computeLocalFacts,
+  configShowArgs,
   factsFromShowConfig,
   featuresFromCpuid,
   machineFacts,
   nixSystemFor,
   x86Levels,
 } from "../../src/host/machine-facts.js";
-import { findNix } from "../../src/host/nix.js";
+import { findNix, type NixInstall } from "../../src/host/nix.js";
+import { NIX230 } from "../support/nix-versions.js";
 
 describe("machine facts", () => {
   it("maps Node's platform and arch to Nix doubles", () => {
@@ -151,5 +153,43 @@ describe("machine facts", () => {
     assert.ok(nix);
     assert.ok(nix.versionText.startsWith("nix (Nix) "));
     assert.equal(nix.version.major, 2);
+  });
+
+  it("real Nix 2.30: facts from `config show --json` values (sandbox shell, the build hook's nix, uid-range)", {
+    skip: NIX230.skipReason,
+  }, async () => {
+    const v = NIX230.version!;
+    assert.deepEqual(configShowArgs(v), ["config", "show", "--json"]);
+    const empty = mkdtempSync(join(tmpdir(), "nb-facts-"));
+    try {
+      const out = execFileSync(
+        NIX230.nix,
+        ["--extra-experimental-features", "nix-command", ...configShowArgs(v)],
+        {
+          env: { PATH: process.env["PATH"], NIX_CONF_DIR: empty, NIX_USER_CONF_FILES: "", HOME: empty },
+          encoding: "utf8",
+          timeout: 20_000,
+        },
+      );
+      const json = JSON.parse(out) as Record<string, { value: unknown; defaultValue: unknown }>;
+      const f = factsFromShowConfig(json);
+      // the values Nix runs with, not the declared defaults
+      assert.deepEqual(f.sandboxPaths, json["sandbox-paths"]!.value);
+      assert.notDeepEqual(json["sandbox-paths"]!.value, json["sandbox-paths"]!.defaultValue);
+      assert.equal(f.selfExe, NIX230.nix);
+      assert.ok(f.systemFeatures.includes("uid-range"));
+      // the computed model agrees on the features (this 2.30 has no libcpuid: no x86-64 levels to compare)
+      const computed = await computeLocalFacts(v);
+      assert.deepEqual(computed.systemFeatures, f.systemFeatures);
+      assert.equal(computed.system, f.system);
+      // through the cache path, as the tool asks it
+      const install: NixInstall = { nixPath: NIX230.nix, binDir: NIX230.bin, version: v, versionText: "" };
+      const viaCache = await machineFacts(install, v);
+      assert.equal(viaCache.source, "nix");
+      assert.deepEqual(viaCache.sandboxPaths, f.sandboxPaths);
+      assert.equal(viaCache.selfExe, NIX230.nix);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 });

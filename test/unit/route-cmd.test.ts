@@ -9,7 +9,16 @@ import { mkdirSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { runRoute } from "../../src/commands/route.js";
 import { slotFile } from "../../src/host/current-load.js";
+import { renderStoreUri } from "../../src/nix/store-uri.js";
+import { parseNixVersion } from "../../src/nix/version.js";
 import { captureIo } from "../support/capture-io.js";
+
+/** The remote decision as route --json gives it: printedUri is the URI as that Nix renders it (2.23+). */
+function remote(json: { nixVersion?: unknown }, uri: string): Record<string, unknown> {
+  const v = parseNixVersion(String(json.nixVersion));
+  return { kind: "remote", storeUri: uri, printedUri: v ? renderStoreUri(uri, v) : uri };
+}
+
 import { type DrvStore, haveNix, makeDrvStore } from "../support/drv-store.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: the JSON document under test
@@ -76,7 +85,7 @@ describe("route command", { skip: SKIP }, () => {
     for (const k of ["system", "requiredFeatures", "decision", "local", "machines"]) assert.ok(k in json, k);
     assert.equal(json.system, "aarch64-linux");
     assert.deepEqual(json.requiredFeatures, []);
-    assert.deepEqual(json.decision, { kind: "remote", storeUri: m2 });
+    assert.deepEqual(json.decision, remote(json, m2));
     assert.equal(json.drvPath, drvs.arm);
     assert.equal(json.machines.length, 2);
     const [r1, r2] = json.machines;
@@ -113,10 +122,10 @@ describe("route command", { skip: SKIP }, () => {
       extra: { feature: ["cuda"] },
     });
     assert.deepEqual(a.json.requiredFeatures, ["cuda"]);
-    assert.deepEqual(a.json.decision, { kind: "remote", storeUri: m1 });
+    assert.deepEqual(a.json.decision, remote(a.json, m1));
     const b = await route({ builders: `${m1} riscv64-linux - 1 1`, extra: { system: "riscv64-linux" } });
     assert.equal(b.json.drvPath, null);
-    assert.deepEqual(b.json.decision, { kind: "remote", storeUri: m1 });
+    assert.deepEqual(b.json.decision, remote(b.json, m1));
   });
 
   test("preferLocalBuild builds locally without asking the hook; exit 0", async () => {
@@ -131,7 +140,7 @@ describe("route command", { skip: SKIP }, () => {
     const { json } = await route({ drv: drvs.fetch, builders: `${m1} aarch64-linux - 1 1` });
     assert.equal(json.system, "builtin");
     assert.equal(json.isBuiltin, true);
-    assert.deepEqual(json.decision, { kind: "remote", storeUri: m1 });
+    assert.deepEqual(json.decision, remote(json, m1));
   });
 
   test("live load: held slots are busy, a full right-type machine postpones (exit 1)", async () => {
@@ -142,7 +151,7 @@ describe("route command", { skip: SKIP }, () => {
     try {
       const a = await route({ drv: drvs.cuda, builders });
       assert.equal(a.code, 0);
-      assert.deepEqual(a.json.decision, { kind: "remote", storeUri: m2 });
+      assert.deepEqual(a.json.decision, remote(a.json, m2));
       assert.equal(a.json.machines[0].load, 1);
       assert.equal(a.json.machines[0].freeSlots, 0);
       assert.deepEqual(a.json.machines[0].reasons, ["no free slot (1/1 busy)"]);

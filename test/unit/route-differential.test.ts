@@ -1,21 +1,24 @@
 /**
- * Differential test: our route() against the real Nix 2.8 build hook (spec Appendix A).
+ * Differential test: our route() against the real build hooks of Nix 2.8 and Nix 2.30.
  *
  * Machines are local chroot stores (`<tmp>/m1` …), so the hook's connect() succeeds at once and
- * `# accept` names the machine it chose. Load is simulated by a child process holding flocks on
- * `<store>/nix/var/nix/current-load/<escaped uri>-<slot>`. Scenarios are generated from a fixed seed.
+ * `# accept` names the machine it chose (2.30: as it renders it, `local://<tmp>/m1`). Load is simulated
+ * by a child process holding flocks on `<store>/nix/var/nix/current-load/<stem>-<slot>`, where the stem
+ * is the one the version's hook uses (`slotStem`): if the tool named them wrong, the real hook would not
+ * see the load and the replies would differ. The tool's own load reader (`readCurrentLoad` with the
+ * version) feeds route(), as `route` does. Scenarios are generated from a fixed seed.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { readCurrentLoad } from "../../src/host/current-load.js";
+import { loadMap, readCurrentLoad } from "../../src/host/current-load.js";
 import { type RouteMachine, route } from "../../src/nix/route.js";
-import { DEFAULT_DRV_PATH, haveBuildRemote, runBuildRemote, scratchDir } from "../support/build-remote.js";
+import { slotStem } from "../../src/nix/store-uri.js";
+import { DEFAULT_DRV_PATH, runBuildRemote, scratchDir } from "../support/build-remote.js";
+import { REAL_NIXES, type RealNix } from "../support/nix-versions.js";
 import { mulberry32 } from "../support/random.js";
-
-const SKIP = !haveBuildRemote() && "the real Nix 2.8 build hook is not installed";
 
 const LOCAL_SYSTEM = "x86_64-linux";
 const EXTRA_PLATFORMS = ["i686-linux"];
@@ -99,200 +102,262 @@ function release(child: ChildProcess | null): Promise<void> {
   });
 }
 
-describe("route() vs the real 2.8 build-remote", { skip: SKIP }, () => {
-  let base = "";
-  let store = "";
-  let stateDir = "";
-  const results: string[] = [];
+function describeRoute(n: RealNix): void {
+  describe(`route() vs the real ${n.label} build-remote`, { skip: n.skipReason }, () => {
+    let base = "";
+    let store = "";
+    let stateDir = "";
+    const results: string[] = [];
+    const version = n.version!;
 
-  before(() => {
-    base = join(scratchDir(), "route-diff");
-    store = join(base, "store");
-    stateDir = join(store, "nix", "var", "nix");
-    mkdirSync(join(stateDir, "current-load"), { recursive: true });
-  });
-  after(() => {
-    if (process.env.ROUTE_DIFF_VERBOSE) console.log(results.join("\n"));
-  });
-
-  const scenarios = (): Scenario[] => {
-    const b = join(scratchDir(), "route-diff");
-    const fixed: Scenario[] = [
-      {
-        name: "integer division: 2/3 ties 0/1, speed wins",
-        machines: [
-          {
-            storeUri: join(b, "f1m1"),
-            systemTypes: ["x86_64-linux"],
-            maxJobs: 4,
-            speedFactor: 1,
-            supportedFeatures: [],
-            mandatoryFeatures: [],
-          },
-          {
-            storeUri: join(b, "f1m2"),
-            systemTypes: ["x86_64-linux"],
-            maxJobs: 4,
-            speedFactor: 3,
-            supportedFeatures: [],
-            mandatoryFeatures: [],
-          },
-        ],
-        load: new Map([[join(b, "f1m2"), 2]]),
-        system: "x86_64-linux",
-        features: [],
-        amWilling: true,
-      },
-      {
-        name: "equal score and speed: lower load wins",
-        machines: [
-          {
-            storeUri: join(b, "f2m1"),
-            systemTypes: ["x86_64-linux"],
-            maxJobs: 4,
-            speedFactor: 3,
-            supportedFeatures: [],
-            mandatoryFeatures: [],
-          },
-          {
-            storeUri: join(b, "f2m2"),
-            systemTypes: ["x86_64-linux"],
-            maxJobs: 4,
-            speedFactor: 3,
-            supportedFeatures: [],
-            mandatoryFeatures: [],
-          },
-        ],
-        load: new Map([
-          [join(b, "f2m1"), 2],
-          [join(b, "f2m2"), 1],
-        ]),
-        system: "x86_64-linux",
-        features: [],
-        amWilling: true,
-      },
-      {
-        name: "builtin drv on an aarch64 machine",
-        machines: [
-          {
-            storeUri: join(b, "f3m1"),
-            systemTypes: ["aarch64-linux"],
-            maxJobs: 1,
-            speedFactor: 1,
-            supportedFeatures: [],
-            mandatoryFeatures: [],
-          },
-        ],
-        load: new Map(),
-        system: "builtin",
-        features: [],
-        amWilling: false,
-      },
-      {
-        name: "i686 via extra-platforms, all busy, amWilling 1: decline",
-        machines: [
-          {
-            storeUri: join(b, "f4m1"),
-            systemTypes: ["i686-linux"],
-            maxJobs: 1,
-            speedFactor: 1,
-            supportedFeatures: [],
-            mandatoryFeatures: [],
-          },
-        ],
-        load: new Map([[join(b, "f4m1"), 1]]),
-        system: "i686-linux",
-        features: [],
-        amWilling: true,
-      },
-      {
-        name: "feature not in system-features, all busy, amWilling 1: postpone",
-        machines: [
-          {
-            storeUri: join(b, "f5m1"),
-            systemTypes: ["x86_64-linux"],
-            maxJobs: 1,
-            speedFactor: 1,
-            supportedFeatures: ["cuda"],
-            mandatoryFeatures: [],
-          },
-        ],
-        load: new Map([[join(b, "f5m1"), 1]]),
-        system: "x86_64-linux",
-        features: ["cuda"],
-        amWilling: true,
-      },
-    ];
-    return [...fixed, ...generate(b, 40, 0x5eed)];
-  };
-
-  let agreed = 0;
-  const all = scenarios();
-  for (const sc of all) {
-    test(sc.name, async () => {
-      const held: string[] = [];
-      for (const [uri, n] of sc.load) {
-        for (let s = 0; s < n; s++)
-          held.push(join(stateDir, "current-load", `${uri.replaceAll("/", "_")}-${s}`));
-      }
-      const holder = await holdLocks(held);
-      try {
-        // Our load reader must see exactly the simulated load.
-        const seen = readCurrentLoad(sc.machines, { stateDir });
-        for (const m of seen.machines)
-          assert.equal(m.busy, sc.load.get(m.storeUri) ?? 0, `load of ${m.storeUri}`);
-
-        const real = await runBuildRemote({
-          builders: sc.machines.map(machineLine).join("\n"),
-          system: sc.system,
-          features: sc.features,
-          amWilling: sc.amWilling,
-          store,
-          verbosity: 1,
-          extraSettings: {
-            system: LOCAL_SYSTEM,
-            "extra-platforms": EXTRA_PLATFORMS.join(" "),
-            "system-features": SYSTEM_FEATURES.join(" "),
-          },
-        });
-        const ours = route({
-          version: "2.8",
-          drv: {
-            path: DEFAULT_DRV_PATH,
-            system: sc.system,
-            requiredFeatures: sc.features,
-            preferLocalBuild: false,
-          },
-          machines: sc.machines,
-          load: sc.load,
-          local: {
-            system: LOCAL_SYSTEM,
-            extraPlatforms: EXTRA_PLATFORMS,
-            systemFeatures: SYSTEM_FEATURES,
-            maxJobs: 1,
-            experimentalFeatures: [],
-          },
-          amWilling: sc.amWilling,
-        });
-        const detail = `${sc.name}\n${sc.machines.map(machineLine).join("\n")}\nload ${JSON.stringify([...sc.load])} drv ${sc.system} ${JSON.stringify(sc.features)} amWilling ${sc.amWilling}\nhook stderr:\n${real.stderr}`;
-        assert.equal(ours.hook.reply, real.reply, detail);
-        if (real.reply === "accept") assert.equal(ours.decision.storeUri, real.acceptedUri, detail);
-        // The "Failed to find a machine" text appears at verbosity 1 only at warn level; it must match ours.
-        const listing = real.messages.find((x) => x.startsWith("Failed to find a machine"));
-        if (ours.hook.noMachineMessage?.level === "warn") {
-          assert.equal(listing, ours.hook.noMachineMessage.text, detail);
-        } else {
-          assert.equal(listing, undefined, detail);
-        }
-        agreed++;
-        results.push(`${sc.name}: ${real.reply}${real.acceptedUri ? ` ${real.acceptedUri}` : ""}`);
-      } finally {
-        await release(holder);
-      }
+    before(() => {
+      base = join(scratchDir(), `route-diff-${n.label}`);
+      store = join(base, "store");
+      stateDir = join(store, "nix", "var", "nix");
+      mkdirSync(join(stateDir, "current-load"), { recursive: true });
     });
-  }
-  test("scenario count", () => {
-    assert.ok(all.length >= 30);
-    assert.equal(agreed, all.length);
+    after(() => {
+      if (process.env.ROUTE_DIFF_VERBOSE) console.log(results.join("\n"));
+    });
+
+    const scenarios = (): Scenario[] => {
+      const b = join(scratchDir(), `route-diff-${n.label}`);
+      const fixed: Scenario[] = [
+        {
+          name: "integer division: 2/3 ties 0/1, speed wins",
+          machines: [
+            {
+              storeUri: join(b, "f1m1"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 4,
+              speedFactor: 1,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+            {
+              storeUri: join(b, "f1m2"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 4,
+              speedFactor: 3,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map([[join(b, "f1m2"), 2]]),
+          system: "x86_64-linux",
+          features: [],
+          amWilling: true,
+        },
+        {
+          name: "equal score and speed: lower load wins",
+          machines: [
+            {
+              storeUri: join(b, "f2m1"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 4,
+              speedFactor: 3,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+            {
+              storeUri: join(b, "f2m2"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 4,
+              speedFactor: 3,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map([
+            [join(b, "f2m1"), 2],
+            [join(b, "f2m2"), 1],
+          ]),
+          system: "x86_64-linux",
+          features: [],
+          amWilling: true,
+        },
+        {
+          name: "builtin drv on an aarch64 machine",
+          machines: [
+            {
+              storeUri: join(b, "f3m1"),
+              systemTypes: ["aarch64-linux"],
+              maxJobs: 1,
+              speedFactor: 1,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map(),
+          system: "builtin",
+          features: [],
+          amWilling: false,
+        },
+        {
+          name: "i686 via extra-platforms, all busy, amWilling 1: decline",
+          machines: [
+            {
+              storeUri: join(b, "f4m1"),
+              systemTypes: ["i686-linux"],
+              maxJobs: 1,
+              speedFactor: 1,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map([[join(b, "f4m1"), 1]]),
+          system: "i686-linux",
+          features: [],
+          amWilling: true,
+        },
+        {
+          name: "feature not in system-features, all busy, amWilling 1: postpone",
+          machines: [
+            {
+              storeUri: join(b, "f5m1"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 1,
+              speedFactor: 1,
+              supportedFeatures: ["cuda"],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map([[join(b, "f5m1"), 1]]),
+          system: "x86_64-linux",
+          features: ["cuda"],
+          amWilling: true,
+        },
+        {
+          // 2.23+: both rows render to local://<b>/f6m1 (`//` and the final `/` go) and share its slot locks;
+          // 2.8 keeps them apart
+          name: "two spellings of one store: the held slot counts for both on 2.30",
+          machines: [
+            {
+              storeUri: join(b, "f6m1"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 1,
+              speedFactor: 2,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+            {
+              storeUri: `${b}//f6m1/`,
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 1,
+              speedFactor: 1,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map([[join(b, "f6m1"), 1]]),
+          system: "x86_64-linux",
+          features: [],
+          amWilling: false,
+        },
+        {
+          // parameters are sorted by the 2.30 renderer: the lock on the sorted name is the one it honours
+          name: "store with parameters, slot 0 held",
+          machines: [
+            {
+              storeUri: `${join(b, "f7m1")}?b=1&a=2`,
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 2,
+              speedFactor: 1,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+            {
+              storeUri: join(b, "f7m2"),
+              systemTypes: ["x86_64-linux"],
+              maxJobs: 2,
+              speedFactor: 1,
+              supportedFeatures: [],
+              mandatoryFeatures: [],
+            },
+          ],
+          load: new Map([[`${join(b, "f7m1")}?b=1&a=2`, 1]]),
+          system: "x86_64-linux",
+          features: [],
+          amWilling: false,
+        },
+      ];
+      return [...fixed, ...generate(b, 40, 0x5eed)];
+    };
+
+    let agreed = 0;
+    const all = scenarios();
+    for (const sc of all) {
+      test(sc.name, async () => {
+        const held = new Set<string>();
+        for (const [uri, count] of sc.load) {
+          for (let s = 0; s < count; s++)
+            held.add(join(stateDir, "current-load", `${slotStem(uri, version)}-${s}`));
+        }
+        const holder = await holdLocks([...held]);
+        try {
+          // Our load reader must see exactly the held slots of each machine (shared ones included).
+          const seen = readCurrentLoad(sc.machines, { stateDir, version });
+          for (const m of seen.machines) {
+            const want = m.slots.filter((x) => held.has(x.file)).length;
+            assert.equal(m.busy, want, `load of ${m.storeUri}`);
+          }
+
+          const real = await runBuildRemote({
+            builders: sc.machines.map(machineLine).join("\n"),
+            system: sc.system,
+            features: sc.features,
+            amWilling: sc.amWilling,
+            store,
+            verbosity: 1,
+            hook: n.buildRemote,
+            extraSettings: {
+              "build-users-group": "",
+              system: LOCAL_SYSTEM,
+              "extra-platforms": EXTRA_PLATFORMS.join(" "),
+              "system-features": SYSTEM_FEATURES.join(" "),
+            },
+          });
+          const ours = route({
+            version,
+            drv: {
+              path: DEFAULT_DRV_PATH,
+              system: sc.system,
+              requiredFeatures: sc.features,
+              preferLocalBuild: false,
+            },
+            machines: sc.machines,
+            load: loadMap(seen),
+            local: {
+              system: LOCAL_SYSTEM,
+              extraPlatforms: EXTRA_PLATFORMS,
+              systemFeatures: SYSTEM_FEATURES,
+              maxJobs: 1,
+              experimentalFeatures: [],
+            },
+            amWilling: sc.amWilling,
+          });
+          const detail = `${sc.name}\n${sc.machines.map(machineLine).join("\n")}\nload ${JSON.stringify([...sc.load])} drv ${sc.system} ${JSON.stringify(sc.features)} amWilling ${sc.amWilling}\nhook stderr:\n${real.stderr}`;
+          assert.equal(ours.hook.reply, real.reply, detail);
+          if (real.reply === "accept") assert.equal(ours.decision.printedUri, real.acceptedUri, detail);
+          // The "Failed to find a machine" text appears at verbosity 1 only at warn level; it must match ours.
+          const listing = real.messages.find((x) => x.startsWith("Failed to find a machine"));
+          if (ours.hook.noMachineMessage?.level === "warn") {
+            assert.equal(listing, ours.hook.noMachineMessage.text, detail);
+          } else {
+            assert.equal(listing, undefined, detail);
+          }
+          agreed++;
+          results.push(`${sc.name}: ${real.reply}${real.acceptedUri ? ` ${real.acceptedUri}` : ""}`);
+        } finally {
+          await release(holder);
+        }
+      });
+    }
+    test("scenario count", () => {
+      assert.ok(all.length >= 30);
+      assert.equal(agreed, all.length);
+    });
   });
-});
+}
+
+for (const n of REAL_NIXES) describeRoute(n);

@@ -70,7 +70,7 @@ describe("observed 2.8 decisions of the selection loop", () => {
   test("m1 4 1; m2 4 2; idle → accept m2 (higher speed)", () => {
     const r = run([m("m1", 4, 1), m("m2", 4, 2)]);
     assert.equal(r.hook.reply, "accept");
-    assert.deepEqual(r.decision, { kind: "remote", storeUri: "m2" });
+    assert.deepEqual(r.decision, { kind: "remote", storeUri: "m2", printedUri: "m2" });
   });
   test("m1 4 1; m2 4 3; m2 load 2 → accept m2 (2/3 = 0 with integer division)", () => {
     const r = run([m("m1", 4, 1), m("m2", 4, 3)], { load: { m2: 2 } });
@@ -129,7 +129,7 @@ describe("observed 2.8 decisions of the selection loop", () => {
   });
   test("any machine takes builtin derivations → accept", () => {
     const r = run([m("m1", 1, 1, { systemTypes: ["aarch64-linux"] })], { system: "builtin" });
-    assert.deepEqual(r.decision, { kind: "remote", storeUri: "m1" });
+    assert.deepEqual(r.decision, { kind: "remote", storeUri: "m1", printedUri: "m1" });
   });
   test("mandatory {kvm}, drv {} → decline", () => {
     const r = run([m("m1", 1, 1, { mandatoryFeatures: ["kvm"] })]);

@@ -28,6 +28,8 @@ export interface LabBuilder {
   hostKeyBase64: string;
   machinesLine: string;
   machinesLineNg: string;
+  /** The Nix release this builder runs ("2.8" or "2.30"; absent from older labs = "2.8"). */
+  nix?: string;
   netns: string;
   mountNs: string;
   faults: string[];
@@ -43,6 +45,8 @@ export interface LabStatus {
   agent: {
     user: string;
     home: string;
+    /** The Nix release the agent machine runs ("2.8" or "2.30"). */
+    nix?: string;
     /** argv prefix that runs a command on the agent machine, as root ([] would mean: the host itself). */
     exec: string[];
     /** argv prefix that runs a command on the agent machine as the agent user. */
@@ -108,13 +112,41 @@ export function labStatus(): LabStatus | null {
 }
 
 /**
- * Bring the lab up once and reuse it across test files. A running lab with at least `builders`
- * builders (default: env NIX_BUILDERS_LAB_BUILDERS, else 2) is reused after healing every fault and
- * resetting the agent machine's nix.conf (trusted user, system builders); otherwise `lab up` makes one.
+ * The Nix releases a lab spec asks for: `2.8`, `2.30`, or `agent=V,builders=V` (the `--nix` of `lab up`).
+ * Default: env NIX_BUILDERS_LAB_NIX, else 2.8.
  */
-export function ensureLab(opts: { builders?: number } = {}): LabStatus {
+export function labNix(spec: string = process.env.NIX_BUILDERS_LAB_NIX || "2.8"): {
+  agent: string;
+  builders: string;
+} {
+  if (spec === "2.8" || spec === "2.30") return { agent: spec, builders: spec };
+  const out = { agent: "2.8", builders: "2.8" };
+  for (const part of spec.split(",")) {
+    const [k, v] = part.split("=");
+    if ((k === "agent" || k === "builders") && (v === "2.8" || v === "2.30")) out[k] = v;
+    else throw new Error(`NIX_BUILDERS_LAB_NIX: not 2.8, 2.30 or agent=V,builders=V: ${spec}`);
+  }
+  return out;
+}
+
+/** Does the running lab run the releases `spec` asks for? */
+export function labRuns(s: LabStatus, spec?: string): boolean {
+  const want = labNix(spec);
+  return (s.agent.nix ?? "2.8") === want.agent && s.builders.every((b) => (b.nix ?? "2.8") === want.builders);
+}
+
+/**
+ * Bring the lab up once and reuse it across test files. A running lab with at least `builders`
+ * builders (default: env NIX_BUILDERS_LAB_BUILDERS, else 2) that runs the Nix releases asked for
+ * (env NIX_BUILDERS_LAB_NIX, see `labNix`) is reused after healing every fault and resetting the agent
+ * machine's nix.conf (trusted user, system builders); otherwise `lab up` makes one.
+ */
+export function ensureLab(opts: { builders?: number; nix?: string } = {}): LabStatus {
   const want = opts.builders ?? Number(process.env.NIX_BUILDERS_LAB_BUILDERS ?? 2);
+  const nix = opts.nix ?? (process.env.NIX_BUILDERS_LAB_NIX || "2.8");
+  labNix(nix);
   let s = labStatus();
+  if (s && !labRuns(s, nix)) s = null;
   if (s && s.builders.length >= want) {
     for (const b of s.builders) if (b.faults.length > 0) lab(["heal", b.name]);
     if (!s.agent.trusted || !s.agent.systemBuilders) {
@@ -123,7 +155,7 @@ export function ensureLab(opts: { builders?: number } = {}): LabStatus {
     s = labStatus();
   }
   if (!s || s.builders.length < want) {
-    lab(["up", "--builders", String(want)]);
+    lab(["up", "--builders", String(want), "--nix", nix]);
     s = labStatus();
   }
   if (!s) throw new Error("lab up succeeded but lab status says the lab is down");
