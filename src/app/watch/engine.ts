@@ -325,7 +325,8 @@ export class Watch {
         builder: k,
         memory: e.mem,
         previous: before.get(k) ?? "unknown",
-        failingNetwork: e.lastProbe !== null && causeKind(e.lastProbe.ok, e.lastProbe.cause) === "builder",
+        failingNetwork:
+          e.lastProbe !== null && ["builder", "local"].includes(causeKind(e.lastProbe.ok, e.lastProbe.cause)),
       })),
       this.policy,
     );

@@ -143,8 +143,10 @@ function enter(m: BuilderMemory, state: WatchState, now: number): void {
 }
 
 /**
- * One probe's outcome applied to one builder. `rand` in [0, 1) is the backoff jitter. Local causes are
- * not handled here (the engine freezes the round instead); a drained builder keeps its state.
+ * One probe's outcome applied to one builder. `rand` in [0, 1) is the backoff jitter. A round whose local
+ * checks fail never gets here (the engine freezes the file instead); a local cause found in one builder's
+ * own checks (its key file, its line) is that builder's fault and counts like a network one. A drained
+ * builder keeps its state.
  */
 export function step(
   prev: BuilderMemory,
@@ -164,7 +166,6 @@ export function step(
     enter(m, state, now);
   };
 
-  if (kind === "local") return { memory: m, reason: null };
   if (from === "drained") {
     if (kind === "pass") {
       m.lastSuccessAt = now;

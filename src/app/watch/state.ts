@@ -40,7 +40,7 @@ export interface PersistedState {
 }
 
 /** Refuse a directory or file another user could write (or that is not ours). Returns the reason, or null. */
-export function untrustedReason(p: string, st: fs.Stats, dir: boolean): string | null {
+export function untrustedReason(st: fs.Stats, dir: boolean): string | null {
   const me = process.geteuid?.() ?? 0;
   if (dir ? !st.isDirectory() : !st.isFile()) return dir ? "not a directory" : "not a regular file";
   if (st.uid !== me) return `owned by uid ${st.uid}, not ${me}`;
@@ -54,7 +54,7 @@ export function ensureStateDir(dir: string): void {
   const st = fs.lstatSync(dir);
   if (st.isSymbolicLink())
     throw new Error(`${dir}: is a symbolic link; the state directory must be a directory`);
-  const why = untrustedReason(dir, st, true);
+  const why = untrustedReason(st, true);
   if (why) throw new Error(`${dir}: ${why}; refusing to use it as watch's state directory`);
 }
 
@@ -135,10 +135,10 @@ export function loadState(dir: string): { state: PersistedState | null; problem:
   }
   try {
     const dst = fs.lstatSync(dir);
-    const dwhy = untrustedReason(dir, dst, true);
+    const dwhy = untrustedReason(dst, true);
     if (dwhy) return { state: null, problem: `${dir}: ${dwhy}; state ignored` };
     const st = fs.fstatSync(fd);
-    const why = untrustedReason(file, st, false);
+    const why = untrustedReason(st, false);
     if (why) return { state: null, problem: `${file}: ${why}; ignored` };
     if (st.size > MAX_STATE_BYTES)
       return { state: null, problem: `${file}: larger than ${MAX_STATE_BYTES} bytes; ignored` };
