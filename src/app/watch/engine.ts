@@ -360,8 +360,10 @@ export class Watch {
   /** Render and write the output when it changed (subject to the write rate limit and never-empty). */
   private async apply(now: number, force = false): Promise<void> {
     if (!this.source) return;
-    let text = render(this.source.text, this.dispositions());
-    if (text.trim() === "" && this.source.machines.length > 0) {
+    const disp = this.dispositions();
+    let text = render(this.source.text, disp);
+    const machines = this.source.machines;
+    if (machines.length > 0 && machines.every((m) => disp.get(m.storeUri) === "removed")) {
       // Never an empty file while the source has lines: fall back to the full source.
       if (!this.guards.includes("never-empty")) this.guards = [...this.guards, "never-empty"];
       text = render(this.source.text, new Map());

@@ -87,17 +87,6 @@ export function render(src: SourceText, disp: ReadonlyMap<string, Disposition>):
   return out.join("\n") + (src.trailingNewline ? "\n" : "");
 }
 
-/** The machine lines of a text (for the never-empty guard): lines with a store URI on them. */
-export function machineCount(src: SourceText, text: string): number {
-  const kept = new Set(src.lines.filter((l) => l.builders.length > 0).map((l) => l.raw));
-  let n = 0;
-  for (const line of text.split("\n")) {
-    if (kept.has(line)) n++;
-    else if (line.trim() !== "" && !line.trim().startsWith("#")) n++;
-  }
-  return n;
-}
-
 export function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
