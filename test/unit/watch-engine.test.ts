@@ -177,8 +177,12 @@ describe("engine", () => {
     await s.tick(w);
     const snap = w.snapshot();
     assert.deepEqual(snap.guards, ["all-failed"]);
+    assert.equal(snap.localFault?.cause, "all-builders-failed");
     assert.ok(snap.builders.every((b) => b.disposition === "listed"));
     assert.equal(s.read(), SRC);
+    s.prober.answers.delete("b1");
+    await s.tick(w);
+    assert.equal(w.snapshot().localFault, null, "cleared when one builder answers again");
   });
 
   test("a local fault freezes the file and is reported", async () => {

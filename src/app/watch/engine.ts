@@ -304,8 +304,6 @@ export class Watch {
       this.notify();
       return;
     }
-    this.localFault = null;
-
     const before = new Map([...this.entries].map(([k, e]) => [k, e.mem.state]));
     for (const e of due) {
       const r = probe.results.get(e.m.storeUri);
@@ -337,6 +335,16 @@ export class Watch {
       this.transition(e, from, "kept", g.guards[0] ?? "guard", now);
     }
     this.guards = g.guards;
+    // Every builder failing at once points at this machine (its network, its keys): say so.
+    this.localFault = g.guards.includes("all-failed")
+      ? this.localFault?.cause === "all-builders-failed"
+        ? this.localFault
+        : {
+            cause: "all-builders-failed",
+            message: "every builder failed at once: suspecting this machine's side; all are kept in the file",
+            since: now,
+          }
+      : null;
     for (const e of this.entries.values()) {
       const next = now + this.opts.intervalMs;
       e.nextProbeAt =
