@@ -298,9 +298,9 @@ export class Watch {
         this.localFault = { ...probe.local, since: now };
       this.guards = ["local-fault"];
       for (const e of due) e.nextProbeAt = now + this.opts.intervalMs;
-      this.lastRoundAt = now;
       if (this.output.hash === null) await this.apply(now); // nothing written yet: write the current view
       await this.save();
+      this.lastRoundAt = now;
       this.notify();
       return;
     }
@@ -352,9 +352,10 @@ export class Watch {
           ? Math.max(e.mem.quarantinedUntil, next)
           : next;
     }
-    this.lastRoundAt = now;
     await this.apply(now);
     await this.save();
+    // Set last: "a round finished" (readiness, --wait-ready) means its file and state are written.
+    this.lastRoundAt = now;
     this.notify();
   }
 
