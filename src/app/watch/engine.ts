@@ -211,6 +211,7 @@ export class Watch {
 
   private transition(e: Entry, from: WatchState, to: WatchState, reason: string, at: number): void {
     if (from === to) return;
+    this.log(`${e.m.storeUri}: ${from} → ${to} (${reason})`);
     e.transitions.push({ at, from, to, reason });
     const keepN = this.opts.keepTransitions ?? 20;
     if (e.transitions.length > keepN) e.transitions.splice(0, e.transitions.length - keepN);
