@@ -11,11 +11,11 @@
  *   watch drain NAME / undrain NAME
  */
 import type { Command } from "commander";
+import type { AgentOptions } from "../app/agent-select.js";
 import { controlRequest } from "../app/watch/control.js";
 import type { BuilderStatus, WatchSnapshot } from "../app/watch/model.js";
 import { DEFAULT_POLICY, type PolicyConfig } from "../app/watch/policy.js";
 import { ensureStateDir } from "../app/watch/state.js";
-import type { AgentOptions } from "./agent-select.js";
 import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
 import { table } from "./render.js";
 
@@ -199,7 +199,7 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
   const output = o.output ?? DEFAULT_OUTPUT;
 
   // Loaded here, not at the top: `watch status` stays light.
-  const { selectAgent } = await import("./agent-select.js");
+  const { selectAgent } = await import("../app/agent-select.js");
   const { Watch } = await import("../app/watch/engine.js");
   const { doctorProber, viewOf, viewSource } = await import("../app/watch/probe.js");
   const { fileSource, SourceError } = await import("../app/watch/source.js");

@@ -5,15 +5,16 @@
  * ssh missing, the user refused) is reported instead of blaming the builders. The builder's remote
  * configuration (trust, systems, features) is read on every Nth probe only.
  */
-import type { AgentSelection } from "../../commands/agent-select.js";
-import { type UserView, userView } from "../../commands/view.js";
-import { type BuilderCtx, builderChecks } from "../../doctor/builder.js";
-import { type LocalCtx, localChecks } from "../../doctor/local.js";
-import { mapLimit, runChecks } from "../../doctor/runner.js";
-import type { CheckResult } from "../../doctor/types.js";
+
 import { daemonEnvironment, findDaemonProcess } from "../../host/daemon-proc.js";
 import type { RunAsIdentity } from "../../host/run-as.js";
 import { parseBuilders } from "../../nix/machines.js";
+import type { AgentSelection } from "../agent-select.js";
+import { type BuilderCtx, builderChecks } from "../doctor/builder.js";
+import { type LocalCtx, localChecks } from "../doctor/local.js";
+import { mapLimit, runChecks } from "../doctor/runner.js";
+import type { CheckResult } from "../doctor/types.js";
+import { type UserView, userView } from "../view.js";
 import type { Prober, RoundProbe, Source, SourceMachine, SourceProvider } from "./engine.js";
 import type { ProbeRecord } from "./model.js";
 import { LOCAL_CAUSES } from "./policy.js";

@@ -5,10 +5,10 @@
  * installed Nix's rules (src/nix/machines.ts).
  */
 import { statSync } from "node:fs";
-import { readBounded } from "../../host/fs-reader.js";
 import { parseBuilders, type Reader } from "../../nix/machines.js";
 import { sshAuthority } from "../../nix/store-uri.js";
 import type { NixVersion } from "../../nix/version.js";
+import { readBounded } from "../../os/read.js";
 import type { Source, SourceMachine, SourceProvider } from "./engine.js";
 import type { SourceLine, SourceText } from "./writer.js";
 import { sameFile } from "./writer.js";
