@@ -115,7 +115,7 @@ export function snapshotText(s: WatchSnapshot, now = Date.now()): string {
   );
   if (s.localFault)
     out.push(
-      `local fault since ${age(now, s.localFault.since)}: ${s.localFault.cause}: ${s.localFault.message} (file frozen)`,
+      `local fault since ${age(now, s.localFault.since)}: ${s.localFault.cause}: ${s.localFault.message}${s.guards.includes("local-fault") ? " (file frozen)" : ""}`,
     );
   if (s.guards.length) out.push(`guards active: ${s.guards.join(", ")}`);
   out.push("");
