@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -101,5 +101,65 @@ describe("watch command line", () => {
   test("bad interval: usage error 64", () => {
     const r = cli(["watch", "--once", "--interval", "-1", "--source", "/nonexistent"]);
     assert.equal(r.code, 64);
+  });
+});
+
+describe("a running watch", () => {
+  test("--wait-ready, status, drain, undrain, then SIGTERM restores the source", async () => {
+    const dir = join(tmp, "running");
+    fs.mkdirSync(dir);
+    const src = join(dir, "source");
+    const SRC =
+      "ssh://nix-builder@127.0.0.21 aarch64-linux - 2\nssh://nix-builder@127.0.0.22 aarch64-linux - 2\n";
+    fs.writeFileSync(src, SRC, { mode: 0o644 });
+    const out = join(dir, "out", "machines");
+    const st = join(dir, "state");
+    const w = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(REPO, "src/cli.ts"),
+        "watch",
+        "--source",
+        src,
+        "--output",
+        out,
+        "--state-dir",
+        st,
+      ].concat(["--interval", "1", "--timeout", "1", "--min-write-interval", "0"]),
+      { cwd: REPO, stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let log = "";
+    w.stderr!.on("data", (d: Buffer) => {
+      log += d.toString();
+    });
+    try {
+      const ready = cli(["watch", "--wait-ready", "--state-dir", st, "--wait-timeout", "50"]);
+      assert.equal(ready.code, 0, ready.stderr + log);
+      assert.equal(fs.readFileSync(out, "utf8"), SRC, "ready means the file is written");
+      const status = cli(["watch", "status", "--json", "--state-dir", st]);
+      const snap = JSON.parse(status.stdout) as { builders: { builder: string }[]; guards: string[] };
+      assert.deepEqual(
+        snap.builders.map((b) => b.builder),
+        ["ssh://nix-builder@127.0.0.21", "ssh://nix-builder@127.0.0.22"],
+      );
+      const d = cli(["watch", "drain", "127.0.0.22", "--state-dir", st]);
+      assert.equal(d.code, 0, d.stderr);
+      assert.match(d.stdout, /drained \(removed\)/);
+      assert.equal(fs.readFileSync(out, "utf8"), "ssh://nix-builder@127.0.0.21 aarch64-linux - 2\n");
+      const unknown = cli(["watch", "drain", "nope", "--state-dir", st]);
+      assert.equal(unknown.code, 64);
+      assert.match(unknown.stderr, /no builder named 'nope'/);
+      assert.equal(cli(["watch", "undrain", "127.0.0.22", "--state-dir", st]).code, 0);
+      assert.equal(fs.readFileSync(out, "utf8"), SRC);
+      assert.equal(cli(["watch", "drain", "127.0.0.21", "--state-dir", st]).code, 0);
+    } finally {
+      w.kill("SIGTERM");
+      await new Promise<void>((r) => w.once("exit", () => r()));
+    }
+    assert.equal(w.exitCode, 0, log);
+    assert.equal(fs.readFileSync(out, "utf8"), SRC, "SIGTERM restored the source");
+    assert.equal(fs.existsSync(join(st, "control.sock")), false);
   });
 });
