@@ -82,6 +82,55 @@ interface Ctx {
    * lint is for (`--user`), else as ourselves, so that a lint never shows what that user cannot read.
    */
   machinesReader: IdentityReader;
+  /**
+   * Builders values already parsed (by the view, or for the default machines file), by reader, version and
+   * spec: a 10,000-line machines file is parsed once, not three times.
+   */
+  parsed?: Map<string, BuildersResult>;
+}
+
+/** parseBuilders, once per (reader, version, spec); `withOrigin` false when only the machines count matters. */
+function parseCached(
+  ctx: Ctx,
+  spec: string,
+  version: NixVersion,
+  origin: { file: string | null; line: number | null },
+  withOrigin = true,
+): BuildersResult {
+  ctx.parsed ??= new Map();
+  if (ctx.parsed.size === 0 && ctx.machinesReader === ctx.view.hookReader) {
+    const w = ctx.view.builders.origin[ctx.view.builders.origin.length - 1];
+    const o = w && w.kind === "file" ? { file: w.file, line: w.line } : { file: null, line: null };
+    ctx.parsed.set(parseKey(ctx, ctx.view.version, ctx.view.builders.value, o), ctx.view.machines);
+  }
+  const key = parseKey(ctx, version, spec, origin);
+  const hit =
+    ctx.parsed.get(key) ??
+    (withOrigin
+      ? undefined
+      : [...ctx.parsed].find(([k]) => k.startsWith(parseKey(ctx, version, spec, null)))?.[1]);
+  if (hit) return hit;
+  const r = parseBuilders({
+    spec,
+    version,
+    defaultSystem: ctx.view.hookSystem,
+    fs: ctx.machinesReader,
+    cwd: "/",
+    origin,
+  });
+  ctx.parsed.set(key, r);
+  return r;
+}
+
+function parseKey(
+  ctx: Ctx,
+  version: NixVersion,
+  spec: string,
+  origin: { file: string | null; line: number | null } | null,
+): string {
+  const reader = ctx.machinesReader === ctx.view.hookReader ? "hook" : "user";
+  const head = `${reader}\0${version.major}.${version.minor}.${version.patch ?? 0}\0${spec.length}\0${spec}\0`;
+  return origin === null ? head : `${head}${origin.file}\0${origin.line}`;
 }
 
 function hookIdentity(v: UserView) {
@@ -100,15 +149,8 @@ function parseBoth(
   spec: string,
   origin: { file: string | null; line: number | null },
 ): { machines: BuildersResult; machines28: BuildersResult | null } {
-  const base = {
-    spec,
-    defaultSystem: ctx.view.hookSystem,
-    fs: ctx.machinesReader,
-    cwd: "/",
-    origin,
-  };
-  const machines = parseBuilders({ ...base, version: ctx.version });
-  const machines28 = atLeast(ctx.version, 2, 29) ? parseBuilders({ ...base, version: NIX_2_8 }) : null;
+  const machines = parseCached(ctx, spec, ctx.version, origin);
+  const machines28 = atLeast(ctx.version, 2, 29) ? parseCached(ctx, spec, NIX_2_8, origin) : null;
   return { machines, machines28 };
 }
 
@@ -181,13 +223,7 @@ function defaultMachinesInfo(
   const path = `${confDir === "/" ? "" : confDir}/machines`;
   const text = readText(ctx.machinesReader, path);
   if (text === null) return { path, exists: false, machineCount: 0 };
-  const r = parseBuilders({
-    spec: `@${path}`,
-    version: ctx.version,
-    defaultSystem: ctx.view.hookSystem,
-    fs: ctx.machinesReader,
-    cwd: "/",
-  });
+  const r = parseCached(ctx, `@${path}`, ctx.version, { file: null, line: null }, false);
   return { path, exists: true, machineCount: r.machines.length };
 }
 

@@ -59,6 +59,15 @@ function describeOrigin(o: Origin): string {
   return o.kind === "default" ? "the default" : formatOrigin(o);
 }
 
+/** Values longer than this are shown cut (a 10 MB line is never echoed in a finding). */
+const SHOWN_MAX = 200;
+
+/** A configuration value as our own messages quote it: whole when short, else its start and its length. */
+export function shownValue(v: string): string {
+  if (v.length <= SHOWN_MAX) return v;
+  return `${v.slice(0, SHOWN_MAX - 40)}… (${v.length} characters)`;
+}
+
 function vtext(v: NixVersion): string {
   return `${v.major}.${v.minor}`;
 }
@@ -205,8 +214,8 @@ export function lintReplacedDefaults(
           "extra-platforms-replaces",
           "warning",
           whereOf(last.origin),
-          `\`${last.name} = ${last.value}\` replaces the detected default instead of adding to it: this machine no longer builds ${lost.join(", ")} locally (the setting's own name starts with \`extra-\`, so \`extra-\` does not append here)`,
-          `to add platforms, write \`extra-extra-platforms = ${last.value}\` (the \`extra-\` prefix applied to the setting \`extra-platforms\`)`,
+          `\`${last.name} = ${shownValue(last.value)}\` replaces the detected default instead of adding to it: this machine no longer builds ${shownValue(lost.join(", "))} locally (the setting's own name starts with \`extra-\`, so \`extra-\` does not append here)`,
+          `to add platforms, write \`extra-extra-platforms = ${shownValue(last.value)}\` (the \`extra-\` prefix applied to the setting \`extra-platforms\`)`,
         ),
       );
     } else {
@@ -215,8 +224,8 @@ export function lintReplacedDefaults(
           "system-features-replaces",
           "info",
           whereOf(last.origin),
-          `\`${last.name} = ${last.value}\` replaces the detected features: ${lost.join(", ")} ${lost.length === 1 ? "is" : "are"} no longer available locally, so derivations that require ${lost.length === 1 ? "it" : "them"} must go to a builder`,
-          `to add features, write \`extra-system-features = ${last.value}\``,
+          `\`${last.name} = ${shownValue(last.value)}\` replaces the detected features: ${shownValue(lost.join(", "))} ${lost.length === 1 ? "is" : "are"} no longer available locally, so derivations that require ${lost.length === 1 ? "it" : "them"} must go to a builder`,
+          `to add features, write \`extra-system-features = ${shownValue(last.value)}\``,
         ),
       );
     }
@@ -256,7 +265,7 @@ export function lintOverrides(
             lost.length > 0 ? "warning" : "info",
             where,
             lost.length > 0
-              ? `\`${a.name} = ${a.value}\` is replaced by \`${by.name} = ${by.value}\` at ${byText}: ${lost.join(", ")} ${lost.length === 1 ? "is" : "are"} not trusted${intermediate ? " (an `extra-trusted-users` in between is dropped too)" : ""}`
+              ? `\`${a.name} = ${shownValue(a.value)}\` is replaced by \`${by.name} = ${shownValue(by.value)}\` at ${byText}: ${shownValue(lost.join(", "))} ${lost.length === 1 ? "is" : "are"} not trusted${intermediate ? " (an `extra-trusted-users` in between is dropped too)" : ""}`
               : `\`${a.name}\` is set again at ${byText}; only the last line counts`,
             "keep a single `trusted-users` line listing every trusted user (or add users with `extra-trusted-users`), then restart the daemon",
           ),
@@ -270,7 +279,7 @@ export function lintOverrides(
             where,
             same
               ? `\`${a.name}\` is set again to the same value at ${byText}; only the last line counts`
-              : `\`${a.name} = ${a.value === "" ? '""' : a.value}\` never takes effect: \`${by.name} = ${by.value === "" ? '""' : by.value}\` at ${byText} replaces it`,
+              : `\`${a.name} = ${a.value === "" ? '""' : shownValue(a.value)}\` never takes effect: \`${by.name} = ${by.value === "" ? '""' : shownValue(by.value)}\` at ${byText} replaces it`,
             `keep one \`${setting}\` line (${setting} is a single string: a later line replaces it, nothing is merged); to combine machine lists, use one machines file that includes the others with \`@/path\` lines`,
           ),
         );
@@ -646,9 +655,13 @@ export function lintMachines(input: MachinesLintInput): Finding[] {
           p.file === inc.from.file && p.line === inc.from.line && p.row.trim().slice(1).trim() === inc.path,
       ),
   );
-  out.push(...lintIncludes(missing, input.defaultIncludePath ?? null));
-  out.push(...lintDuplicates(machines.machines));
-  out.push(...lintMandatoryFeatures(machines.machines));
+  // one at a time: a spread of a few hundred thousand findings overflows the stack
+  for (const list of [
+    lintIncludes(missing, input.defaultIncludePath ?? null),
+    lintDuplicates(machines.machines),
+    lintMandatoryFeatures(machines.machines),
+  ])
+    for (const f of list) out.push(f);
   return out;
 }
 
@@ -712,8 +725,13 @@ export function lintDuplicates(machines: readonly Machine[]): Finding[] {
  */
 export function lintMandatoryFeatures(machines: readonly Machine[]): Finding[] {
   const out: Finding[] = [];
-  const otherSupported = (m: Machine) =>
-    new Set(machines.filter((x) => x !== m).flatMap((x) => [...x.supportedFeatures, ...x.mandatoryFeatures]));
+  // How many machines offer each feature (supported or mandatory), counted once per machine: a mandatory
+  // feature of m is offered by another machine iff its count is at least 2. One pass, not one set per machine.
+  const offeredBy = new Map<string, number>();
+  for (const x of machines) {
+    for (const f of new Set([...x.supportedFeatures, ...x.mandatoryFeatures]))
+      offeredBy.set(f, (offeredBy.get(f) ?? 0) + 1);
+  }
   for (const m of machines) {
     const core = m.mandatoryFeatures.filter((f) => !isAddOnFeature(f));
     if (core.length >= 2 && !KNOWN_COMBINATIONS.some((c) => core.every((f) => c.includes(f)))) {
@@ -727,9 +745,8 @@ export function lintMandatoryFeatures(machines: readonly Machine[]): Finding[] {
         ),
       );
     }
-    const others = otherSupported(m);
     for (const f of m.mandatoryFeatures) {
-      if (KNOWN_FEATURES.includes(f) || isAddOnFeature(f) || others.has(f)) continue;
+      if (KNOWN_FEATURES.includes(f) || isAddOnFeature(f) || (offeredBy.get(f) ?? 0) >= 2) continue;
       out.push(
         finding(
           "mandatory-feature-unknown",
@@ -796,16 +813,19 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
   const out: Finding[] = [];
   const { hookUser } = input;
   const byPath = new Map(input.facts.map((f) => [f.path, f]));
-  const reported = new Set<string>();
+  // one set of findings per key path, at the first machine that names it; the others are counted
+  const users = new Map<string, { first: Machine; count: number }>();
   for (const m of input.machines) {
-    if (m.sshKey === null || !usesSshKey(m, input.version)) continue;
-    const f = byPath.get(m.sshKey);
-    if (!f) continue;
-    const key = `${m.sshKey}\0${m.origin.file}\0${m.origin.line}`;
-    if (reported.has(key)) continue;
-    reported.add(key);
+    if (m.sshKey === null || !byPath.has(m.sshKey) || !usesSshKey(m, input.version)) continue;
+    const u = users.get(m.sshKey);
+    if (u) u.count++;
+    else users.set(m.sshKey, { first: m, count: 1 });
+  }
+  for (const [path, { first: m, count }] of users) {
+    const f = byPath.get(path)!;
     const where = m.origin;
-    const shown = f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path;
+    const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
+    const shown = `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`;
     const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
     if (f.inStore) {
       out.push(
@@ -867,6 +887,32 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
         ),
       );
     }
+    const pub = f.path.endsWith(".pub");
+    if (f.loadError || pub) {
+      // not a private key at all (a .pub, a certificate, …): that is the fix; its mode does not matter
+      // (ssh-keygen refuses a 0644 .pub on its mode before parsing it, so loadError may be unknown here)
+      const tooOpen = f.mode !== null && (f.mode & 0o077) !== 0;
+      const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
+      out.push(
+        finding(
+          "key-invalid",
+          "error",
+          where,
+          pub
+            ? `ssh key ${shown} is a public key (.pub): ssh needs the private half, so authentication fails${f.loadError ? ` (${f.loadError})` : ""}`
+            : `ssh key ${shown} is not a private key ssh can load (${f.loadError})`,
+          pub
+            ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
+            : "point column 3 at the private key (the file without .pub)",
+          f.loadError
+            ? `Load key "${f.path}": ${f.loadError}`
+            : tooOpen && ownedByHook
+              ? `Permissions ${fmtMode(f.mode!)} for '${f.path}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+              : undefined,
+        ),
+      );
+      continue;
+    }
     if (f.mode !== null && (f.mode & 0o077) !== 0 && !f.inStore) {
       const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
       out.push(
@@ -893,20 +939,6 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           `ssh key ${shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
           `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${f.resolved ?? f.path}\` removes it), readable only by ${hookUser.name}`,
           `Load key "${f.path}": incorrect passphrase supplied to decrypt private key`,
-        ),
-      );
-    }
-    if (f.loadError) {
-      out.push(
-        finding(
-          "key-invalid",
-          "error",
-          where,
-          `ssh key ${shown} is not a private key ssh can load (${f.loadError})${f.path.endsWith(".pub") ? ": column 3 names the public key" : ""}`,
-          f.path.endsWith(".pub")
-            ? `write the private key's path: ${f.path.slice(0, -4)}`
-            : "point column 3 at the private key (the file without .pub)",
-          `Load key "${f.path}": ${f.loadError}`,
         ),
       );
     }

@@ -576,6 +576,22 @@ describe("lintKeyFiles", () => {
       "key-invalid",
     ]);
   });
+  it("a .pub key (issue 16 item 11): 'a public key' is the one finding, never chmod 600 first", () => {
+    // ssh-keygen refuses a 0644 .pub on its mode before parsing it: no loadError, yet it is a public key
+    const f = run({ path: "/k.pub", mode: 0o644, passphrase: null }, "ssh://b x86_64-linux /k.pub");
+    assert.deepEqual(ids(f), ["key-invalid"]);
+    assert.match(f[0]!.message, /is a public key/);
+    assert.match(f[0]!.fix, /\/k$/);
+    assert.ok(!f.some((x) => /chmod/.test(x.fix)));
+    const g = run({ path: "/k.pub", loadError: "invalid format" }, "ssh://b x86_64-linux /k.pub");
+    assert.deepEqual(ids(g), ["key-invalid"]);
+  });
+  it("one set of findings per key path, however many machines name it (10,000 machines: one finding)", () => {
+    const spec = Array.from({ length: 10_000 }, (_, i) => `ssh://b${i} x86_64-linux /k`).join("\n");
+    const f = run({ exists: false, isFile: null, mode: null }, spec);
+    assert.deepEqual(ids(f), ["key-missing"]);
+    assert.match(f[0]!.message, /10000 machines use this key/);
+  });
   it("unknown readability is an info", () => {
     assert.deepEqual(
       run({ readableByHookUser: null, passphrase: null }).map((x) => [x.id, x.severity]),
