@@ -400,6 +400,8 @@ export interface MachinesLintInput {
   machines28?: BuildersResult | null;
   /** The builders value's own origin is the default (`@<confDir>/machines`): a missing file is normal. */
   defaultIncludePath?: string | null;
+  /** Nix's state directory (where `current-load/` is); default /nix/var/nix. */
+  stateDir?: string;
 }
 
 const WS_ONLY = /^[ \t\r\n]*$/;
@@ -660,8 +662,68 @@ export function lintMachines(input: MachinesLintInput): Finding[] {
     lintIncludes(missing, input.defaultIncludePath ?? null),
     lintDuplicates(machines.machines),
     lintMandatoryFeatures(machines.machines),
+    lintLockFileNames(machines.machines, version, input.stateDir ?? "/nix/var/nix"),
   ])
     for (const f of list) out.push(f);
+  return out;
+}
+
+/** Longest file name (bytes) Linux file systems take (NAME_MAX); a longer one fails with ENAMETOOLONG. */
+const NAME_MAX = 255;
+
+/**
+ * The store URI as the hook writes it into its slot-lock file name. Nix 2.8 uses the text of column 1 as
+ * written; 2.30 renders the parsed URI again: query parameters sorted by name, `=` inside a value as `%3D`.
+ */
+export function lockUri(storeUri: string, version: NixVersion): string {
+  if (!atLeast(version, 2, 30)) return storeUri;
+  const q = storeUri.indexOf("?");
+  if (q < 0) return storeUri;
+  const params = storeUri
+    .slice(q + 1)
+    .split("&")
+    .filter((p) => p !== "")
+    .map((p) => {
+      const eq = p.indexOf("=");
+      return eq < 0 ? [p, ""] : [p.slice(0, eq), p.slice(eq + 1).replaceAll("=", "%3D")];
+    })
+    .sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0));
+  return `${storeUri.slice(0, q)}?${params.map(([k, v]) => `${k}=${v}`).join("&")}`;
+}
+
+/**
+ * A store URI too long for a file name: the hook takes a job slot by locking
+ * `<state>/current-load/<URI with / as _>-<slot>`, and a name over 255 bytes cannot be opened, so the hook
+ * dies on every build that could go to this machine (Nix 2.8 and 2.30 alike). Long URIs come from
+ * `?ssh-key=…&base64-ssh-public-host-key=…` parameters: put those in columns 3 and 8 instead.
+ */
+export function lintLockFileNames(
+  machines: readonly Machine[],
+  version: NixVersion,
+  stateDir: string,
+): Finding[] {
+  const out: Finding[] = [];
+  const seen = new Set<string>();
+  for (const m of machines) {
+    if (m.maxJobs === 0 || seen.has(m.storeUri)) continue;
+    seen.add(m.storeUri);
+    const name = `${lockUri(m.storeUri, version).replaceAll("/", "_")}-0`;
+    const bytes = new TextEncoder().encode(name).length;
+    if (bytes <= NAME_MAX) continue;
+    const params = m.storeUri.includes("?");
+    out.push(
+      finding(
+        "store-uri-too-long",
+        "error",
+        m.origin,
+        `the store URI is too long for the hook's slot lock file (its name would be ${bytes} bytes, over the 255 a file name may have): the build hook dies with "File name too long", so every build that could go to this machine fails`,
+        params
+          ? "move `ssh-key=` to column 3 and `base64-ssh-public-host-key=` to column 8 of the machine line, keeping column 1 short (`ssh://user@host`)"
+          : "shorten column 1 (a host alias from ssh_config(5) keeps the URI short)",
+        `opening lock file '${stateDir}/current-load/${name}': File name too long`,
+      ),
+    );
+  }
   return out;
 }
 
