@@ -18,9 +18,11 @@ import {
   type Finding,
   type KeyFileFacts,
   lintBuildersSource,
+  lintBuildUsersGroup,
   lintConfError,
   lintConfSyntax,
   lintKeyFiles,
+  lintLocalJobs,
   lintMachines,
   lintMachinesFileAccess,
   lintOverrides,
@@ -275,6 +277,28 @@ async function lintView(ctx: Ctx): Promise<void> {
   const isDefault = !last || last.kind === "default";
   const parsed = parseBoth(ctx, v.builders.value, lastFileOrigin(v.builders.origin));
   await lintMachinesOnHost(ctx, parsed, isDefault ? dm.path : null);
+  const builderConf = v.storeMode === "daemon" ? daemon : v.storeMode === "local" ? client : null;
+  if (builderConf) {
+    const bug = builderConf.settings.get("build-users-group");
+    const value = settingText(bug?.value ?? (v.storeMode === "daemon" ? "nixbld" : ""));
+    ctx.findings.push(
+      ...lintBuildUsersGroup({
+        value,
+        origin: bug?.origin ?? [{ kind: "default" }],
+        builderIsRoot: v.storeMode === "daemon" || v.user.uid === 0,
+        groupExists: value === "" ? null : v.db.groups.some((g) => g.name === value),
+      }),
+    );
+  }
+  // a broken builders value is its own error; with it the hook dies anyway
+  if (parsed.machines.error === null)
+    ctx.findings.push(
+      ...lintLocalJobs({
+        version: ctx.version,
+        maxJobs: v.client.settings.get("max-jobs") ?? null,
+        machines: parsed.machines.machines,
+      }),
+    );
 }
 
 /** One nix.conf-like file, on its own (as the system file when it is called nix.conf, else as a user file). */

@@ -12,6 +12,7 @@ import { type Assignment, type ConfigView, parseConfText } from "./conf.js";
 import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Machine } from "./machines.js";
 import { formatOrigin, type Origin } from "./origin.js";
 import { looksLikePrivateKey } from "./redact.js";
+import { routeRules, stallMessage, waitingMessage } from "./route.js";
 import { isFakeSsh, sshAuthority } from "./store-uri.js";
 import type { IgnoredSetting } from "./trust.js";
 import { atLeast, type NixVersion } from "./version.js";
@@ -388,6 +389,89 @@ export function lintBuildersSource(input: BuildersSourceInput): Finding[] {
     }
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Local builds off
+
+export interface LocalJobsInput {
+  version: NixVersion;
+  /** The client's effective `max-jobs` (a fixed field of the daemon protocol: it always applies). */
+  maxJobs: { value: unknown; origin: readonly Origin[] } | null;
+  /** The machines the build hook reads (after parsing; none when `builders` is empty or broken). */
+  machines: readonly Machine[];
+}
+
+/**
+ * `max-jobs = 0` turns local builds off: then the builders are the only way to build. With no machine at
+ * all, Nix stops at once ("unable to start any build"); when every machine has max jobs 0, the hook never
+ * takes a build and Nix waits for a machine forever. Both are errors: no build can complete.
+ */
+export function lintLocalJobs(input: LocalJobsInput): Finding[] {
+  const mj = input.maxJobs;
+  if (!mj || Number(mj.value) !== 0) return [];
+  const last = mj.origin[mj.origin.length - 1];
+  const where = whereOf(last);
+  const said = last ? describeOrigin(last) : "the default";
+  const rules = routeRules(input.version);
+  if (input.machines.length === 0) {
+    return [
+      finding(
+        "max-jobs-zero-no-builders",
+        "error",
+        where,
+        `\`max-jobs = 0\` (${said}) turns local builds off, and there are no builders: every build fails at once`,
+        "set `max-jobs` to at least 1 (or `auto`), or configure builders (`builders = @/etc/nix/machines`)",
+        stallMessage(rules, false),
+      ),
+    ];
+  }
+  if (input.machines.every((m) => m.maxJobs === 0)) {
+    return [
+      finding(
+        "max-jobs-zero-no-slots",
+        "error",
+        where,
+        `\`max-jobs = 0\` (${said}) turns local builds off, and every builder has max jobs 0 (column 4): no machine ever takes a build, so every build waits for a machine forever`,
+        "give a builder at least 1 job in column 4, or set `max-jobs` to at least 1",
+        waitingMessage(undefined).replace("'<unknown>'", "'…'"),
+      ),
+    ];
+  }
+  return [];
+}
+
+export interface BuildUsersGroupInput {
+  /** The effective `build-users-group` of the process that builds, and where it came from. */
+  value: string;
+  origin: readonly Origin[];
+  /** Whether that process runs as root (the daemon; root without a daemon): only then is the group used. */
+  builderIsRoot: boolean;
+  /** Whether the group exists on this machine (null: not known). */
+  groupExists: boolean | null;
+}
+
+/**
+ * `build-users-group` naming a group that does not exist: root's Nix refuses every local build with
+ * `the group '…' specified in 'build-users-group' does not exist` (2.8 and 2.30 alike; it also warns at
+ * start-up). Only builds that go to a builder still work.
+ */
+export function lintBuildUsersGroup(input: BuildUsersGroupInput): Finding[] {
+  if (!input.builderIsRoot || input.value === "" || input.groupExists !== false) return [];
+  const last = input.origin[input.origin.length - 1];
+  const isDefault = !last || last.kind === "default";
+  return [
+    finding(
+      "build-users-group-missing",
+      "error",
+      whereOf(last),
+      `build-users-group is '${shownValue(input.value)}'${isDefault ? " (the default when Nix runs as root)" : ""}, and there is no such group: every local build fails (only builds a builder takes still work)`,
+      isDefault
+        ? `create the build users (the Nix installer's \`nixbld\` group and its members), or set \`build-users-group =\` (empty: builds then run as root, without build users)`
+        : `create the group \`${input.value}\` with its build users, fix the name, or set \`build-users-group =\` (empty)`,
+      `the group '${input.value}' specified in 'build-users-group' does not exist`,
+    ),
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------------------
