@@ -88,7 +88,7 @@ interface Ctx {
    * Builders values already parsed (by the view, or for the default machines file), by reader, version and
    * spec: a 10,000-line machines file is parsed once, not three times.
    */
-  parsed?: Map<string, BuildersResult>;
+  parsed?: Map<string, Map<string, Map<string, BuildersResult>>>;
 }
 
 /** parseBuilders, once per (reader, version, spec); `withOrigin` false when only the machines count matters. */
@@ -99,18 +99,18 @@ function parseCached(
   origin: { file: string | null; line: number | null },
   withOrigin = true,
 ): BuildersResult {
-  ctx.parsed ??= new Map();
-  if (ctx.parsed.size === 0 && ctx.machinesReader === ctx.view.hookReader) {
-    const w = ctx.view.builders.origin[ctx.view.builders.origin.length - 1];
-    const o = w && w.kind === "file" ? { file: w.file, line: w.line } : { file: null, line: null };
-    ctx.parsed.set(parseKey(ctx, ctx.view.version, ctx.view.builders.value, o), ctx.view.machines);
+  if (!ctx.parsed) {
+    ctx.parsed = new Map();
+    if (ctx.machinesReader === ctx.view.hookReader) {
+      const w = ctx.view.builders.origin[ctx.view.builders.origin.length - 1];
+      const o = w && w.kind === "file" ? { file: w.file, line: w.line } : { file: null, line: null };
+      bySpec(ctx, ctx.view.version, ctx.view.builders.value).set(`${o.file}\0${o.line}`, ctx.view.machines);
+    }
   }
-  const key = parseKey(ctx, version, spec, origin);
-  const hit =
-    ctx.parsed.get(key) ??
-    (withOrigin
-      ? undefined
-      : [...ctx.parsed].find(([k]) => k.startsWith(parseKey(ctx, version, spec, null)))?.[1]);
+  // the spec itself is a Map key (hashed once), never concatenated into another key: it may be 15 MB
+  const forSpec = bySpec(ctx, version, spec);
+  const okey = `${origin.file}\0${origin.line}`;
+  const hit = forSpec.get(okey) ?? (withOrigin ? undefined : forSpec.values().next().value);
   if (hit) return hit;
   const r = parseBuilders({
     spec,
@@ -120,19 +120,24 @@ function parseCached(
     cwd: "/",
     origin,
   });
-  ctx.parsed.set(key, r);
+  forSpec.set(okey, r);
   return r;
 }
 
-function parseKey(
-  ctx: Ctx,
-  version: NixVersion,
-  spec: string,
-  origin: { file: string | null; line: number | null } | null,
-): string {
+function bySpec(ctx: Ctx, version: NixVersion, spec: string): Map<string, BuildersResult> {
   const reader = ctx.machinesReader === ctx.view.hookReader ? "hook" : "user";
-  const head = `${reader}\0${version.major}.${version.minor}.${version.patch ?? 0}\0${spec.length}\0${spec}\0`;
-  return origin === null ? head : `${head}${origin.file}\0${origin.line}`;
+  const outer = `${reader} ${version.major}.${version.minor}.${version.patch}`;
+  let specs = ctx.parsed!.get(outer);
+  if (!specs) {
+    specs = new Map();
+    ctx.parsed!.set(outer, specs);
+  }
+  let origins = specs.get(spec);
+  if (!origins) {
+    origins = new Map();
+    specs.set(spec, origins);
+  }
+  return origins;
 }
 
 function hookIdentity(v: UserView) {

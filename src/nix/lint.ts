@@ -804,7 +804,8 @@ export function lintLockFileNames(
         params
           ? "move `ssh-key=` to column 3 and `base64-ssh-public-host-key=` to column 8 of the machine line, keeping column 1 short (`ssh://user@host`)"
           : "shorten column 1 (a host alias from ssh_config(5) keeps the URI short)",
-        `opening lock file '${stateDir}/current-load/${name}': File name too long`,
+        // Nix prints the whole name; past 1 KiB we show its start (a 10 MB URI is never echoed)
+        `opening lock file '${stateDir}/current-load/${name.length > 1024 ? shownValue(name) : name}': File name too long`,
       ),
     );
   }
