@@ -6,13 +6,26 @@
  *    hook die on its slot lock file: `opening lock file '…/current-load/…': File name too long`.
  *    2.8 names the file after the URI as written; 2.30 after the URI rendered again (parameters sorted,
  *    `=` in a value as `%3D`).
+ *  - item 2: `max-jobs = 0` with no builders (Nix stops: "unable to start any build"), or with only
+ *    max-jobs-0 builders (Nix waits for a machine forever): both errors, with Nix's text.
+ *  - item 3: `build-users-group` naming a group that does not exist: root's every local build fails.
+ *    Real builds run as root into a chroot store (`--store <tmp>`) with a private NIX_CONF_DIR.
  */
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { after, describe, it } from "node:test";
 import { lintLockFileNames } from "../../src/nix/lint.js";
 import { parseBuilders } from "../../src/nix/machines.js";
 import { runBuildRemote, scratchDir } from "../support/build-remote.js";
 import { REAL_NIXES } from "../support/nix-versions.js";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const IS_ROOT = process.getuid?.() === 0;
+const tmp = mkdtempSync(join(tmpdir(), "nb-newuser-diff-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const noFs = { read: () => ({ ok: false as const, code: "ENOENT" }) };
 
@@ -60,6 +73,109 @@ for (const nix of REAL_NIXES) {
       }).machines;
       // (the hook is not run here: it would then connect to the builder, and tests stay on loopback)
       assert.deepEqual(lintLockFileNames(machines, nix.version!, `${store}/nix/var/nix`), []);
+    });
+  });
+}
+
+/** The real `nix-build` of a trivial derivation into a chroot store, with a private NIX_CONF_DIR. */
+function realBuild(
+  nix: (typeof REAL_NIXES)[number],
+  confDir: string,
+  timeoutMs = 60_000,
+): { code: number | null; error: string | null; stderr: string } {
+  const store = join(confDir, "store");
+  const r = spawnSync(
+    join(nix.bin, "nix-build"),
+    [
+      "--no-out-link",
+      "--store",
+      store,
+      "-E",
+      'derivation { name = "nb-x"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }',
+    ],
+    {
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: confDir,
+        NIX_CONF_DIR: confDir,
+        NIX_USER_CONF_FILES: "",
+      },
+      encoding: "utf8",
+      timeout: timeoutMs,
+      killSignal: "SIGINT",
+    },
+  );
+  const stderr = r.stderr ?? "";
+  // `error: first line`, then continuation lines indented by 7 spaces (blank ones empty)
+  const m = /^error: (.*(?:\n(?: {7}.*|))*)/m.exec(stderr);
+  const error = m ? m[1]!.replace(/\n {7}/g, "\n").replace(/\n+$/, "") : null;
+  return { code: r.status, error, stderr };
+}
+
+/** Our lint on the same private NIX_CONF_DIR, following `version`'s rules. */
+function ourLint(confDir: string, version: string): { id: string; nixMessage?: string; severity: string }[] {
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", join(ROOT, "src/cli.ts"), "lint", "--json", "--nix-version", version],
+    {
+      env: { ...process.env, NIX_CONF_DIR: confDir, NIX_USER_CONF_FILES: "", NIX_CONFIG: "" },
+      encoding: "utf8",
+      timeout: 60_000,
+    },
+  );
+  return (JSON.parse(r.stdout) as { findings: { id: string; nixMessage?: string; severity: string }[] })
+    .findings;
+}
+
+function confDir(text: string): string {
+  const d = mkdtempSync(join(tmp, "conf-"));
+  writeFileSync(join(d, "nix.conf"), text);
+  return d;
+}
+
+for (const nix of REAL_NIXES) {
+  const v = nix.label;
+  describe(`items 2 and 3: builds that cannot run, against real Nix ${v}`, {
+    skip: nix.skipReason || (!IS_ROOT && "needs root (a chroot store with build-users-group)"),
+  }, () => {
+    it("max-jobs = 0 and no builders: Nix stops at once; lint says so as an error, with Nix's text", () => {
+      const d = confDir("max-jobs = 0\nbuild-users-group =\nbuilders =\n");
+      const real = realBuild(nix, d);
+      assert.equal(real.code, 1, real.stderr);
+      const f = ourLint(d, v).filter((x) => x.id === "max-jobs-zero-no-builders");
+      assert.equal(f.length, 1);
+      assert.equal(f[0]!.severity, "error");
+      assert.equal(f[0]!.nixMessage, real.error);
+    });
+    it("max-jobs = 0 and the only builder at max jobs 0: Nix waits for a machine forever; lint: error", () => {
+      const d = confDir("");
+      mkdirSync(join(d, "m1"));
+      writeFileSync(
+        join(d, "nix.conf"),
+        `max-jobs = 0\nbuild-users-group =\nbuilders = ${d}/m1 x86_64-linux - 0 1\n`,
+      );
+      const real = realBuild(nix, d, 8000);
+      assert.notEqual(real.code, 0);
+      assert.match(real.stderr, /waiting for a machine to build '\/nix\/store\/[a-z0-9]{32}-nb-x\.drv'/);
+      const f = ourLint(d, v).filter((x) => x.id === "max-jobs-zero-no-slots");
+      assert.equal(f.length, 1);
+      assert.equal(f[0]!.severity, "error");
+      assert.match(f[0]!.nixMessage!, /^waiting for a machine to build '/);
+    });
+    it("build-users-group naming a missing group: every local build fails; lint: error with Nix's text", () => {
+      const group = "nb-no-such-group";
+      assert.equal(spawnSync("getent", ["group", group]).status, 2, "the group must not exist");
+      const d = confDir(`build-users-group = ${group}\n`);
+      const real = realBuild(nix, d);
+      assert.equal(real.code, 1, real.stderr);
+      const f = ourLint(d, v).filter((x) => x.id === "build-users-group-missing");
+      assert.equal(f.length, 1);
+      assert.equal(f[0]!.nixMessage, real.error);
+      // an existing group (root's): no finding
+      assert.deepEqual(
+        ourLint(confDir("build-users-group = root\n"), v).filter((x) => x.id === "build-users-group-missing"),
+        [],
+      );
     });
   });
 }
