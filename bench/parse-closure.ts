@@ -11,7 +11,8 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseDerivation, readDerivationClosure } from "../src/nix/derivation.js";
+import { readDerivationClosure } from "../src/host/derivation-read.js";
+import { parseDerivation } from "../src/nix/derivation.js";
 
 function main(argv: string[]): void {
   const arg = (name: string): string | undefined => {

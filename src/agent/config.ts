@@ -24,8 +24,8 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { parse as parseToml, TomlDate, TomlError } from "smol-toml";
-import { readBounded } from "../host/fs-reader.js";
 import { readProblemText } from "../nix/conf.js";
+import { readBounded } from "../os/read.js";
 import { type AgentFinding, didYouMean, finding } from "./findings.js";
 import { agentNixSettingsFindings } from "./nix-settings.js";
 import { lineColAt, scanJson, scanToml } from "./syntax.js";

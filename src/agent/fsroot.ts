@@ -7,7 +7,7 @@
 
 import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats, statSync } from "node:fs";
 import { posix } from "node:path";
-import { readBounded } from "../host/fs-reader.js";
+import { readBounded } from "../os/read.js";
 
 export class FsRoot {
   readonly root: string;

@@ -21,12 +21,12 @@
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type AgentOptions, type AgentSelection, selectAgent } from "../commands/agent-select.js";
-import { EXIT, errnoText, type Io, isPathErrno, json, oneLine, Refusal, UsageError } from "../commands/io.js";
-import { type UserView, userView } from "../commands/view.js";
 import { LockTimeoutError, MAX_FILE_BYTES, readAll, UnsafeFileError } from "../host/atomic.js";
 import { type Creds, withUserCreds } from "../host/user-creds.js";
 import { type UserInfo, userNameOf } from "../host/users.js";
+import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
+import { EXIT, errnoText, type Io, isPathErrno, json, oneLine, Refusal, UsageError } from "./io.js";
+import { type UserView, userView } from "./view.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Whose configuration

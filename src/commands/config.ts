@@ -4,6 +4,7 @@
  * and errors, before Nix raises them.
  */
 import type { Command } from "commander";
+import { loadUserConfig, lookupUserOrThrow, nixContext, settingText } from "../app/view.js";
 import { closeReaders } from "../host/fs-reader.js";
 import type { ConfigFile, ConfigView } from "../nix/conf.js";
 import { indentLines, nixErrorDisplay, nixWarningDisplay } from "../nix/display.js";
@@ -11,7 +12,6 @@ import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
 import { EXIT, type Io, json } from "./io.js";
 import { originJson, originsText, table } from "./render.js";
-import { loadUserConfig, lookupUserOrThrow, nixContext, settingText } from "./view.js";
 
 /** The settings shown even when no file sets them. */
 export const MODELLED_SETTINGS = [

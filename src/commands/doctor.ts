@@ -4,9 +4,9 @@
  * Exit 0 when every check passes, 1 on warnings, 2 on failures.
  */
 import type { Command } from "commander";
-import { doctor } from "../doctor/doctor.js";
-import { reportJson, reportText } from "../doctor/report.js";
-import { selectAgent } from "./agent-select.js";
+import { selectAgent } from "../app/agent-select.js";
+import { doctor } from "../app/doctor/doctor.js";
+import { reportJson, reportText } from "../app/doctor/report.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 
 export interface DoctorCommandOptions {

@@ -14,9 +14,11 @@
 import { execFile } from "node:child_process";
 import { statSync } from "node:fs";
 import type { Command } from "commander";
+import { type RouteContext, routeContext } from "../app/route-context.js";
+import { openValidity, type ValidityMethod } from "../app/store-validity.js";
+import { userView } from "../app/view.js";
 import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
-import { openValidity, type ValidityMethod } from "../host/store.js";
 import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import { excerpt, isKeyMaterialLine } from "../nix/redact.js";
@@ -24,8 +26,6 @@ import { type RouteResult, route } from "../nix/route.js";
 import { formatNixVersion } from "../nix/version.js";
 import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
 import { plural, table } from "./render.js";
-import { type RouteContext, routeContext } from "./route.js";
-import { userView } from "./view.js";
 
 export interface PlanOptions {
   user?: string;

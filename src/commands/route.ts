@@ -13,17 +13,19 @@
  */
 import type { Command } from "commander";
 import { type CurrentLoad, loadMap, readCurrentLoad } from "../host/current-load.js";
+import { readDerivation } from "../host/derivation-read.js";
 import { closeReaders } from "../host/fs-reader.js";
-import { resolveStore, type StoreTarget } from "../host/store.js";
-import { readDerivation } from "../nix/derivation.js";
 import { indentLines, nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
-import type { Machine } from "../nix/machines.js";
-import { type RouteDrv, type RouteLocal, type RouteResult, route } from "../nix/route.js";
-import { formatNixVersion, type NixVersion } from "../nix/version.js";
+import { type RouteDrv, type RouteResult, route } from "../nix/route.js";
+import { formatNixVersion } from "../nix/version.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
+
+export type { RouteContext } from "../app/route-context.js";
+
+import { type RouteContext, routeContext } from "../app/route-context.js";
+import { userView } from "../app/view.js";
 import { table } from "./render.js";
-import { settingText, type UserView, userView, viewErrors } from "./view.js";
 
 export interface RouteOptions {
   user?: string;
@@ -34,61 +36,6 @@ export interface RouteOptions {
   nixVersion?: string;
   store?: string;
   json?: boolean;
-}
-
-/** What routing needs from the host, computed once from a user's view. */
-export interface RouteContext {
-  readonly version: NixVersion;
-  readonly user: string;
-  readonly storeMode: string;
-  readonly machines: readonly Machine[];
-  readonly local: RouteLocal;
-  readonly store: StoreTarget;
-  /** The error that stops Nix for this user (config or machines), if any. */
-  readonly fatal: string | null;
-}
-
-function list(v: unknown): string[] {
-  if (Array.isArray(v)) return v.map(String);
-  if (typeof v === "string") return v.split(/\s+/).filter(Boolean);
-  return [];
-}
-
-/** The routing context of a user's builds: the parent's settings, the machines the hook parses, the store. */
-export function routeContext(v: UserView, opts: { store?: string } = {}): RouteContext {
-  const conf = v.daemon ?? v.client;
-  const get = (name: string): unknown => conf.settings.get(name)?.value;
-  // max-jobs is a fixed field of SetOptions: the client's value always applies, daemon or not.
-  const maxJobsRaw = v.client.settings.get("max-jobs")?.value ?? 1;
-  const maxJobs = Number(maxJobsRaw);
-  const local: RouteLocal = {
-    system: settingText(get("system") ?? v.facts.system),
-    extraPlatforms: list(get("extra-platforms")),
-    systemFeatures: list(get("system-features")),
-    maxJobs: Number.isFinite(maxJobs) ? maxJobs : 1,
-    experimentalFeatures: list(get("experimental-features")),
-  };
-  let store: StoreTarget;
-  try {
-    store = resolveStore({
-      store: opts.store,
-      storeSetting: settingText(v.client.settings.get("store")?.value ?? ""),
-      storeMode: v.storeMode,
-      env: v.env,
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const errors = viewErrors(v);
-  return {
-    version: v.version,
-    user: v.user.name,
-    storeMode: v.storeMode,
-    machines: v.machines.error ? [] : v.machines.machines,
-    local,
-    store,
-    fatal: errors.length > 0 ? errors[0]!.message : null,
-  };
 }
 
 export interface RouteReport {

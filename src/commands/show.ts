@@ -4,16 +4,16 @@
  * which of the user's settings the daemon ignores.
  */
 import type { Command } from "commander";
+import { type AgentReport, agentCaches, agentReport, renderTaskSettings } from "../app/agent-checks.js";
+import { type AgentOptions, type AgentSelection, selectAgent } from "../app/agent-select.js";
+import { type UserView, userView, viewErrors } from "../app/view.js";
 import { closeReaders } from "../host/fs-reader.js";
 import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.js";
 import type { Machine } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
 import { formatNixVersion } from "../nix/version.js";
-import { type AgentReport, agentCaches, agentReport, renderTaskSettings } from "./agent-checks.js";
-import { type AgentOptions, type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 import { originJson, originsText, plural, table } from "./render.js";
-import { type UserView, userView, viewErrors } from "./view.js";
 
 export interface ShowOptions extends AgentOptions {
   user?: string;

@@ -15,6 +15,7 @@
 import * as fs from "node:fs";
 import type { Command } from "commander";
 import { agentRestartCommand } from "../agent/index.js";
+import { systemBuilders } from "../app/system-builders.js";
 import {
   asRefusal,
   checkConfigChain,
@@ -34,8 +35,8 @@ import {
   type TargetOptions,
   writeState,
 } from "../app/use-state.js";
+import type { UserView } from "../app/view.js";
 import { type AtomicWriteResult, acquireLock, atomicWrite, managedTarget } from "../host/atomic.js";
-import { nodeFileReader } from "../host/fs-reader.js";
 import { withUserCreds } from "../host/user-creds.js";
 import {
   buildersEntries,
@@ -48,43 +49,9 @@ import {
   toBytes,
   unifiedDiff,
 } from "../nix/conf-edit.js";
-import { type BuildersResult, type Machine, parseBuilders, parseMachineRow } from "../nix/machines.js";
-import { formatOrigin, type Origin } from "../nix/origin.js";
+import { type Machine, parseMachineRow } from "../nix/machines.js";
+import { formatOrigin } from "../nix/origin.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
-import { loadUserConfig, settingText, type UserView } from "./view.js";
-
-// ---------------------------------------------------------------------------------------------------------
-// Whose configuration: shared by use, reset and verify (src/app/use-state.ts)
-
-export { resolveTarget, type Target, type TargetOptions };
-
-/** The builders the system gives every user: the daemon's own view, or (no daemon) the system nix.conf. */
-export function systemBuilders(v: UserView): {
-  value: string;
-  origin: Origin[];
-  result: BuildersResult;
-  where: string;
-} {
-  let setting = v.daemon?.settings.get("builders");
-  let where = "the nix-daemon's configuration";
-  if (v.storeMode !== "daemon") {
-    const sys = loadUserConfig(v, v.user, { ...v.env, NIX_USER_CONF_FILES: "", NIX_CONFIG: undefined });
-    setting = sys.settings.get("builders");
-    where = "the system nix.conf";
-  }
-  const value = settingText(setting?.value ?? "");
-  const origin = setting?.origin ?? [{ kind: "default" as const }];
-  const last = origin[origin.length - 1];
-  const result = parseBuilders({
-    spec: value,
-    version: v.version,
-    defaultSystem: v.hookSystem,
-    fs: nodeFileReader,
-    cwd: "/",
-    origin: last && last.kind === "file" ? { file: last.file, line: last.line } : { file: null, line: null },
-  });
-  return { value, origin, result, where };
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // The command

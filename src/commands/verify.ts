@@ -22,6 +22,10 @@ import { accessSync, constants } from "node:fs";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Command } from "commander";
+import { type AgentSelection, selectAgent } from "../app/agent-select.js";
+import { systemBuilders } from "../app/system-builders.js";
+import type { TargetOptions } from "../app/use-state.js";
+import { type UserView, userView } from "../app/view.js";
 import { readBounded } from "../host/fs-reader.js";
 import { killGroup, spawnAs } from "../host/run-as.js";
 import { type BuildLogSummary, humanLine, parseBuildLog, type TimedLine } from "../nix/build-log.js";
@@ -29,10 +33,7 @@ import { selectMachines } from "../nix/conf-edit.js";
 import { explainLog } from "../nix/explain.js";
 import type { Machine } from "../nix/machines.js";
 import { formatNixVersion } from "../nix/version.js";
-import { type AgentSelection, selectAgent } from "./agent-select.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
-import { systemBuilders, type TargetOptions } from "./use.js";
-import { type UserView, userView } from "./view.js";
 
 export interface VerifyOptions extends TargetOptions {
   system?: string;

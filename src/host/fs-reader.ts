@@ -40,6 +40,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExistsResult, FileReader, ReadResult } from "../nix/conf.js";
+import { errCode, READ_LIMIT, readBounded } from "../os/read.js";
 import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.js";
 
 /**
@@ -48,14 +49,8 @@ import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.j
  */
 const HELPER_IDLE_MS = 10_000;
 
-/** The most we read of any file Nix reads (a real nix.conf or machines file is a few KiB). */
-export const READ_LIMIT = 16 * 1024 * 1024;
-
 /** Deadline of one read as another user (ms). */
 export const READ_TIMEOUT_MS = 10_000;
-
-/** What a path is, when it is not a regular file (the `detail` of an ENOTREG answer). */
-export type NotRegularKind = "a FIFO" | "a character device" | "a block device" | "a socket" | "not a file";
 
 /** Facts about a key or machines file, as one identity sees them (stat and access as that identity). */
 export interface PathFacts {
@@ -80,74 +75,12 @@ export interface IdentityReader extends FileReader {
   readonly who: string;
 }
 
+export { type NotRegularKind, READ_LIMIT, readBounded } from "../os/read.js";
+
 // ---------------------------------------------------------------------------------------------------------
-// The bounded read itself. Written twice: in TypeScript for this process and in plain JavaScript for the
+// The bounded read itself (src/os/read.ts). Written twice: in TypeScript for this process and in plain JavaScript for the
 // helper (which must run from `node -e` as a user who may not be able to read our installed files). The
 // unit test runs both over the same fixtures.
-
-function errCode(e: unknown): string {
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === "string" ? code : "EIO";
-}
-
-const DEV_NULL_RDEV = (() => {
-  try {
-    const st = statSync("/dev/null");
-    return st.isCharacterDevice() ? st.rdev : -1;
-  } catch {
-    return -1;
-  }
-})();
-
-function notRegularKind(st: Stats): NotRegularKind {
-  if (st.isFIFO()) return "a FIFO";
-  if (st.isCharacterDevice()) return "a character device";
-  if (st.isBlockDevice()) return "a block device";
-  if (st.isSocket()) return "a socket";
-  return "not a file";
-}
-
-/** Read `path` as this process, bounded (see the module comment). */
-export function readBounded(path: string, limit = READ_LIMIT): ReadResult {
-  let st: Stats;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    return { ok: false, code: errCode(e) };
-  }
-  if (st.isDirectory()) return { ok: false, code: "EISDIR" };
-  if (!st.isFile()) {
-    if (st.isCharacterDevice() && st.rdev === DEV_NULL_RDEV) return { ok: true, text: "" };
-    return { ok: false, code: "ENOTREG", detail: notRegularKind(st) };
-  }
-  if (st.size > limit) return { ok: false, code: "EFBIG" };
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  } catch (e) {
-    return { ok: false, code: errCode(e) };
-  }
-  try {
-    const st2 = fstatSync(fd);
-    if (st2.isDirectory()) return { ok: false, code: "EISDIR" };
-    if (!st2.isFile()) return { ok: false, code: "ENOTREG", detail: notRegularKind(st2) };
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const buf = Buffer.alloc(Math.min(65536, limit + 1 - total));
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      chunks.push(buf.subarray(0, n));
-      total += n;
-      if (total > limit) return { ok: false, code: "EFBIG" };
-    }
-    return { ok: true, text: Buffer.concat(chunks).toString("utf8") };
-  } catch (e) {
-    return { ok: false, code: errCode(e) };
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Nix's pathExists (lstat). */
 export function existsLstat(path: string): ExistsResult {

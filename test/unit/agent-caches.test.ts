@@ -15,10 +15,10 @@ import {
   agentCleanSubstituter,
   CENSORED_URI,
   parseBinaryCaches,
-  readBinaryCaches,
   type TaskNixSettingsInput,
   taskNixSettings,
 } from "../../src/agent/index.js";
+import { readBinaryCaches } from "../../src/app/agent-caches.js";
 
 const FIX = join(import.meta.dirname, "..", "fixtures", "agent", "configs");
 const V28 = { major: 2, minor: 8, patch: 0 };

@@ -1,10 +1,10 @@
-/** selectAgent (src/commands/agent-select.ts): which hercules-ci-agent instance --agent names. */
+/** selectAgent (src/app/agent-select.ts): which hercules-ci-agent instance --agent names. */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { selectAgent } from "../../src/commands/agent-select.js";
+import { selectAgent } from "../../src/app/agent-select.js";
 import { UsageError } from "../../src/commands/io.js";
 
 const fixtures = join(import.meta.dirname, "..", "fixtures", "agent");

@@ -13,11 +13,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
+import { readDerivation, readDerivationClosure } from "../../src/host/derivation-read.js";
 import {
   type ParsedDerivation,
   parseDerivation,
-  readDerivation,
-  readDerivationClosure,
   realPathOf,
   tryParseDerivation,
 } from "../../src/nix/derivation.js";

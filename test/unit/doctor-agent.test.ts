@@ -1,10 +1,10 @@
-/** The doctor's `agent` check (src/doctor/local.ts): agent findings → status, cause and fix. */
+/** The doctor's `agent` check (src/app/doctor/local.ts): agent findings → status, cause and fix. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { AgentFinding } from "../../src/agent/index.js";
-import type { AgentReport } from "../../src/commands/agent-checks.js";
-import type { AgentSelection } from "../../src/commands/agent-select.js";
-import { agentCheck, type LocalCtx } from "../../src/doctor/local.js";
+import type { AgentReport } from "../../src/app/agent-checks.js";
+import type { AgentSelection } from "../../src/app/agent-select.js";
+import { agentCheck, type LocalCtx } from "../../src/app/doctor/local.js";
 
 function ctx(findings: AgentFinding[]): LocalCtx {
   const sel = {

@@ -1,5 +1,5 @@
 /**
- * classifyProbe (src/doctor/classify.ts) on ssh's stderr as real runs printed it: the lab's captured
+ * classifyProbe (src/app/doctor/classify.ts) on ssh's stderr as real runs printed it: the lab's captured
  * Nix 2.8 logs (test/fixtures/logs/lab-*.log), which carry ssh's own messages. The doctor's e2e tests
  * check the same causes on live faults; these pin the summaries.
  */
@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { classifyProbe } from "../../src/doctor/classify.js";
+import { classifyProbe } from "../../src/app/doctor/classify.js";
 import { NIX_2_8 } from "../../src/nix/version.js";
 import type { ProbeResult } from "../../src/remote/probe.js";
 

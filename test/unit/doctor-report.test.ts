@@ -1,10 +1,10 @@
-/** The doctor's plain-text report (src/doctor/report.ts): what a person reads on a terminal. */
+/** The doctor's plain-text report (src/app/doctor/report.ts): what a person reads on a terminal. */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { firstJumpHop } from "../../src/doctor/builder.js";
-import type { DoctorReport } from "../../src/doctor/doctor.js";
-import { reportJson, reportText } from "../../src/doctor/report.js";
-import type { CheckResult } from "../../src/doctor/types.js";
+import { firstJumpHop } from "../../src/app/doctor/builder.js";
+import type { DoctorReport } from "../../src/app/doctor/doctor.js";
+import { reportJson, reportText } from "../../src/app/doctor/report.js";
+import type { CheckResult } from "../../src/app/doctor/types.js";
 
 const A = "ssh://nix-builder@a";
 const B = "ssh://nix-builder@b";

@@ -14,9 +14,9 @@ import { createServer, type Server } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type DoctorReport, doctor } from "../../src/doctor/doctor.js";
-import { reportJson, reportText } from "../../src/doctor/report.js";
-import { DOCTOR_CAUSES } from "../../src/doctor/types.js";
+import { type DoctorReport, doctor } from "../../src/app/doctor/doctor.js";
+import { reportJson, reportText } from "../../src/app/doctor/report.js";
+import { DOCTOR_CAUSES } from "../../src/app/doctor/types.js";
 import { keygen, type LoopbackSshd, sshdSkipReason, startLoopbackSshd } from "../support/loopback-sshd.js";
 
 const skip = sshdSkipReason();

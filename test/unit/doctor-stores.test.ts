@@ -19,9 +19,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { type DoctorReport, doctor, exitCodeFor } from "../../src/doctor/doctor.js";
-import { reportJson, reportText } from "../../src/doctor/report.js";
-import { runChecks } from "../../src/doctor/runner.js";
+import { type DoctorReport, doctor, exitCodeFor } from "../../src/app/doctor/doctor.js";
+import { reportJson, reportText } from "../../src/app/doctor/report.js";
+import { runChecks } from "../../src/app/doctor/runner.js";
 import { NIX_2_8 } from "../../src/nix/version.js";
 import { probeStore } from "../../src/remote/probe.js";
 import { nixSshArgv, probeSshArgv } from "../../src/remote/ssh-argv.js";

@@ -8,10 +8,11 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { routeContext } from "../../src/app/route-context.js";
+import { openValidity } from "../../src/app/store-validity.js";
+import { userView } from "../../src/app/view.js";
 import { planClosure, runPlan } from "../../src/commands/plan.js";
-import { routeContext } from "../../src/commands/route.js";
-import { userView } from "../../src/commands/view.js";
-import { isStorePath, openValidity, resolveStore } from "../../src/host/store.js";
+import { isStorePath, resolveStore } from "../../src/host/store.js";
 import { captureIo } from "../support/capture-io.js";
 import { type DrvStore, haveNix, makeDrvStore, PRELUDE } from "../support/drv-store.js";
 

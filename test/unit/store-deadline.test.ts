@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { StoreAccessError, stdioValidity } from "../../src/host/store.js";
+import { StoreAccessError, stdioValidity } from "../../src/app/store-validity.js";
 
 describe("store access deadlines", () => {
   const dir = mkdtempSync(join(tmpdir(), "nb-store-deadline-"));

@@ -18,12 +18,12 @@ import {
   checkNarinfoNegativeTtl,
   checkRemotePlatforms,
   checkUnadvertisedBuilders,
-  readBinaryCaches,
   redactUri,
   type TaskNixSettings,
   taskNixSettings,
 } from "../agent/index.js";
 import type { OverriddenSetting } from "../nix/trust.js";
+import { readBinaryCaches } from "./agent-caches.js";
 import type { AgentSelection } from "./agent-select.js";
 import { settingText, type UserView } from "./view.js";
 

@@ -1,5 +1,5 @@
 /** The doctor's vocabulary: checks, their outcomes and causes. See docs/doctor.md. */
-import { FAILURE_CAUSES } from "../nix/explain.js";
+import { FAILURE_CAUSES } from "../../nix/explain.js";
 
 /**
  * Why a check failed. The first group is the contract of `doctor --json` (shared with src/nix/explain.ts);

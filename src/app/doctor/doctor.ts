@@ -1,11 +1,12 @@
 /** The doctor: local checks, then every builder's checks, builders in parallel (bounded). */
-import { agentReport } from "../commands/agent-checks.js";
-import type { AgentSelection } from "../commands/agent-select.js";
-import { type UserView, userView } from "../commands/view.js";
-import { daemonEnvironment, findDaemonProcess } from "../host/daemon-proc.js";
-import type { RunAsIdentity } from "../host/run-as.js";
-import type { Machine } from "../nix/machines.js";
-import { sshAuthority } from "../nix/store-uri.js";
+
+import { daemonEnvironment, findDaemonProcess } from "../../host/daemon-proc.js";
+import type { RunAsIdentity } from "../../host/run-as.js";
+import type { Machine } from "../../nix/machines.js";
+import { sshAuthority } from "../../nix/store-uri.js";
+import { agentReport } from "../agent-checks.js";
+import type { AgentSelection } from "../agent-select.js";
+import { type UserView, userView } from "../view.js";
 import { type BuilderCtx, builderChecks } from "./builder.js";
 import { agentCheck, type LocalCtx, localChecks } from "./local.js";
 import { mapLimit, runChecks } from "./runner.js";
@@ -16,7 +17,7 @@ export const AGENT_FALLBACK_USER = "hercules-ci-agent";
 export interface DoctorOptions {
   user?: string;
   /**
-   * Check as this hercules-ci-agent instance (src/commands/agent-select.ts): its user, the environment
+   * Check as this hercules-ci-agent instance (src/app/agent-select.ts): its user, the environment
    * its unit gives it, its nixSettings as client settings, and the agent's own findings (check `agent`).
    */
   agent?: AgentSelection;

@@ -19,20 +19,20 @@ import { chownSync } from "node:fs";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type RunAsIdentity, runAs, runAsArgv, serviceEnv } from "../host/run-as.js";
-import type { Machine } from "../nix/machines.js";
-import { type StoreOpen, storeOpen, storeOpenError } from "../nix/store-open.js";
-import { sshAuthority } from "../nix/store-uri.js";
-import { matchUserList } from "../nix/trust.js";
-import { atLeast, type NixVersion } from "../nix/version.js";
-import { type ProbeResult, probe } from "../remote/probe.js";
+import { type RunAsIdentity, runAs, runAsArgv, serviceEnv } from "../../host/run-as.js";
+import type { Machine } from "../../nix/machines.js";
+import { type StoreOpen, storeOpen, storeOpenError } from "../../nix/store-open.js";
+import { sshAuthority } from "../../nix/store-uri.js";
+import { matchUserList } from "../../nix/trust.js";
+import { atLeast, type NixVersion } from "../../nix/version.js";
+import { type ProbeResult, probe } from "../../remote/probe.js";
 import {
   MAX_CONTROL_PATH,
   type NixSshArgv,
   type NixSshArgvInput,
   probeSshArgv,
   shellEscape,
-} from "../remote/ssh-argv.js";
+} from "../../remote/ssh-argv.js";
 import { type Classification, classifyProbe, FIXES, parseSshTrace } from "./classify.js";
 import { resolveHost, tcpConnect } from "./net.js";
 import { type CheckDef, type CheckOutcome, type Evidence, truncate } from "./types.js";

@@ -3,16 +3,16 @@
  * configuration errors, `ssh` on the daemon's PATH, and the identity that runs ssh.
  */
 import { accessSync, constants, statSync } from "node:fs";
-import type { AgentReport } from "../commands/agent-checks.js";
-import type { AgentSelection } from "../commands/agent-select.js";
-import { lint } from "../commands/lint.js";
-import type { UserView } from "../commands/view.js";
-import { type DaemonProcess, findOnPath } from "../host/daemon-proc.js";
-import { type RunAsIdentity, runAs } from "../host/run-as.js";
-import type { Finding } from "../nix/lint.js";
-import { formatOrigin } from "../nix/origin.js";
-import { matchUserList } from "../nix/trust.js";
-import { formatNixVersion } from "../nix/version.js";
+import { type DaemonProcess, findOnPath } from "../../host/daemon-proc.js";
+import { type RunAsIdentity, runAs } from "../../host/run-as.js";
+import type { Finding } from "../../nix/lint.js";
+import { formatOrigin } from "../../nix/origin.js";
+import { matchUserList } from "../../nix/trust.js";
+import { formatNixVersion } from "../../nix/version.js";
+import type { AgentReport } from "../agent-checks.js";
+import type { AgentSelection } from "../agent-select.js";
+import { lint } from "../lint.js";
+import type { UserView } from "../view.js";
 import { FIXES } from "./classify.js";
 import { type CheckDef, type Evidence, truncate } from "./types.js";
 
@@ -41,7 +41,7 @@ function agentCause(id: string): "local-untrusted" | "local-config" {
 
 /**
  * The hercules-ci-agent instance (only with `--agent`): the same findings as `show --agent`
- * (src/commands/agent-checks.ts): its configuration, its user, trust against `nixUserIsTrusted`,
+ * (src/app/agent-checks.ts): its configuration, its user, trust against `nixUserIsTrusted`,
  * advertised platforms without a builder, the narinfo TTL it refuses to start without, and so on.
  */
 export function agentCheck(): CheckDef<LocalCtx> {
@@ -301,8 +301,7 @@ export function localChecks(): CheckDef<LocalCtx>[] {
       id: "lint",
       deps: ["nix"],
       async run({ view }) {
-        const quiet = { out() {}, err() {}, env: {}, isTTY: false };
-        const result = await lint({}, quiet, view);
+        const result = await lint({}, {}, view);
         const where = (f: Finding): string =>
           f.file ? `${f.file}${f.line ? `:${f.line}` : ""}` : "configuration";
         const errors = result.findings.filter((f) => f.severity === "error");

@@ -8,9 +8,9 @@
  * protocol. Fix texts come from the explain knowledge base (src/nix/explain.ts) when it classifies
  * the same text the same way; otherwise from FIXES below.
  */
-import { explainMessage } from "../nix/explain.js";
-import type { NixVersion } from "../nix/version.js";
-import type { ProbeResult } from "../remote/probe.js";
+import { explainMessage } from "../../nix/explain.js";
+import type { NixVersion } from "../../nix/version.js";
+import type { ProbeResult } from "../../remote/probe.js";
 import type { DoctorCause } from "./types.js";
 
 export interface SshTrace {
