@@ -25,6 +25,7 @@ import {
   lintMachinesFileAccess,
   lintOverrides,
   lintReplacedDefaults,
+  lintStoreAccess,
   lintUnknownSettings,
   normaliseFindings,
   summarise,
@@ -279,6 +280,7 @@ async function lintView(ctx: Ctx): Promise<void> {
   const isDefault = !last || last.kind === "default";
   const parsed = parseBoth(ctx, v.builders.value, lastFileOrigin(v.builders.origin));
   await lintMachinesOnHost(ctx, parsed, isDefault ? dm.path : null);
+  ctx.findings.push(...lintStoreAccess(v.user.name, v.storeUnusable));
   const builderConf = v.storeMode === "daemon" ? daemon : v.storeMode === "local" ? client : null;
   if (builderConf) {
     const bug = builderConf.settings.get("build-users-group");

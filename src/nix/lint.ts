@@ -441,6 +441,24 @@ export function lintLocalJobs(input: LocalJobsInput): Finding[] {
   return [];
 }
 
+/** No daemon, and the user cannot write the local store (see app/view.ts storeUnusable). */
+export function lintStoreAccess(
+  user: string,
+  unusable: { stateDir: string; nixMessage: string } | null,
+): Finding[] {
+  if (!unusable) return [];
+  return [
+    finding(
+      "store-not-writable",
+      "error",
+      { file: null, line: null },
+      `no nix-daemon is running, so ${user}'s Nix opens the store directly, but ${user} cannot write ${unusable.stateDir}: every build (and every Nix command that opens the store) fails`,
+      "start the nix-daemon (`systemctl enable --now nix-daemon.socket`), which builds for every user; or run Nix as the store's owner",
+      unusable.nixMessage,
+    ),
+  ];
+}
+
 export interface BuildUsersGroupInput {
   /** The effective `build-users-group` of the process that builds, and where it came from. */
   value: string;

@@ -10,17 +10,21 @@
  *    max-jobs-0 builders (Nix waits for a machine forever): both errors, with Nix's text.
  *  - item 3: `build-users-group` naming a group that does not exist: root's every local build fails.
  *    Real builds run as root into a chroot store (`--store <tmp>`) with a private NIX_CONF_DIR.
+ *  - item 4: no daemon, and a throwaway user who cannot write /nix/var/nix: `show --user` and `lint --user`
+ *    carry the error Nix prints as that user (2.8: `could not set permissions on '…/profiles/per-user'`;
+ *    2.30: `opening lock file '…/db/big-lock': Permission denied`).
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { lintLockFileNames } from "../../src/nix/lint.js";
 import { parseBuilders } from "../../src/nix/machines.js";
 import { runBuildRemote, scratchDir } from "../support/build-remote.js";
 import { REAL_NIXES } from "../support/nix-versions.js";
+import { makeUser, removeUser, runCli, type Throwaway } from "../support/throwaway.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const IS_ROOT = process.getuid?.() === 0;
@@ -179,3 +183,57 @@ for (const nix of REAL_NIXES) {
     });
   });
 }
+
+describe("item 4: no daemon and a user who cannot write the store", {
+  skip:
+    (!IS_ROOT && "needs root (a throwaway user)") ||
+    (existsSync("/nix/var/nix/daemon-socket/socket") && "a daemon socket exists on this host"),
+}, () => {
+  let u: Throwaway;
+  before(() => {
+    u = makeUser("nbnu");
+  });
+  after(() => removeUser(u));
+  for (const nix of REAL_NIXES) {
+    it(`show --user and lint --user give the error real Nix ${nix.label} prints as that user`, {
+      skip: nix.skipReason,
+    }, async () => {
+      const real = spawnSync(
+        "setpriv",
+        [
+          `--reuid=${u.uid}`,
+          `--regid=${u.gid}`,
+          "--init-groups",
+          "--",
+          join(nix.bin, "nix-store"),
+          "-q",
+          "--references",
+          "/nix/store/00000000000000000000000000000000-x",
+        ],
+        { env: { PATH: "/usr/bin:/bin", HOME: u.home }, encoding: "utf8", timeout: 30_000 },
+      );
+      assert.notEqual(real.status, 0);
+      const said = /^error: (.*)$/m.exec(real.stderr)?.[1];
+      assert.ok(said, real.stderr);
+      const show = await runCli(["show", "--user", u.name, "--json", "--nix-version", nix.label]);
+      const doc = JSON.parse(show.stdout) as { trustReason: string; errors: { message: string }[] };
+      assert.deepEqual(
+        doc.errors.map((e) => e.message),
+        [said],
+      );
+      assert.doesNotMatch(doc.trustReason, /every setting applies/);
+      assert.equal(show.code, 2);
+      const lint = await runCli(["lint", "--user", u.name, "--json", "--nix-version", nix.label]);
+      const f = (
+        JSON.parse(lint.stdout) as { findings: { id: string; nixMessage?: string }[] }
+      ).findings.filter((x) => x.id === "store-not-writable");
+      assert.equal(f.length, 1);
+      assert.equal(f[0]!.nixMessage, said);
+    });
+  }
+  it("root (who can write the store) gets no such error", async () => {
+    const show = await runCli(["show", "--json"]);
+    const doc = JSON.parse(show.stdout) as { errors: { message: string }[] };
+    assert.ok(!doc.errors.some((e) => /per-user|big-lock/.test(e.message)));
+  });
+});
