@@ -24,6 +24,7 @@ import {
   lintMachines,
   lintMachinesFileAccess,
   lintOverrides,
+  lintPlatformNames,
   lintReplacedDefaults,
   lintStoreAccess,
   lintUnknownSettings,
@@ -255,9 +256,10 @@ async function lintView(ctx: Ctx): Promise<void> {
   ]);
   ctx.findings.push(...lintConfError(client, `${v.user.name}'s configuration`));
   if (daemon) ctx.findings.push(...lintConfError(daemon, "the daemon's configuration"));
-  ctx.findings.push(...lintUnknownSettings(client, v.builders.value));
-  if (daemon) ctx.findings.push(...lintUnknownSettings(daemon, v.builders.value));
+  ctx.findings.push(...lintUnknownSettings(client, v.builders.value, ctx.version));
+  if (daemon) ctx.findings.push(...lintUnknownSettings(daemon, v.builders.value, ctx.version));
   ctx.findings.push(...lintReplacedDefaults(daemon ?? client, v.facts));
+  ctx.findings.push(...lintPlatformNames(daemon ?? client));
   if (daemon) {
     ctx.findings.push(...lintOverrides(daemon.assignments));
     // the user's own lines: only builders matters to the daemon, and only lines outside the system file
@@ -333,7 +335,7 @@ async function lintConfFile(ctx: Ctx, path: string, text: string): Promise<void>
     from: "user" as const,
   };
   ctx.findings.push(...lintConfError(view, "this file"));
-  ctx.findings.push(...lintUnknownSettings(view, builders.value));
+  ctx.findings.push(...lintUnknownSettings(view, builders.value, ctx.version));
   ctx.findings.push(...lintReplacedDefaults(view, ctx.view.facts));
   ctx.findings.push(...lintOverrides(view.assignments));
   const dm = defaultMachinesInfo(ctx, confDir);

@@ -13,9 +13,12 @@ import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Mac
 import { formatOrigin, type Origin } from "./origin.js";
 import { looksLikePrivateKey } from "./redact.js";
 import { routeRules, stallMessage, waitingMessage } from "./route.js";
+import { isAppendable, SettingRegistry } from "./settings.js";
+import { nearestWord } from "./spelling.js";
 import { isFakeSsh, sshAuthority } from "./store-uri.js";
+import { isKnownSystem, suggestSystem } from "./systems.js";
 import type { IgnoredSetting } from "./trust.js";
-import { atLeast, type NixVersion } from "./version.js";
+import { atLeast, NIX_LATEST, type NixVersion } from "./version.js";
 
 export type Severity = "error" | "warning" | "info";
 
@@ -151,9 +154,33 @@ export function lintConfError(view: ConfigView, who: string): Finding[] {
 }
 
 /** Unknown settings (Nix only warns) and `extra-builders`, which Nix ignores. */
-export function lintUnknownSettings(view: ConfigView, currentBuilders?: string): Finding[] {
+/** Settings that make or break remote builds: a typo of one silently turns remote building off. */
+const REMOTE_BUILD_SETTINGS = new Set([
+  "builders",
+  "builders-use-substitutes",
+  "trusted-users",
+  "extra-trusted-users",
+  "max-jobs",
+  "system-features",
+  "extra-system-features",
+  "extra-platforms",
+  "extra-extra-platforms",
+  "substituters",
+  "trusted-public-keys",
+]);
+
+export function lintUnknownSettings(
+  view: ConfigView,
+  currentBuilders?: string,
+  version: NixVersion = NIX_LATEST,
+): Finding[] {
   const out: Finding[] = [];
   const seen = new Set<string>();
+  const names: string[] = [];
+  for (const d of new SettingRegistry(version).settings) {
+    names.push(d.name, ...d.aliases);
+    if (isAppendable(d.type)) names.push(`extra-${d.name}`);
+  }
   for (const a of view.assignments) {
     if (a.setting !== null) continue;
     const where = whereOf(a.origin);
@@ -178,16 +205,49 @@ export function lintUnknownSettings(view: ConfigView, currentBuilders?: string):
     }
     if (seen.has(a.name)) continue;
     seen.add(a.name);
+    const near = nearestWord(a.name, names);
+    const remote = near !== null && REMOTE_BUILD_SETTINGS.has(near);
     out.push(
       finding(
         "unknown-setting",
-        "info",
+        remote ? "warning" : "info",
         where,
-        `'${a.name}' is not a setting of this Nix: it is ignored (with a warning)`,
-        "check the spelling against `nix show-config` (2.8) / `nix config show`",
+        `'${shownValue(a.name)}' is not a setting of this Nix: it is ignored (with a warning)${near ? `; did you mean '${near}'?` : ""}${remote ? ` As written, ${near} keeps its default, which can turn remote builds off` : ""}`,
+        near
+          ? `rename it: \`${near} = ${shownValue(a.value)}\``
+          : "check the spelling against `nix show-config` (2.8) / `nix config show`",
         `unknown setting '${a.name}'`,
       ),
     );
+  }
+  return out;
+}
+
+/**
+ * `extra-platforms` (and `system`) entries that are not system doubles (`aarch64` for `aarch64-linux`):
+ * Nix accepts any word, and no derivation ever has that system, so the platform is silently not there.
+ */
+export function lintPlatformNames(view: ConfigView): Finding[] {
+  const out: Finding[] = [];
+  for (const setting of ["extra-platforms", "system"] as const) {
+    const eff = view.settings.get(setting);
+    if (!eff || eff.layer === "default") continue;
+    const words = Array.isArray(eff.value) ? (eff.value as string[]) : [String(eff.value)];
+    const last = eff.origin[eff.origin.length - 1];
+    let n = 0;
+    for (const w of words) {
+      if (w === "" || isKnownSystem(w) || n++ >= 10) continue;
+      const sug = suggestSystem(w);
+      out.push(
+        finding(
+          "platform-not-a-system",
+          "warning",
+          whereOf(last),
+          `'${shownValue(w)}' in \`${setting}\` is not a Nix system double (CPU-kernel, like aarch64-linux): no derivation has that system, so it adds nothing${sug ? `; did you mean '${sug}'?` : ""}`,
+          sug ? `write \`${sug}\`` : "write a system double such as `aarch64-linux` or `i686-linux`",
+        ),
+      );
+    }
   }
   return out;
 }

@@ -21,6 +21,7 @@ import {
   lintMachinesFileAccess,
   lintMandatoryFeatures,
   lintOverrides,
+  lintPlatformNames,
   lintReplacedDefaults,
   lintUnknownSettings,
   normaliseFindings,
@@ -163,13 +164,54 @@ describe("extra-builders and unknown settings", () => {
     const unk = only(f, "unknown-setting");
     assert.deepEqual(
       unk.map((x) => [x.severity, x.line, x.nixMessage]),
-      [["info", 3, "unknown setting 'buildrs'"]],
+      [["warning", 3, "unknown setting 'buildrs'"]],
     );
+    assert.match(unk[0]!.message, /did you mean 'builders'\?/);
+  });
+  it("typos of remote-build settings (issue 16 item 5): a warning with 'did you mean'; other typos stay info", () => {
+    const v = view({
+      "/etc/nix/nix.conf":
+        "builder = ssh://b x86_64-linux\ntrusted-user = alice\nbuilders-use-substitute = true\nkeep-outputz = true\nfrobnicate = 1\n",
+    });
+    const f = only(lintUnknownSettings(v, ""), "unknown-setting");
+    assert.deepEqual(
+      f.map((x) => [x.line, x.severity, /did you mean '([^']+)'/.exec(x.message)?.[1] ?? null]),
+      [
+        [1, "warning", "builders"],
+        [2, "warning", "trusted-users"],
+        [3, "warning", "builders-use-substitutes"],
+        [4, "info", "keep-outputs"],
+        [5, "info", null],
+      ],
+    );
+    assert.match(f[0]!.fix, /`builders = ssh:\/\/b x86_64-linux`/);
   });
   it("the alternative includes the builders value in force", () => {
     const v = view({ "/etc/nix/nix.conf": "extra-builders = h x86_64-linux\n" });
     const f = lintUnknownSettings(v, "@/srv/m1 ; @/srv/m2");
     assert.match(f[0]!.fix, /`@\/srv\/m1`, `@\/srv\/m2`/);
+  });
+});
+
+describe("lintPlatformNames (issue 16 item 5)", () => {
+  it("`extra-platforms = aarch64` is not a system double: warning, did you mean aarch64-linux", () => {
+    const f = lintPlatformNames(view({ "/etc/nix/nix.conf": "extra-platforms = aarch64 i686-linux\n" }));
+    assert.deepEqual(
+      f.map((x) => [x.id, x.severity, x.line]),
+      [["platform-not-a-system", "warning", 1]],
+    );
+    assert.match(f[0]!.message, /did you mean 'aarch64-linux'/);
+  });
+  it("real doubles and the default: nothing", () => {
+    assert.deepEqual(
+      lintPlatformNames(view({ "/etc/nix/nix.conf": "extra-platforms = aarch64-linux\n" })),
+      [],
+    );
+    assert.deepEqual(lintPlatformNames(view({ "/etc/nix/nix.conf": "" })), []);
+  });
+  it("x86-64-linux is suggested as x86_64-linux, not i686-linux", () => {
+    const f = lintPlatformNames(view({ "/etc/nix/nix.conf": "extra-platforms = x86-64-linux\n" }));
+    assert.match(f[0]!.message, /did you mean 'x86_64-linux'/);
   });
 });
 
