@@ -125,7 +125,9 @@ describe("per-user builders", () => {
     const f = checkAgentUserBuilders({
       trusted: true,
       user: "hci",
-      settings: [{ name: "extra-builders", value: "ssh://mac aarch64-darwin", origin: userFile, scope: "user" }],
+      settings: [
+        { name: "extra-builders", value: "ssh://mac aarch64-darwin", origin: userFile, scope: "user" },
+      ],
     });
     assert.deepEqual(ids(f), ["agent-extra-builders-unknown"]);
   });
