@@ -35,7 +35,7 @@ import {
 import { type BuildersResult, parseBuilders } from "../nix/machines.js";
 import type { Origin } from "../nix/origin.js";
 import { atLeast, NIX_2_8, type NixVersion } from "../nix/version.js";
-import { UsageError } from "./io.js";
+import { Refusal, UsageError } from "./io.js";
 import { settingText, type UserView, userView } from "./view.js";
 
 export interface LintOptions {
@@ -355,7 +355,11 @@ async function lintMachinesFile(ctx: Ctx, path: string): Promise<void> {
   await lintMachinesOnHost(ctx, parsed, null);
 }
 
-/** Read a FILE argument (bounded, as `reader`'s identity); a file we cannot read is a usage error. */
+/**
+ * Read a FILE argument (bounded, as `reader`'s identity). A name that is not a file is a usage error (64);
+ * a file that exists but cannot be read (permissions, too large, not regular) is a refusal (2): the command
+ * line was right, the file is the problem.
+ */
 function readFileArg(p: string, reader: IdentityReader): { abs: string; text: string } {
   const abs = resolve(p);
   const r = reader.read(abs);
@@ -363,9 +367,9 @@ function readFileArg(p: string, reader: IdentityReader): { abs: string; text: st
   if (r.code === "ENOENT") throw new UsageError(`${p}: no such file`);
   if (r.code === "EISDIR") throw new UsageError(`${p}: is a directory`);
   const unbounded = unboundedReadError(abs, r);
-  if (unbounded) throw new UsageError(`${p}: ${unbounded.nixMessage.replace(`'${abs}' `, "")}`);
+  if (unbounded) throw new Refusal(`${p}: ${unbounded.nixMessage.replace(`'${abs}' `, "")}`, { path: abs });
   const who = reader === nodeFileReader ? "" : ` for ${reader.who}`;
-  throw new UsageError(`${p}: unreadable${who}: ${strerror(r.code)}`);
+  throw new Refusal(`${p}: unreadable${who}: ${strerror(r.code)}`, { path: abs });
 }
 
 export interface LintResult {

@@ -23,7 +23,14 @@ import {
   type StoreMode,
   storeMode,
 } from "../nix/trust.js";
-import { atLeast, formatNixVersion, NIX_LATEST, type NixVersion, parseNixVersion } from "../nix/version.js";
+import {
+  atLeast,
+  formatNixVersion,
+  modelledVersion,
+  NIX_LATEST,
+  type NixVersion,
+  parseNixVersion,
+} from "../nix/version.js";
 import { UsageError } from "./io.js";
 
 export interface ViewOptions {
@@ -99,6 +106,9 @@ export async function nixContext(nixVersion: string | undefined): Promise<NixCon
   if (nixVersion !== undefined) {
     const v = parseNixVersion(nixVersion);
     if (!v) throw new UsageError(`--nix-version: not a version: '${nixVersion}' (expected X.Y, e.g. 2.8)`);
+    const m = modelledVersion(v);
+    if (m.error) throw new UsageError(m.error);
+    if (m.note) versionNote = m.note;
     version = v;
     versionSource = "flag";
   } else if (nix) {

@@ -369,7 +369,8 @@ async function run(
     });
     if (r.code === 0) return r.stdout;
     const why = r.timedOut ? `no answer within ${EVAL_DEADLINE_MS / 1000} s` : scrubNixOutput(r.stderr);
-    throw new UsageError(`${cmd} ${args.join(" ")} (as ${as.name}) failed: ${why}`);
+    // the command line was fine: the evaluation failed (an error, exit 2), not a usage error
+    throw new Refusal(`${cmd} ${args.join(" ")} (as ${as.name}) failed: ${why}`);
   }
   return new Promise((resolvePromise, reject) => {
     execFile(
@@ -380,7 +381,7 @@ async function run(
         const why = (err as { killed?: boolean } | null)?.killed
           ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
           : scrubNixOutput(stderr) || err?.message;
-        if (err) reject(new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`));
+        if (err) reject(new Refusal(`${cmd} ${args.join(" ")} failed: ${why}`));
         else resolvePromise(stdout);
       },
     );
