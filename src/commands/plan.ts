@@ -393,8 +393,10 @@ function checkFileArgument(a: string): void {
   let st: ReturnType<typeof statSync>;
   try {
     st = statSync(a);
-  } catch {
-    return; // missing or unreachable: Nix says so in its own words
+  } catch (e) {
+    // a path that does not exist is a wrong command line (64); unreachable ones: Nix says so in its words
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new UsageError(`${a}: no such file`);
+    return;
   }
   if (st.isFile() || st.isDirectory()) return;
   const kind = st.isFIFO()
