@@ -1051,6 +1051,8 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
     const where = m.origin;
     const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
     const shown = `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`;
+    // ssh expands `~` before it opens the key, and its messages name the expanded path
+    const sshName = f.path.startsWith("~") && f.resolved ? f.resolved : f.path;
     const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
     if (f.inStore) {
       out.push(
@@ -1071,7 +1073,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           where,
           `ssh key ${shown} does not exist: ssh warns and tries ${hookUser.name}'s default keys instead, which the builder usually does not accept`,
           `create the key (\`ssh-keygen -t ed25519 -N '' -f ${f.resolved ?? f.path}\`) and authorise its .pub on the builder, or fix the path`,
-          `Warning: Identity file ${f.path} not accessible: No such file or directory.`,
+          `Warning: Identity file ${sshName} not accessible: No such file or directory.`,
         ),
       );
       continue;
@@ -1098,7 +1100,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           hookUser.uid === 0
             ? `make the key readable by root (it normally is; check ACLs and the file system)`
             : `give ${hookUser.name} read access: \`chown ${hookUser.name} ${f.resolved ?? f.path} && chmod 600 ${f.resolved ?? f.path}\``,
-          `Load key "${f.path}": Permission denied`,
+          `Load key "${sshName}": Permission denied`,
         ),
       );
     } else if (f.readableByHookUser === null) {
@@ -1130,9 +1132,9 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
             ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
             : "point column 3 at the private key (the file without .pub)",
           f.loadError
-            ? `Load key "${f.path}": ${f.loadError}`
+            ? `Load key "${sshName}": ${f.loadError}`
             : tooOpen && ownedByHook
-              ? `Permissions ${fmtMode(f.mode!)} for '${f.path}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+              ? `Permissions ${fmtMode(f.mode!)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
               : undefined,
         ),
       );
@@ -1150,7 +1152,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
             : `ssh key ${shown} has mode ${fmtMode(f.mode)}: other users can read this private key (ssh still uses it, because ${hookUser.name} does not own it)`,
           `chmod 600 ${f.resolved ?? f.path}`,
           ownedByHook
-            ? `Permissions ${fmtMode(f.mode)} for '${f.path}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+            ? `Permissions ${fmtMode(f.mode)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
             : undefined,
         ),
       );
@@ -1163,7 +1165,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           where,
           `ssh key ${shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
           `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${f.resolved ?? f.path}\` removes it), readable only by ${hookUser.name}`,
-          `Load key "${f.path}": incorrect passphrase supplied to decrypt private key`,
+          `Load key "${sshName}": incorrect passphrase supplied to decrypt private key`,
         ),
       );
     }

@@ -634,6 +634,22 @@ describe("lintKeyFiles", () => {
     assert.deepEqual(ids(f), ["key-missing"]);
     assert.match(f[0]!.message, /10000 machines use this key/);
   });
+  it("`~` in the key path (issue 16 item 12): ssh's message names the expanded path", () => {
+    const f = run(
+      { path: "~/.ssh/id_b", resolved: "/root/.ssh/id_b", exists: false, isFile: null, mode: null },
+      "ssh://b x86_64-linux ~/.ssh/id_b",
+    );
+    assert.deepEqual(ids(f), ["key-missing"]);
+    assert.equal(
+      f[0]!.nixMessage,
+      "Warning: Identity file /root/.ssh/id_b not accessible: No such file or directory.",
+    );
+    const p = run(
+      { path: "~/.ssh/id_b", resolved: "/root/.ssh/id_b", mode: 0o644 },
+      "ssh://b x86_64-linux ~/.ssh/id_b",
+    );
+    assert.match(p[0]!.nixMessage!, /^Permissions 0644 for '\/root\/\.ssh\/id_b' are too open/);
+  });
   it("unknown readability is an info", () => {
     assert.deepEqual(
       run({ readableByHookUser: null, passphrase: null }).map((x) => [x.id, x.severity]),
