@@ -132,6 +132,29 @@ const SYNTAX_MESSAGE = /^(illegal configuration line|syntax error in configurati
 export function lintConfError(view: ConfigView, who: string): Finding[] {
   const e = view.error;
   if (!e) return [];
+  if (/^include nesting deeper than \d+/.test(e.nixMessage)) {
+    // Nix follows an include cycle until its stack overflows: a segmentation fault (exit 139), no message
+    const edges: string[] = [];
+    for (const f of view.files) {
+      const from = f.includedFrom;
+      if (from?.kind !== "file") continue;
+      const edge = `${from.file}:${from.line} includes ${f.path}`;
+      if (!edges.includes(edge)) edges.push(edge);
+      if (edges.length >= 6) break;
+    }
+    const where = view.files.find((f) => f.includedFrom?.kind === "file")?.includedFrom;
+    return [
+      finding(
+        "conf-include-cycle",
+        "error",
+        where && where.kind === "file"
+          ? { file: where.file, line: where.line }
+          : { file: e.file, line: e.line },
+        `the \`include\` lines form a cycle${edges.length ? ` (${edges.join("; ")})` : ` (through ${e.file})`}: Nix follows it until it crashes with a segmentation fault (exit 139, no error message) while loading ${who}, so every Nix command fails`,
+        "remove the `include` that leads back to a file already being read (each file may be included once)",
+      ),
+    ];
+  }
   const syntax = SYNTAX_MESSAGE.test(e.nixMessage);
   return [
     finding(

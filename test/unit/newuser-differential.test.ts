@@ -117,7 +117,10 @@ function realBuild(
 }
 
 /** Our lint on the same private NIX_CONF_DIR, following `version`'s rules. */
-function ourLint(confDir: string, version: string): { id: string; nixMessage?: string; severity: string }[] {
+function ourLint(
+  confDir: string,
+  version: string,
+): { id: string; nixMessage?: string; severity: string; message?: string; fix?: string }[] {
   const r = spawnSync(
     process.execPath,
     ["--import", "tsx", join(ROOT, "src/cli.ts"), "lint", "--json", "--nix-version", version],
@@ -237,3 +240,29 @@ describe("item 4: no daemon and a user who cannot write the store", {
     assert.ok(!doc.errors.some((e) => /per-user|big-lock/.test(e.message)));
   });
 });
+
+for (const nix of REAL_NIXES) {
+  describe(`item 8: an include cycle in nix.conf, against real Nix ${nix.label}`, {
+    skip: nix.skipReason,
+  }, () => {
+    it("Nix crashes (SIGSEGV, exit 139, no message); lint says so and names the cycle, with no invented Nix text", () => {
+      const d = mkdtempSync(join(tmp, "cycle-"));
+      writeFileSync(join(d, "nix.conf"), `include ${d}/a.conf\n`);
+      writeFileSync(join(d, "a.conf"), `include ${d}/nix.conf\n`);
+      const real = spawnSync(nix.nix, nix.configShowJson, {
+        env: { PATH: "/usr/bin:/bin", HOME: d, NIX_CONF_DIR: d, NIX_USER_CONF_FILES: "" },
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(real.signal, "SIGSEGV", `status ${real.status}: ${real.stderr}`);
+      const f = ourLint(d, nix.label).filter((x) => x.id === "conf-include-cycle");
+      assert.equal(f.length, 1);
+      const full = f[0] as { message?: string; nixMessage?: string; fix?: string };
+      assert.equal(full.nixMessage, undefined);
+      assert.match(full.message!, /segmentation fault \(exit 139/);
+      assert.ok(full.message!.includes(`${d}/nix.conf:1 includes ${d}/a.conf`));
+      assert.ok(full.message!.includes(`${d}/a.conf:1 includes ${d}/nix.conf`));
+      assert.doesNotMatch(full.fix!, /fix the value/);
+    });
+  });
+}
