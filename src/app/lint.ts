@@ -26,6 +26,7 @@ import {
   lintOverrides,
   lintPlatformNames,
   lintReplacedDefaults,
+  lintSkippedFiles,
   lintStoreAccess,
   lintUnknownSettings,
   normaliseFindings,
@@ -260,6 +261,8 @@ async function lintView(ctx: Ctx): Promise<void> {
   if (daemon) ctx.findings.push(...lintUnknownSettings(daemon, v.builders.value, ctx.version));
   ctx.findings.push(...lintReplacedDefaults(daemon ?? client, v.facts));
   ctx.findings.push(...lintPlatformNames(daemon ?? client));
+  ctx.findings.push(...lintSkippedFiles(client, `${v.user.name}'s configuration`));
+  if (daemon) ctx.findings.push(...lintSkippedFiles(daemon, "the daemon's configuration"));
   if (daemon) {
     ctx.findings.push(...lintOverrides(daemon.assignments));
     // the user's own lines: only builders matters to the daemon, and only lines outside the system file

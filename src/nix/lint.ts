@@ -247,6 +247,33 @@ export function lintUnknownSettings(
 }
 
 /**
+ * A configuration file that exists but that Nix skips without a word: an included directory, a nix.conf
+ * the user cannot read (EACCES), … Its settings silently do not apply. (A file that does not exist is
+ * normal for the default files and an error for a plain `include`, reported by lintConfError.)
+ */
+export function lintSkippedFiles(view: ConfigView, who: string): Finding[] {
+  const out: Finding[] = [];
+  for (const f of view.files) {
+    if (!f.skipped || f.role === "env" || /No such file or directory|Not a directory/.test(f.skipped))
+      continue;
+    const from = f.includedFrom;
+    const where = from?.kind === "file" ? { file: from.file, line: from.line } : { file: f.path, line: null };
+    out.push(
+      finding(
+        "conf-file-skipped",
+        "warning",
+        where,
+        `${f.role === "include" ? "the included file" : "the configuration file"} ${f.path} cannot be read (${f.skipped}): Nix skips it without a word while loading ${who}, so none of its settings apply`,
+        /Is a directory/.test(f.skipped)
+          ? "include a file, not a directory (Nix has no directory includes)"
+          : `make it readable by the user whose configuration it is (e.g. \`chmod 644 ${f.path}\`), or remove it`,
+      ),
+    );
+  }
+  return out;
+}
+
+/**
  * `extra-platforms` (and `system`) entries that are not system doubles (`aarch64` for `aarch64-linux`):
  * Nix accepts any word, and no derivation ever has that system, so the platform is silently not there.
  */

@@ -23,6 +23,7 @@ import {
   lintOverrides,
   lintPlatformNames,
   lintReplacedDefaults,
+  lintSkippedFiles,
   lintUnknownSettings,
   normaliseFindings,
   summarise,
@@ -190,6 +191,44 @@ describe("extra-builders and unknown settings", () => {
     const v = view({ "/etc/nix/nix.conf": "extra-builders = h x86_64-linux\n" });
     const f = lintUnknownSettings(v, "@/srv/m1 ; @/srv/m2");
     assert.match(f[0]!.fix, /`@\/srv\/m1`, `@\/srv\/m2`/);
+  });
+});
+
+describe("lintSkippedFiles (issue 16 item 9)", () => {
+  const load = (errs: Record<string, string>, files: Record<string, string>) =>
+    loadConfig({
+      version: V28,
+      env: { NIX_CONF_DIR: "/etc/nix", NIX_USER_CONF_FILES: "" },
+      passwdHome: "/root",
+      fs: {
+        read: (p: string) =>
+          errs[p]
+            ? { ok: false, code: errs[p]! }
+            : files[p] === undefined
+              ? { ok: false, code: "ENOENT" }
+              : { ok: true, text: files[p]! },
+        exists: (p: string) => ({ ok: true, exists: errs[p] !== undefined || files[p] !== undefined }),
+      },
+      machine: { ...FACTS, isRoot: true },
+    });
+  it("an included directory: Nix skips it silently; a warning at the include line", () => {
+    const v = load({ "/etc/nix/d": "EISDIR" }, { "/etc/nix/nix.conf": "include /etc/nix/d\n" });
+    const f = lintSkippedFiles(v, "root's configuration");
+    assert.deepEqual(
+      f.map((x) => [x.id, x.severity, x.file, x.line]),
+      [["conf-file-skipped", "warning", "/etc/nix/nix.conf", 1]],
+    );
+    assert.match(f[0]!.fix, /not a directory/);
+  });
+  it("an unreadable nix.conf: a warning naming it; a missing one: nothing", () => {
+    const v = load({ "/etc/nix/nix.conf": "EACCES" }, {});
+    const f = lintSkippedFiles(v, "alice's configuration");
+    assert.deepEqual(
+      f.map((x) => [x.id, x.file]),
+      [["conf-file-skipped", "/etc/nix/nix.conf"]],
+    );
+    assert.match(f[0]!.message, /Permission denied/);
+    assert.deepEqual(lintSkippedFiles(load({}, {}), "x"), []);
   });
 });
 
