@@ -374,19 +374,20 @@ export function viewErrors(
       line: v.daemon.error.line,
       where: "daemon config",
     });
-  if (v.storeUnusable)
-    errors.push({
-      message: v.storeUnusable.nixMessage,
-      file: null,
-      line: null,
-      where: "store",
-    });
   if (v.machines.error)
     errors.push({
       message: v.machines.error.message,
       file: v.machines.error.file,
       line: v.machines.error.line,
       where: "machines",
+    });
+  // last: a configuration or machines error is what Nix meets first when the user runs it
+  if (v.storeUnusable)
+    errors.push({
+      message: v.storeUnusable.nixMessage,
+      file: null,
+      line: null,
+      where: "store",
     });
   return errors;
 }
