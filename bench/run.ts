@@ -9,6 +9,8 @@
  *   2. At 20,000: the .drv reader (sync loop vs a pool of 64 fs.promises reads) and the validity
  *      method (nix-daemon --stdio vs nix-store --check-validity), as plan's own phase timings.
  *   3. Startup: `node dist/cli.js show --json` vs `node -e 0`, median of 7, as a ratio. Target < 2.
+ *   3b. lint vs `show --json` on 10,000 machines (target ≤ 1.5×), and 10 MB lines: time, peak RSS, output
+ *      size (bench/lint.ts). BENCH_LINT=0 skips it.
  *   4. plan's facts cache at 20,000 (benchFactsCache below). BENCH_ONLY=facts runs only it and the
  *      start-up table.
  *   5. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
@@ -33,6 +35,7 @@ import {
 import { join, resolve } from "node:path";
 import { decodeFacts, type FactsHeader, factsParts, indexFacts } from "../src/host/facts-cache.js";
 import { benchDoctor } from "./doctor.js";
+import { benchLint } from "./lint.js";
 import { makeClosure } from "./make-closure.js";
 
 const repo = resolve(import.meta.dirname, "..");
@@ -404,6 +407,18 @@ async function main(): Promise<void> {
   );
   for (const [k, v] of Object.entries(startup))
     process.stdout.write(`| ${k} | ${v.wallMs} ms | ${v.wallRatio} | ${v.cpuMs} ms | ${v.cpuRatio} |\n`);
+
+  if (process.env.BENCH_LINT !== "0") {
+    const l = benchLint(runs);
+    process.stdout.write(`\n${JSON.stringify({ lint: l }, null, 2)}\n`);
+    process.stdout.write(
+      `\nlint on 10,000 machines ${l.machines10k.lintMs} ms, show --json ${l.machines10k.showMs} ms, ratio ${l.machines10k.ratio} (target ≤ 1.5); 10 MB lines: ` +
+        l.tenMegabyteLines
+          .map((c) => `${c.name} ${c.lintMs} ms / ${c.lintPeakRssMB} MB / ${c.lintOutputBytes} B out`)
+          .join(", ") +
+        "\n",
+    );
+  }
 
   // The doctor over 16 lab builders (bench/doctor.ts): needs root (the lab); BENCH_DOCTOR=0 skips it.
   if (process.env.BENCH_DOCTOR === "0") return;

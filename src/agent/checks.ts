@@ -140,6 +140,19 @@ export function checkAgentUserBuilders(input: UserBuildersCheckInput): AgentFind
     if (s.scope === "system") continue;
     if (s.name !== "builders" && s.name !== "extra-builders") continue;
     const where = formatOrigin(s.origin);
+    if (s.name === "extra-builders") {
+      // not a trust matter: `builders` is a plain string, so no Nix knows `extra-builders`, trusted or not,
+      // and Nix warns `unknown setting 'extra-builders'` at normal verbosity
+      out.push(
+        finding(
+          "agent-extra-builders-unknown",
+          "warning",
+          `extra-builders = ${s.value} at ${where} is not a Nix setting (builders is a single string, so it has no extra- form): every Nix ignores it with "warning: unknown setting 'extra-builders'", trusted user or not, and these machines are never used.`,
+          "Put every machine in one machines file (it may include others with `@/path` lines) and set `builders = @/that/file`.",
+        ),
+      );
+      continue;
+    }
     const empty = s.value.trim() === "";
     if (empty && s.name === "builders") {
       out.push(

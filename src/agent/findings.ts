@@ -2,6 +2,9 @@
  * Findings: the common result shape of every agent check and of config validation.
  * The doctor and `show --agent` render them; `fix` is a short, actionable instruction or null.
  */
+import { editDistance } from "../nix/spelling.js";
+
+export { editDistance };
 
 import type { Severity } from "../nix/findings.js";
 
@@ -29,23 +32,6 @@ export function finding(
   if (where.file) f.file = where.file;
   if (where.line !== null && where.line !== undefined) f.line = where.line;
   return f;
-}
-
-/** Classic Levenshtein distance (insert, delete, substitute all cost 1). */
-export function editDistance(a: string, b: string): number {
-  if (a === b) return 0;
-  const prev = new Array<number>(b.length + 1);
-  for (let j = 0; j <= b.length; j++) prev[j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
 }
 
 /** Lower-case and drop `-`/`_`, so `base_directory`, `base-directory` and `BaseDirectory` compare equal. */

@@ -16,13 +16,18 @@ import {
   type Finding,
   type KeyFileFacts,
   lintBuildersSource,
+  lintBuildUsersGroup,
   lintConfError,
   lintConfSyntax,
   lintKeyFiles,
+  lintLocalJobs,
   lintMachines,
   lintMachinesFileAccess,
   lintOverrides,
+  lintPlatformNames,
   lintReplacedDefaults,
+  lintSkippedFiles,
+  lintStoreAccess,
   lintUnknownSettings,
   normaliseFindings,
   summarise,
@@ -32,7 +37,7 @@ import { type BuildersResult, parseBuilders } from "../nix/machines.js";
 import type { Origin } from "../nix/origin.js";
 import { NIX_2_8, type NixVersion } from "../nix/version.js";
 import { NIX, since } from "../nix/versions.js";
-import { UsageError } from "./io.js";
+import { Refusal, UsageError } from "./io.js";
 import { settingText, type UserView, userView } from "./view.js";
 
 export interface LintOptions {
@@ -80,6 +85,60 @@ interface Ctx {
    * lint is for (`--user`), else as ourselves, so that a lint never shows what that user cannot read.
    */
   machinesReader: IdentityReader;
+  /**
+   * Builders values already parsed (by the view, or for the default machines file), by reader, version and
+   * spec: a 10,000-line machines file is parsed once, not three times.
+   */
+  parsed?: Map<string, Map<string, Map<string, BuildersResult>>>;
+}
+
+/** parseBuilders, once per (reader, version, spec); `withOrigin` false when only the machines count matters. */
+function parseCached(
+  ctx: Ctx,
+  spec: string,
+  version: NixVersion,
+  origin: { file: string | null; line: number | null },
+  withOrigin = true,
+): BuildersResult {
+  if (!ctx.parsed) {
+    ctx.parsed = new Map();
+    if (ctx.machinesReader === ctx.view.hookReader) {
+      const w = ctx.view.builders.origin[ctx.view.builders.origin.length - 1];
+      const o = w && w.kind === "file" ? { file: w.file, line: w.line } : { file: null, line: null };
+      bySpec(ctx, ctx.view.version, ctx.view.builders.value).set(`${o.file}\0${o.line}`, ctx.view.machines);
+    }
+  }
+  // the spec itself is a Map key (hashed once), never concatenated into another key: it may be 15 MB
+  const forSpec = bySpec(ctx, version, spec);
+  const okey = `${origin.file}\0${origin.line}`;
+  const hit = forSpec.get(okey) ?? (withOrigin ? undefined : forSpec.values().next().value);
+  if (hit) return hit;
+  const r = parseBuilders({
+    spec,
+    version,
+    defaultSystem: ctx.view.hookSystem,
+    fs: ctx.machinesReader,
+    cwd: "/",
+    origin,
+  });
+  forSpec.set(okey, r);
+  return r;
+}
+
+function bySpec(ctx: Ctx, version: NixVersion, spec: string): Map<string, BuildersResult> {
+  const reader = ctx.machinesReader === ctx.view.hookReader ? "hook" : "user";
+  const outer = `${reader} ${version.major}.${version.minor}.${version.patch}`;
+  let specs = ctx.parsed!.get(outer);
+  if (!specs) {
+    specs = new Map();
+    ctx.parsed!.set(outer, specs);
+  }
+  let origins = specs.get(spec);
+  if (!origins) {
+    origins = new Map();
+    specs.set(spec, origins);
+  }
+  return origins;
 }
 
 function hookIdentity(v: UserView) {
@@ -98,16 +157,9 @@ function parseBoth(
   spec: string,
   origin: { file: string | null; line: number | null },
 ): { machines: BuildersResult; machines28: BuildersResult | null } {
-  const base = {
-    spec,
-    defaultSystem: ctx.view.hookSystem,
-    fs: ctx.machinesReader,
-    cwd: "/",
-    origin,
-  };
-  const machines = parseBuilders({ ...base, version: ctx.version });
+  const machines = parseCached(ctx, spec, ctx.version, origin);
   const machines28 = since(ctx.version, NIX.machinesSplitFix)
-    ? parseBuilders({ ...base, version: NIX_2_8 })
+    ? parseCached(ctx, spec, NIX_2_8, origin)
     : null;
   return { machines, machines28 };
 }
@@ -181,13 +233,7 @@ function defaultMachinesInfo(
   const path = `${confDir === "/" ? "" : confDir}/machines`;
   const text = readText(ctx.machinesReader, path);
   if (text === null) return { path, exists: false, machineCount: 0 };
-  const r = parseBuilders({
-    spec: `@${path}`,
-    version: ctx.version,
-    defaultSystem: ctx.view.hookSystem,
-    fs: ctx.machinesReader,
-    cwd: "/",
-  });
+  const r = parseCached(ctx, `@${path}`, ctx.version, { file: null, line: null }, false);
   return { path, exists: true, machineCount: r.machines.length };
 }
 
@@ -214,9 +260,12 @@ async function lintView(ctx: Ctx): Promise<void> {
   ]);
   ctx.findings.push(...lintConfError(client, `${v.user.name}'s configuration`));
   if (daemon) ctx.findings.push(...lintConfError(daemon, "the daemon's configuration"));
-  ctx.findings.push(...lintUnknownSettings(client, v.builders.value));
-  if (daemon) ctx.findings.push(...lintUnknownSettings(daemon, v.builders.value));
+  ctx.findings.push(...lintUnknownSettings(client, v.builders.value, ctx.version));
+  if (daemon) ctx.findings.push(...lintUnknownSettings(daemon, v.builders.value, ctx.version));
   ctx.findings.push(...lintReplacedDefaults(daemon ?? client, v.facts));
+  ctx.findings.push(...lintPlatformNames(daemon ?? client));
+  ctx.findings.push(...lintSkippedFiles(client, `${v.user.name}'s configuration`));
+  if (daemon) ctx.findings.push(...lintSkippedFiles(daemon, "the daemon's configuration"));
   if (daemon) {
     ctx.findings.push(...lintOverrides(daemon.assignments));
     // the user's own lines: only builders matters to the daemon, and only lines outside the system file
@@ -239,6 +288,29 @@ async function lintView(ctx: Ctx): Promise<void> {
   const isDefault = !last || last.kind === "default";
   const parsed = parseBoth(ctx, v.builders.value, lastFileOrigin(v.builders.origin));
   await lintMachinesOnHost(ctx, parsed, isDefault ? dm.path : null);
+  ctx.findings.push(...lintStoreAccess(v.user.name, v.storeUnusable));
+  const builderConf = v.storeMode === "daemon" ? daemon : v.storeMode === "local" ? client : null;
+  if (builderConf) {
+    const bug = builderConf.settings.get("build-users-group");
+    const value = settingText(bug?.value ?? (v.storeMode === "daemon" ? "nixbld" : ""));
+    ctx.findings.push(
+      ...lintBuildUsersGroup({
+        value,
+        origin: bug?.origin ?? [{ kind: "default" }],
+        builderIsRoot: v.storeMode === "daemon" || v.user.uid === 0,
+        groupExists: value === "" ? null : v.db.groups.some((g) => g.name === value),
+      }),
+    );
+  }
+  // a broken builders value is its own error; with it the hook dies anyway
+  if (parsed.machines.error === null)
+    ctx.findings.push(
+      ...lintLocalJobs({
+        version: ctx.version,
+        maxJobs: v.client.settings.get("max-jobs") ?? null,
+        machines: parsed.machines.machines,
+      }),
+    );
 }
 
 /** One nix.conf-like file, on its own (as the system file when it is called nix.conf, else as a user file). */
@@ -269,7 +341,7 @@ async function lintConfFile(ctx: Ctx, path: string, text: string): Promise<void>
     from: "user" as const,
   };
   ctx.findings.push(...lintConfError(view, "this file"));
-  ctx.findings.push(...lintUnknownSettings(view, builders.value));
+  ctx.findings.push(...lintUnknownSettings(view, builders.value, ctx.version));
   ctx.findings.push(...lintReplacedDefaults(view, ctx.view.facts));
   ctx.findings.push(...lintOverrides(view.assignments));
   const dm = defaultMachinesInfo(ctx, confDir);
@@ -289,7 +361,11 @@ async function lintMachinesFile(ctx: Ctx, path: string): Promise<void> {
   await lintMachinesOnHost(ctx, parsed, null);
 }
 
-/** Read a FILE argument (bounded, as `reader`'s identity); a file we cannot read is a usage error. */
+/**
+ * Read a FILE argument (bounded, as `reader`'s identity). A name that is not a file is a usage error (64);
+ * a file that exists but cannot be read (permissions, too large, not regular) is a refusal (2): the command
+ * line was right, the file is the problem.
+ */
 function readFileArg(p: string, reader: IdentityReader): { abs: string; text: string } {
   const abs = resolve(p);
   const r = reader.read(abs);
@@ -297,9 +373,9 @@ function readFileArg(p: string, reader: IdentityReader): { abs: string; text: st
   if (r.code === "ENOENT") throw new UsageError(`${p}: no such file`);
   if (r.code === "EISDIR") throw new UsageError(`${p}: is a directory`);
   const unbounded = unboundedReadError(abs, r);
-  if (unbounded) throw new UsageError(`${p}: ${unbounded.nixMessage.replace(`'${abs}' `, "")}`);
+  if (unbounded) throw new Refusal(`${p}: ${unbounded.nixMessage.replace(`'${abs}' `, "")}`, { path: abs });
   const who = reader === nodeFileReader ? "" : ` for ${reader.who}`;
-  throw new UsageError(`${p}: unreadable${who}: ${strerror(r.code)}`);
+  throw new Refusal(`${p}: unreadable${who}: ${strerror(r.code)}`, { path: abs });
 }
 
 export interface LintResult {

@@ -23,7 +23,14 @@ import {
   type StoreMode,
   storeMode,
 } from "../nix/trust.js";
-import { formatNixVersion, NIX_LATEST, type NixVersion, parseNixVersion } from "../nix/version.js";
+import {
+  atLeast,
+  formatNixVersion,
+  modelledVersion,
+  NIX_LATEST,
+  type NixVersion,
+  parseNixVersion,
+} from "../nix/version.js";
 import { UsageError } from "./io.js";
 
 export interface ViewOptions {
@@ -60,6 +67,11 @@ export interface UserView extends NixContext {
   /** The daemon's own configuration (as root), or null when the user's builds do not go through a daemon. */
   daemon: ConfigView | null;
   storeMode: StoreMode;
+  /**
+   * No daemon, and the user cannot write the local store's state directory: every Nix command that opens
+   * the store fails with `nixMessage` (the text depends on the version). Null otherwise.
+   */
+  storeUnusable: { stateDir: string; nixMessage: string } | null;
   verdict: DaemonVerdict | null;
   trusted: boolean;
   trustReason: string;
@@ -94,6 +106,9 @@ export async function nixContext(nixVersion: string | undefined): Promise<NixCon
   if (nixVersion !== undefined) {
     const v = parseNixVersion(nixVersion);
     if (!v) throw new UsageError(`--nix-version: not a version: '${nixVersion}' (expected X.Y, e.g. 2.8)`);
+    const m = modelledVersion(v);
+    if (m.error) throw new UsageError(m.error);
+    if (m.note) versionNote = m.note;
     version = v;
     versionSource = "flag";
   } else if (nix) {
@@ -219,6 +234,12 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     daemonSocketExists: existsSync(socket),
   });
 
+  const plainLocal = ["", "auto", "local"].includes(storeSetting.trim());
+  const storeUnusable =
+    mode === "local" && plainLocal && user.uid !== 0 && !writableBy(stateDir, user, db)
+      ? { stateDir, nixMessage: localStoreDeniedMessage(ctx.version, stateDir) }
+      : null;
+
   const root = resolveUser(db, 0) ?? { ...user, name: "root", uid: 0, gid: 0, home: "/root" };
   let daemon: ConfigView | null = null;
   let verdict: DaemonVerdict | null = null;
@@ -274,8 +295,9 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     hookUser = root;
     hookSystem = settingText(daemon.settings.get("system")?.value ?? ctx.facts.system);
   } else {
-    trustReason =
-      mode === "local"
+    trustReason = storeUnusable
+      ? `no daemon, and ${user.name} cannot write ${storeUnusable.stateDir}: every Nix command that opens the store fails (start the nix-daemon, or use a store ${user.name} can write)`
+      : mode === "local"
         ? `no daemon: ${user.name} uses the store directly, so every setting applies and the build hook runs as ${user.name}`
         : `the store is '${storeSetting}', not the local daemon: settings apply on the client side`;
     builders = {
@@ -307,6 +329,7 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     client,
     daemon,
     storeMode: mode,
+    storeUnusable,
     verdict,
     trusted,
     trustReason,
@@ -320,6 +343,16 @@ export async function userView(opts: ViewOptions, given?: NixContext): Promise<U
     daemonReader: daemon ? readerForUser(root) : null,
     hookReader: readerForUser(hookUser),
   };
+}
+
+/**
+ * What Nix prints when a user without write access opens the local store at `stateDir` (no daemon):
+ * 2.8 fails fixing the mode of `profiles/per-user`; 2.30 fails taking the big lock.
+ */
+export function localStoreDeniedMessage(version: NixVersion, stateDir: string): string {
+  return atLeast(version, 2, 30)
+    ? `opening lock file '${stateDir}/db/big-lock': Permission denied`
+    : `could not set permissions on '${stateDir}/profiles/per-user' to 755: Operation not permitted`;
 }
 
 /** Every error that stops Nix for this user: config errors (client and daemon) and the machines error. */
@@ -347,6 +380,14 @@ export function viewErrors(
       file: v.machines.error.file,
       line: v.machines.error.line,
       where: "machines",
+    });
+  // last: a configuration or machines error is what Nix meets first when the user runs it
+  if (v.storeUnusable)
+    errors.push({
+      message: v.storeUnusable.nixMessage,
+      file: null,
+      line: null,
+      where: "store",
     });
   return errors;
 }

@@ -382,7 +382,8 @@ async function run(
     });
     if (r.code === 0) return r.stdout;
     const why = r.timedOut ? `no answer within ${EVAL_DEADLINE_MS / 1000} s` : scrubNixOutput(r.stderr);
-    throw new UsageError(`${cmd} ${args.join(" ")} (as ${as.name}) failed: ${why}`);
+    // the command line was fine: the evaluation failed (an error, exit 2), not a usage error
+    throw new Refusal(`${cmd} ${args.join(" ")} (as ${as.name}) failed: ${why}`);
   }
   const r = await runProc([cmd, ...args], {
     env,
@@ -394,7 +395,8 @@ async function run(
   const why = r.timedOut
     ? `no answer within ${EVAL_DEADLINE_MS / 1000} s`
     : scrubNixOutput(r.stderr) || (failureText(r) ?? "output too large");
-  throw new UsageError(`${cmd} ${args.join(" ")} failed: ${why}`);
+  // the command line was fine: the evaluation failed (an error, exit 2), not a usage error
+  throw new Refusal(`${cmd} ${args.join(" ")} failed: ${why}`);
 }
 
 /** A file argument must be a regular file or a directory (default.nix): never a FIFO or a device. */
@@ -402,8 +404,10 @@ function checkFileArgument(a: string): void {
   let st: ReturnType<typeof statSync>;
   try {
     st = statSync(a);
-  } catch {
-    return; // missing or unreachable: Nix says so in its own words
+  } catch (e) {
+    // a path that does not exist is a wrong command line (64); unreachable ones: Nix says so in its words
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new UsageError(`${a}: no such file`);
+    return;
   }
   if (st.isFile() || st.isDirectory()) return;
   const kind = st.isFIFO()

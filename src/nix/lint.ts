@@ -13,9 +13,13 @@ import type { Severity, Summary } from "./findings.js";
 import type { BuildersError, BuildersResult, BuildersWarning, IncludeRecord, Machine } from "./machines.js";
 import { formatOrigin, type Origin } from "./origin.js";
 import { looksLikePrivateKey } from "./redact.js";
-import { isFakeSsh, renderStoreUri, sshAuthority } from "./store-uri.js";
+import { routeRules, stallMessage, waitingMessage } from "./route.js";
+import { isAppendable, SettingRegistry } from "./settings.js";
+import { nearestWord } from "./spelling.js";
+import { isFakeSsh, lockFileName, renderStoreUri, slotStem, sshAuthority } from "./store-uri.js";
+import { isKnownSystem, suggestSystem } from "./systems.js";
 import type { IgnoredSetting } from "./trust.js";
-import { atLeast, type NixVersion } from "./version.js";
+import { atLeast, NIX_LATEST, type NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
 
 export { exitCodeFor, type Severity, summarise } from "./findings.js";
@@ -52,6 +56,15 @@ function whereOf(o: Origin | undefined): { file: string | null; line: number | n
 
 function describeOrigin(o: Origin): string {
   return o.kind === "default" ? "the default" : formatOrigin(o);
+}
+
+/** Values longer than this are shown cut (a 10 MB line is never echoed in a finding). */
+const SHOWN_MAX = 200;
+
+/** A configuration value as our own messages quote it: whole when short, else its start and its length. */
+export function shownValue(v: string): string {
+  if (v.length <= SHOWN_MAX) return v;
+  return `${v.slice(0, SHOWN_MAX - 40)}… (${v.length} characters)`;
 }
 
 function vtext(v: NixVersion): string {
@@ -114,6 +127,29 @@ const SYNTAX_MESSAGE = /^(illegal configuration line|syntax error in configurati
 export function lintConfError(view: ConfigView, who: string): Finding[] {
   const e = view.error;
   if (!e) return [];
+  if (/^include nesting deeper than \d+/.test(e.nixMessage)) {
+    // Nix follows an include cycle until its stack overflows: a segmentation fault (exit 139), no message
+    const edges: string[] = [];
+    for (const f of view.files) {
+      const from = f.includedFrom;
+      if (from?.kind !== "file") continue;
+      const edge = `${from.file}:${from.line} includes ${f.path}`;
+      if (!edges.includes(edge)) edges.push(edge);
+      if (edges.length >= 6) break;
+    }
+    const where = view.files.find((f) => f.includedFrom?.kind === "file")?.includedFrom;
+    return [
+      finding(
+        "conf-include-cycle",
+        "error",
+        where && where.kind === "file"
+          ? { file: where.file, line: where.line }
+          : { file: e.file, line: e.line },
+        `the \`include\` lines form a cycle${edges.length ? ` (${edges.join("; ")})` : ` (through ${e.file})`}: Nix follows it until it crashes with a segmentation fault (exit 139, no error message) while loading ${who}, so every Nix command fails`,
+        "remove the `include` that leads back to a file already being read (each file may be included once)",
+      ),
+    ];
+  }
   const syntax = SYNTAX_MESSAGE.test(e.nixMessage);
   return [
     finding(
@@ -136,9 +172,33 @@ export function lintConfError(view: ConfigView, who: string): Finding[] {
 }
 
 /** Unknown settings (Nix only warns) and `extra-builders`, which Nix ignores. */
-export function lintUnknownSettings(view: ConfigView, currentBuilders?: string): Finding[] {
+/** Settings that make or break remote builds: a typo of one silently turns remote building off. */
+const REMOTE_BUILD_SETTINGS = new Set([
+  "builders",
+  "builders-use-substitutes",
+  "trusted-users",
+  "extra-trusted-users",
+  "max-jobs",
+  "system-features",
+  "extra-system-features",
+  "extra-platforms",
+  "extra-extra-platforms",
+  "substituters",
+  "trusted-public-keys",
+]);
+
+export function lintUnknownSettings(
+  view: ConfigView,
+  currentBuilders?: string,
+  version: NixVersion = NIX_LATEST,
+): Finding[] {
   const out: Finding[] = [];
   const seen = new Set<string>();
+  const names: string[] = [];
+  for (const d of new SettingRegistry(version).settings) {
+    names.push(d.name, ...d.aliases);
+    if (isAppendable(d.type)) names.push(`extra-${d.name}`);
+  }
   for (const a of view.assignments) {
     if (a.setting !== null) continue;
     const where = whereOf(a.origin);
@@ -163,16 +223,76 @@ export function lintUnknownSettings(view: ConfigView, currentBuilders?: string):
     }
     if (seen.has(a.name)) continue;
     seen.add(a.name);
+    const near = nearestWord(a.name, names);
+    const remote = near !== null && REMOTE_BUILD_SETTINGS.has(near);
     out.push(
       finding(
         "unknown-setting",
-        "info",
+        remote ? "warning" : "info",
         where,
-        `'${a.name}' is not a setting of this Nix: it is ignored (with a warning)`,
-        "check the spelling against `nix show-config` (2.8) / `nix config show`",
+        `'${shownValue(a.name)}' is not a setting of this Nix: it is ignored (with a warning)${near ? `; did you mean '${near}'?` : ""}${remote ? ` As written, ${near} keeps its default, which can turn remote builds off` : ""}`,
+        near
+          ? `rename it: \`${near} = ${shownValue(a.value)}\``
+          : "check the spelling against `nix show-config` (2.8) / `nix config show`",
         `unknown setting '${a.name}'`,
       ),
     );
+  }
+  return out;
+}
+
+/**
+ * A configuration file that exists but that Nix skips without a word: an included directory, a nix.conf
+ * the user cannot read (EACCES), … Its settings silently do not apply. (A file that does not exist is
+ * normal for the default files and an error for a plain `include`, reported by lintConfError.)
+ */
+export function lintSkippedFiles(view: ConfigView, who: string): Finding[] {
+  const out: Finding[] = [];
+  for (const f of view.files) {
+    if (!f.skipped || f.role === "env" || /No such file or directory|Not a directory/.test(f.skipped))
+      continue;
+    const from = f.includedFrom;
+    const where = from?.kind === "file" ? { file: from.file, line: from.line } : { file: f.path, line: null };
+    out.push(
+      finding(
+        "conf-file-skipped",
+        "warning",
+        where,
+        `${f.role === "include" ? "the included file" : "the configuration file"} ${f.path} cannot be read (${f.skipped}): Nix skips it without a word while loading ${who}, so none of its settings apply`,
+        /Is a directory/.test(f.skipped)
+          ? "include a file, not a directory (Nix has no directory includes)"
+          : `make it readable by the user whose configuration it is (e.g. \`chmod 644 ${f.path}\`), or remove it`,
+      ),
+    );
+  }
+  return out;
+}
+
+/**
+ * `extra-platforms` (and `system`) entries that are not system doubles (`aarch64` for `aarch64-linux`):
+ * Nix accepts any word, and no derivation ever has that system, so the platform is silently not there.
+ */
+export function lintPlatformNames(view: ConfigView): Finding[] {
+  const out: Finding[] = [];
+  for (const setting of ["extra-platforms", "system"] as const) {
+    const eff = view.settings.get(setting);
+    if (!eff || eff.layer === "default") continue;
+    const words = Array.isArray(eff.value) ? (eff.value as string[]) : [String(eff.value)];
+    const last = eff.origin[eff.origin.length - 1];
+    let n = 0;
+    for (const w of words) {
+      if (w === "" || isKnownSystem(w) || n++ >= 10) continue;
+      const sug = suggestSystem(w);
+      out.push(
+        finding(
+          "platform-not-a-system",
+          "warning",
+          whereOf(last),
+          `'${shownValue(w)}' in \`${setting}\` is not a Nix system double (CPU-kernel, like aarch64-linux): no derivation has that system, so it adds nothing${sug ? `; did you mean '${sug}'?` : ""}`,
+          sug ? `write \`${sug}\`` : "write a system double such as `aarch64-linux` or `i686-linux`",
+        ),
+      );
+    }
   }
   return out;
 }
@@ -200,8 +320,8 @@ export function lintReplacedDefaults(
           "extra-platforms-replaces",
           "warning",
           whereOf(last.origin),
-          `\`${last.name} = ${last.value}\` replaces the detected default instead of adding to it: this machine no longer builds ${lost.join(", ")} locally (the setting's own name starts with \`extra-\`, so \`extra-\` does not append here)`,
-          `to add platforms, write \`extra-extra-platforms = ${last.value}\` (the \`extra-\` prefix applied to the setting \`extra-platforms\`)`,
+          `\`${last.name} = ${shownValue(last.value)}\` replaces the detected default instead of adding to it: this machine no longer builds ${shownValue(lost.join(", "))} locally (the setting's own name starts with \`extra-\`, so \`extra-\` does not append here)`,
+          `to add platforms, write \`extra-extra-platforms = ${shownValue(last.value)}\` (the \`extra-\` prefix applied to the setting \`extra-platforms\`)`,
         ),
       );
     } else {
@@ -210,8 +330,8 @@ export function lintReplacedDefaults(
           "system-features-replaces",
           "info",
           whereOf(last.origin),
-          `\`${last.name} = ${last.value}\` replaces the detected features: ${lost.join(", ")} ${lost.length === 1 ? "is" : "are"} no longer available locally, so derivations that require ${lost.length === 1 ? "it" : "them"} must go to a builder`,
-          `to add features, write \`extra-system-features = ${last.value}\``,
+          `\`${last.name} = ${shownValue(last.value)}\` replaces the detected features: ${shownValue(lost.join(", "))} ${lost.length === 1 ? "is" : "are"} no longer available locally, so derivations that require ${lost.length === 1 ? "it" : "them"} must go to a builder`,
+          `to add features, write \`extra-system-features = ${shownValue(last.value)}\``,
         ),
       );
     }
@@ -251,7 +371,7 @@ export function lintOverrides(
             lost.length > 0 ? "warning" : "info",
             where,
             lost.length > 0
-              ? `\`${a.name} = ${a.value}\` is replaced by \`${by.name} = ${by.value}\` at ${byText}: ${lost.join(", ")} ${lost.length === 1 ? "is" : "are"} not trusted${intermediate ? " (an `extra-trusted-users` in between is dropped too)" : ""}`
+              ? `\`${a.name} = ${shownValue(a.value)}\` is replaced by \`${by.name} = ${shownValue(by.value)}\` at ${byText}: ${shownValue(lost.join(", "))} ${lost.length === 1 ? "is" : "are"} not trusted${intermediate ? " (an `extra-trusted-users` in between is dropped too)" : ""}`
               : `\`${a.name}\` is set again at ${byText}; only the last line counts`,
             "keep a single `trusted-users` line listing every trusted user (or add users with `extra-trusted-users`), then restart the daemon",
           ),
@@ -265,7 +385,7 @@ export function lintOverrides(
             where,
             same
               ? `\`${a.name}\` is set again to the same value at ${byText}; only the last line counts`
-              : `\`${a.name} = ${a.value === "" ? '""' : a.value}\` never takes effect: \`${by.name} = ${by.value === "" ? '""' : by.value}\` at ${byText} replaces it`,
+              : `\`${a.name} = ${a.value === "" ? '""' : shownValue(a.value)}\` never takes effect: \`${by.name} = ${by.value === "" ? '""' : shownValue(by.value)}\` at ${byText} replaces it`,
             `keep one \`${setting}\` line (${setting} is a single string: a later line replaces it, nothing is merged); to combine machine lists, use one machines file that includes the others with \`@/path\` lines`,
           ),
         );
@@ -377,6 +497,107 @@ export function lintBuildersSource(input: BuildersSourceInput): Finding[] {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Local builds off
+
+export interface LocalJobsInput {
+  version: NixVersion;
+  /** The client's effective `max-jobs` (a fixed field of the daemon protocol: it always applies). */
+  maxJobs: { value: unknown; origin: readonly Origin[] } | null;
+  /** The machines the build hook reads (after parsing; none when `builders` is empty or broken). */
+  machines: readonly Machine[];
+}
+
+/**
+ * `max-jobs = 0` turns local builds off: then the builders are the only way to build. With no machine at
+ * all, Nix stops at once ("unable to start any build"); when every machine has max jobs 0, the hook never
+ * takes a build and Nix waits for a machine forever. Both are errors: no build can complete.
+ */
+export function lintLocalJobs(input: LocalJobsInput): Finding[] {
+  const mj = input.maxJobs;
+  if (!mj || Number(mj.value) !== 0) return [];
+  const last = mj.origin[mj.origin.length - 1];
+  const where = whereOf(last);
+  const said = last ? describeOrigin(last) : "the default";
+  const rules = routeRules(input.version);
+  if (input.machines.length === 0) {
+    return [
+      finding(
+        "max-jobs-zero-no-builders",
+        "error",
+        where,
+        `\`max-jobs = 0\` (${said}) turns local builds off, and there are no builders: every build fails at once`,
+        "set `max-jobs` to at least 1 (or `auto`), or configure builders (`builders = @/etc/nix/machines`)",
+        stallMessage(rules, false),
+      ),
+    ];
+  }
+  if (input.machines.every((m) => m.maxJobs === 0)) {
+    return [
+      finding(
+        "max-jobs-zero-no-slots",
+        "error",
+        where,
+        `\`max-jobs = 0\` (${said}) turns local builds off, and every builder has max jobs 0 (column 4): no machine ever takes a build, so every build waits for a machine forever`,
+        "give a builder at least 1 job in column 4, or set `max-jobs` to at least 1",
+        waitingMessage(undefined).replace("'<unknown>'", "'…'"),
+      ),
+    ];
+  }
+  return [];
+}
+
+/** No daemon, and the user cannot write the local store (see app/view.ts storeUnusable). */
+export function lintStoreAccess(
+  user: string,
+  unusable: { stateDir: string; nixMessage: string } | null,
+): Finding[] {
+  if (!unusable) return [];
+  return [
+    finding(
+      "store-not-writable",
+      "error",
+      { file: null, line: null },
+      `no nix-daemon is running, so ${user}'s Nix opens the store directly, but ${user} cannot write ${unusable.stateDir}: every build (and every Nix command that opens the store) fails`,
+      "start the nix-daemon (`systemctl enable --now nix-daemon.socket`), which builds for every user; or run Nix as the store's owner",
+      unusable.nixMessage,
+    ),
+  ];
+}
+
+export interface BuildUsersGroupInput {
+  /** The effective `build-users-group` of the process that builds, and where it came from. */
+  value: string;
+  origin: readonly Origin[];
+  /** Whether that process runs as root (the daemon; root without a daemon): only then is the group used. */
+  builderIsRoot: boolean;
+  /** Whether the group exists on this machine (null: not known). */
+  groupExists: boolean | null;
+}
+
+/**
+ * `build-users-group` naming a group that does not exist: root's Nix refuses every local build with
+ * `the group '…' specified in 'build-users-group' does not exist` (2.8 and 2.30 alike; it also warns at
+ * start-up). Only builds that go to a builder still work.
+ */
+export function lintBuildUsersGroup(input: BuildUsersGroupInput): Finding[] {
+  if (!input.builderIsRoot || input.value === "" || input.groupExists !== false) return [];
+  const last = input.origin[input.origin.length - 1];
+  const isDefault = !last || last.kind === "default";
+  return [
+    finding(
+      "build-users-group-missing",
+      "error",
+      whereOf(last),
+      `build-users-group is '${shownValue(input.value)}'${isDefault ? " (the default when Nix runs as root)" : ""}, and there is no such group: every local build fails (only builds a builder takes still work)`,
+      isDefault
+        ? `create the build users (the Nix installer's \`nixbld\` group and its members), or set \`build-users-group =\` (empty: builds then run as root, without build users)`
+        : `create the group \`${input.value}\` with its build users, fix the name, or set \`build-users-group =\` (empty)`,
+      `the group '${input.value}' specified in 'build-users-group' does not exist`,
+    ),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Machines
 
 export interface MachinesLintInput {
@@ -386,6 +607,8 @@ export interface MachinesLintInput {
   machines28?: BuildersResult | null;
   /** The builders value's own origin is the default (`@<confDir>/machines`): a missing file is normal. */
   defaultIncludePath?: string | null;
+  /** Nix's state directory (where `current-load/` is); default /nix/var/nix. */
+  stateDir?: string;
 }
 
 const WS_ONLY = /^[ \t\r\n]*$/;
@@ -641,9 +864,55 @@ export function lintMachines(input: MachinesLintInput): Finding[] {
           p.file === inc.from.file && p.line === inc.from.line && p.row.trim().slice(1).trim() === inc.path,
       ),
   );
-  out.push(...lintIncludes(missing, input.defaultIncludePath ?? null));
-  out.push(...lintDuplicates(machines.machines, version));
-  out.push(...lintMandatoryFeatures(machines.machines));
+  // one at a time: a spread of a few hundred thousand findings overflows the stack
+  for (const list of [
+    lintIncludes(missing, input.defaultIncludePath ?? null),
+    lintDuplicates(machines.machines, version),
+    lintMandatoryFeatures(machines.machines),
+    lintLockFileNames(machines.machines, version, input.stateDir ?? "/nix/var/nix"),
+  ])
+    for (const f of list) out.push(f);
+  return out;
+}
+
+/** Longest file name (bytes) Linux file systems take (NAME_MAX); a longer one fails with ENAMETOOLONG. */
+const NAME_MAX = 255;
+
+/**
+ * A store URI too long for a file name: the hook takes a job slot by locking
+ * `<state>/current-load/<URI with / as _>-<slot>`, and a name over 255 bytes cannot be opened, so the hook
+ * dies on every build that could go to this machine (Nix 2.8 and 2.30 alike). Long URIs come from
+ * `?ssh-key=…&base64-ssh-public-host-key=…` parameters: put those in columns 3 and 8 instead.
+ */
+export function lintLockFileNames(
+  machines: readonly Machine[],
+  version: NixVersion,
+  stateDir: string,
+): Finding[] {
+  const out: Finding[] = [];
+  const seen = new Set<string>();
+  for (const m of machines) {
+    if (m.maxJobs === 0 || seen.has(m.storeUri)) continue;
+    seen.add(m.storeUri);
+    // The slot file's name as that version's hook makes it (2.23+: the rendered URI, parameters sorted).
+    const name = `${slotStem(m.storeUri, version) ?? lockFileName(m.storeUri)}-0`;
+    const bytes = new TextEncoder().encode(name).length;
+    if (bytes <= NAME_MAX) continue;
+    const params = m.storeUri.includes("?");
+    out.push(
+      finding(
+        "store-uri-too-long",
+        "error",
+        m.origin,
+        `the store URI is too long for the hook's slot lock file (its name would be ${bytes} bytes, over the 255 a file name may have): the build hook dies with "File name too long", so every build that could go to this machine fails`,
+        params
+          ? "move `ssh-key=` to column 3 and `base64-ssh-public-host-key=` to column 8 of the machine line, keeping column 1 short (`ssh://user@host`)"
+          : "shorten column 1 (a host alias from ssh_config(5) keeps the URI short)",
+        // Nix prints the whole name; past 1 KiB we show its start (a 10 MB URI is never echoed)
+        `opening lock file '${stateDir}/current-load/${name.length > 1024 ? shownValue(name) : name}': File name too long`,
+      ),
+    );
+  }
   return out;
 }
 
@@ -713,8 +982,13 @@ export function lintDuplicates(machines: readonly Machine[], version?: NixVersio
  */
 export function lintMandatoryFeatures(machines: readonly Machine[]): Finding[] {
   const out: Finding[] = [];
-  const otherSupported = (m: Machine) =>
-    new Set(machines.filter((x) => x !== m).flatMap((x) => [...x.supportedFeatures, ...x.mandatoryFeatures]));
+  // How many machines offer each feature (supported or mandatory), counted once per machine: a mandatory
+  // feature of m is offered by another machine iff its count is at least 2. One pass, not one set per machine.
+  const offeredBy = new Map<string, number>();
+  for (const x of machines) {
+    for (const f of new Set([...x.supportedFeatures, ...x.mandatoryFeatures]))
+      offeredBy.set(f, (offeredBy.get(f) ?? 0) + 1);
+  }
   for (const m of machines) {
     const core = m.mandatoryFeatures.filter((f) => !isAddOnFeature(f));
     if (core.length >= 2 && !KNOWN_COMBINATIONS.some((c) => core.every((f) => c.includes(f)))) {
@@ -728,9 +1002,8 @@ export function lintMandatoryFeatures(machines: readonly Machine[]): Finding[] {
         ),
       );
     }
-    const others = otherSupported(m);
     for (const f of m.mandatoryFeatures) {
-      if (KNOWN_FEATURES.includes(f) || isAddOnFeature(f) || others.has(f)) continue;
+      if (KNOWN_FEATURES.includes(f) || isAddOnFeature(f) || (offeredBy.get(f) ?? 0) >= 2) continue;
       out.push(
         finding(
           "mandatory-feature-unknown",
@@ -797,16 +1070,21 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
   const out: Finding[] = [];
   const { hookUser } = input;
   const byPath = new Map(input.facts.map((f) => [f.path, f]));
-  const reported = new Set<string>();
+  // one set of findings per key path, at the first machine that names it; the others are counted
+  const users = new Map<string, { first: Machine; count: number }>();
   for (const m of input.machines) {
-    if (m.sshKey === null || !usesSshKey(m, input.version)) continue;
-    const f = byPath.get(m.sshKey);
-    if (!f) continue;
-    const key = `${m.sshKey}\0${m.origin.file}\0${m.origin.line}`;
-    if (reported.has(key)) continue;
-    reported.add(key);
+    if (m.sshKey === null || !byPath.has(m.sshKey) || !usesSshKey(m, input.version)) continue;
+    const u = users.get(m.sshKey);
+    if (u) u.count++;
+    else users.set(m.sshKey, { first: m, count: 1 });
+  }
+  for (const [path, { first: m, count }] of users) {
+    const f = byPath.get(path)!;
     const where = m.origin;
-    const shown = f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path;
+    const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
+    const shown = `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`;
+    // ssh expands `~` before it opens the key, and its messages name the expanded path
+    const sshName = f.path.startsWith("~") && f.resolved ? f.resolved : f.path;
     const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
     if (f.inStore) {
       out.push(
@@ -827,7 +1105,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           where,
           `ssh key ${shown} does not exist: ssh warns and tries ${hookUser.name}'s default keys instead, which the builder usually does not accept`,
           `create the key (\`ssh-keygen -t ed25519 -N '' -f ${f.resolved ?? f.path}\`) and authorise its .pub on the builder, or fix the path`,
-          `Warning: Identity file ${f.path} not accessible: No such file or directory.`,
+          `Warning: Identity file ${sshName} not accessible: No such file or directory.`,
         ),
       );
       continue;
@@ -854,7 +1132,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           hookUser.uid === 0
             ? `make the key readable by root (it normally is; check ACLs and the file system)`
             : `give ${hookUser.name} read access: \`chown ${hookUser.name} ${f.resolved ?? f.path} && chmod 600 ${f.resolved ?? f.path}\``,
-          `Load key "${f.path}": Permission denied`,
+          `Load key "${sshName}": Permission denied`,
         ),
       );
     } else if (f.readableByHookUser === null) {
@@ -868,6 +1146,32 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
         ),
       );
     }
+    const pub = f.path.endsWith(".pub");
+    if (f.loadError || pub) {
+      // not a private key at all (a .pub, a certificate, …): that is the fix; its mode does not matter
+      // (ssh-keygen refuses a 0644 .pub on its mode before parsing it, so loadError may be unknown here)
+      const tooOpen = f.mode !== null && (f.mode & 0o077) !== 0;
+      const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
+      out.push(
+        finding(
+          "key-invalid",
+          "error",
+          where,
+          pub
+            ? `ssh key ${shown} is a public key (.pub): ssh needs the private half, so authentication fails${f.loadError ? ` (${f.loadError})` : ""}`
+            : `ssh key ${shown} is not a private key ssh can load (${f.loadError})`,
+          pub
+            ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
+            : "point column 3 at the private key (the file without .pub)",
+          f.loadError
+            ? `Load key "${sshName}": ${f.loadError}`
+            : tooOpen && ownedByHook
+              ? `Permissions ${fmtMode(f.mode!)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+              : undefined,
+        ),
+      );
+      continue;
+    }
     if (f.mode !== null && (f.mode & 0o077) !== 0 && !f.inStore) {
       const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
       out.push(
@@ -880,7 +1184,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
             : `ssh key ${shown} has mode ${fmtMode(f.mode)}: other users can read this private key (ssh still uses it, because ${hookUser.name} does not own it)`,
           `chmod 600 ${f.resolved ?? f.path}`,
           ownedByHook
-            ? `Permissions ${fmtMode(f.mode)} for '${f.path}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+            ? `Permissions ${fmtMode(f.mode)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
             : undefined,
         ),
       );
@@ -893,21 +1197,7 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
           where,
           `ssh key ${shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
           `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${f.resolved ?? f.path}\` removes it), readable only by ${hookUser.name}`,
-          `Load key "${f.path}": incorrect passphrase supplied to decrypt private key`,
-        ),
-      );
-    }
-    if (f.loadError) {
-      out.push(
-        finding(
-          "key-invalid",
-          "error",
-          where,
-          `ssh key ${shown} is not a private key ssh can load (${f.loadError})${f.path.endsWith(".pub") ? ": column 3 names the public key" : ""}`,
-          f.path.endsWith(".pub")
-            ? `write the private key's path: ${f.path.slice(0, -4)}`
-            : "point column 3 at the private key (the file without .pub)",
-          `Load key "${f.path}": ${f.loadError}`,
+          `Load key "${sshName}": incorrect passphrase supplied to decrypt private key`,
         ),
       );
     }

@@ -150,7 +150,11 @@ function normKernel(k: string): string | null {
  */
 export function suggestSystem(s: string): string | null {
   if (isKnownSystem(s)) return null;
-  const lower = s.trim().toLowerCase();
+  // `x86-64` / `x86_64` / `x8664` is one CPU name (else `x86` alone reads as i686)
+  const lower = s
+    .trim()
+    .toLowerCase()
+    .replace(/^x86[-_]?64(?=$|[-_])/, "x86_64");
   if (lower !== s && isKnownSystem(lower)) return lower;
   const parts = lower.split(/[-_]/).filter((x) => x !== "");
   // keep x86_64 / aarch64_be together: re-split on '-' only, but try both

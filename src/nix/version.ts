@@ -39,3 +39,23 @@ export function atLeastPatch(v: NixVersion, major: number, minor: number, patch:
 export function formatNixVersion(v: NixVersion): string {
   return `${v.major}.${v.minor}.${v.patch}`;
 }
+
+/** The oldest Nix whose rules we model (Debian 12's nix-bin). */
+export const NIX_OLDEST: NixVersion = { major: 2, minor: 8, patch: 0 };
+
+/**
+ * A `--nix-version` we can follow: before 2.8 is refused (`error`; nothing older is modelled, and Nix 1.x
+ * had no `builders` setting); after the newest modelled release it is followed with a `note` (its rules are
+ * those of the newest modelled release, which may be wrong).
+ */
+export function modelledVersion(v: NixVersion): { error?: string; note?: string } {
+  if (!atLeast(v, NIX_OLDEST.major, NIX_OLDEST.minor))
+    return {
+      error: `--nix-version ${formatNixVersion(v)}: Nix before ${NIX_OLDEST.major}.${NIX_OLDEST.minor} is not modelled (choose ${NIX_OLDEST.major}.${NIX_OLDEST.minor} or later)`,
+    };
+  if (atLeast(v, NIX_LATEST.major, NIX_LATEST.minor + 1))
+    return {
+      note: `Nix ${formatNixVersion(v)} is newer than the newest modelled release: following Nix ${NIX_LATEST.major}.${NIX_LATEST.minor}'s rules, which may differ`,
+    };
+  return {};
+}

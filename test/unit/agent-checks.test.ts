@@ -113,9 +113,23 @@ describe("per-user builders", () => {
         },
       ],
     });
-    assert.deepEqual(ids(f), ["agent-builders-ignored-untrusted", "agent-builders-ignored-untrusted"]);
+    // extra-builders is not a trust matter (issue 16 item 7): an unknown setting in every Nix
+    assert.deepEqual(ids(f), ["agent-builders-ignored-untrusted", "agent-extra-builders-unknown"]);
     assert.match(f[0]!.message, /nix\.conf:3/);
     assert.match(f[1]!.message, /\/etc\/agent\.json \(nixSettings\.extra-builders\)/);
+    assert.match(f[1]!.message, /unknown setting 'extra-builders'/);
+    assert.doesNotMatch(f[1]!.message, /is not a trusted user/);
+  });
+
+  it("extra-builders for a trusted user too: still unknown, never 'ignored because untrusted'", () => {
+    const f = checkAgentUserBuilders({
+      trusted: true,
+      user: "hci",
+      settings: [
+        { name: "extra-builders", value: "ssh://mac aarch64-darwin", origin: userFile, scope: "user" },
+      ],
+    });
+    assert.deepEqual(ids(f), ["agent-extra-builders-unknown"]);
   });
 
   it("accepts them for a trusted user, and notes an empty builders reset either way", () => {

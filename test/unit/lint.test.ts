@@ -21,7 +21,9 @@ import {
   lintMachinesFileAccess,
   lintMandatoryFeatures,
   lintOverrides,
+  lintPlatformNames,
   lintReplacedDefaults,
+  lintSkippedFiles,
   lintUnknownSettings,
   normaliseFindings,
   summarise,
@@ -163,13 +165,92 @@ describe("extra-builders and unknown settings", () => {
     const unk = only(f, "unknown-setting");
     assert.deepEqual(
       unk.map((x) => [x.severity, x.line, x.nixMessage]),
-      [["info", 3, "unknown setting 'buildrs'"]],
+      [["warning", 3, "unknown setting 'buildrs'"]],
     );
+    assert.match(unk[0]!.message, /did you mean 'builders'\?/);
+  });
+  it("typos of remote-build settings (issue 16 item 5): a warning with 'did you mean'; other typos stay info", () => {
+    const v = view({
+      "/etc/nix/nix.conf":
+        "builder = ssh://b x86_64-linux\ntrusted-user = alice\nbuilders-use-substitute = true\nkeep-outputz = true\nfrobnicate = 1\n",
+    });
+    const f = only(lintUnknownSettings(v, ""), "unknown-setting");
+    assert.deepEqual(
+      f.map((x) => [x.line, x.severity, /did you mean '([^']+)'/.exec(x.message)?.[1] ?? null]),
+      [
+        [1, "warning", "builders"],
+        [2, "warning", "trusted-users"],
+        [3, "warning", "builders-use-substitutes"],
+        [4, "info", "keep-outputs"],
+        [5, "info", null],
+      ],
+    );
+    assert.match(f[0]!.fix, /`builders = ssh:\/\/b x86_64-linux`/);
   });
   it("the alternative includes the builders value in force", () => {
     const v = view({ "/etc/nix/nix.conf": "extra-builders = h x86_64-linux\n" });
     const f = lintUnknownSettings(v, "@/srv/m1 ; @/srv/m2");
     assert.match(f[0]!.fix, /`@\/srv\/m1`, `@\/srv\/m2`/);
+  });
+});
+
+describe("lintSkippedFiles (issue 16 item 9)", () => {
+  const load = (errs: Record<string, string>, files: Record<string, string>) =>
+    loadConfig({
+      version: V28,
+      env: { NIX_CONF_DIR: "/etc/nix", NIX_USER_CONF_FILES: "" },
+      passwdHome: "/root",
+      fs: {
+        read: (p: string) =>
+          errs[p]
+            ? { ok: false, code: errs[p]! }
+            : files[p] === undefined
+              ? { ok: false, code: "ENOENT" }
+              : { ok: true, text: files[p]! },
+        exists: (p: string) => ({ ok: true, exists: errs[p] !== undefined || files[p] !== undefined }),
+      },
+      machine: { ...FACTS, isRoot: true },
+    });
+  it("an included directory: Nix skips it silently; a warning at the include line", () => {
+    const v = load({ "/etc/nix/d": "EISDIR" }, { "/etc/nix/nix.conf": "include /etc/nix/d\n" });
+    const f = lintSkippedFiles(v, "root's configuration");
+    assert.deepEqual(
+      f.map((x) => [x.id, x.severity, x.file, x.line]),
+      [["conf-file-skipped", "warning", "/etc/nix/nix.conf", 1]],
+    );
+    assert.match(f[0]!.fix, /not a directory/);
+  });
+  it("an unreadable nix.conf: a warning naming it; a missing one: nothing", () => {
+    const v = load({ "/etc/nix/nix.conf": "EACCES" }, {});
+    const f = lintSkippedFiles(v, "alice's configuration");
+    assert.deepEqual(
+      f.map((x) => [x.id, x.file]),
+      [["conf-file-skipped", "/etc/nix/nix.conf"]],
+    );
+    assert.match(f[0]!.message, /Permission denied/);
+    assert.deepEqual(lintSkippedFiles(load({}, {}), "x"), []);
+  });
+});
+
+describe("lintPlatformNames (issue 16 item 5)", () => {
+  it("`extra-platforms = aarch64` is not a system double: warning, did you mean aarch64-linux", () => {
+    const f = lintPlatformNames(view({ "/etc/nix/nix.conf": "extra-platforms = aarch64 i686-linux\n" }));
+    assert.deepEqual(
+      f.map((x) => [x.id, x.severity, x.line]),
+      [["platform-not-a-system", "warning", 1]],
+    );
+    assert.match(f[0]!.message, /did you mean 'aarch64-linux'/);
+  });
+  it("real doubles and the default: nothing", () => {
+    assert.deepEqual(
+      lintPlatformNames(view({ "/etc/nix/nix.conf": "extra-platforms = aarch64-linux\n" })),
+      [],
+    );
+    assert.deepEqual(lintPlatformNames(view({ "/etc/nix/nix.conf": "" })), []);
+  });
+  it("x86-64-linux is suggested as x86_64-linux, not i686-linux", () => {
+    const f = lintPlatformNames(view({ "/etc/nix/nix.conf": "extra-platforms = x86-64-linux\n" }));
+    assert.match(f[0]!.message, /did you mean 'x86_64-linux'/);
   });
 });
 
@@ -575,6 +656,38 @@ describe("lintKeyFiles", () => {
     assert.deepEqual(ids(run({ loadError: "invalid format", path: "/k.pub" }, "b x86_64-linux /k.pub")), [
       "key-invalid",
     ]);
+  });
+  it("a .pub key (issue 16 item 11): 'a public key' is the one finding, never chmod 600 first", () => {
+    // ssh-keygen refuses a 0644 .pub on its mode before parsing it: no loadError, yet it is a public key
+    const f = run({ path: "/k.pub", mode: 0o644, passphrase: null }, "ssh://b x86_64-linux /k.pub");
+    assert.deepEqual(ids(f), ["key-invalid"]);
+    assert.match(f[0]!.message, /is a public key/);
+    assert.match(f[0]!.fix, /\/k$/);
+    assert.ok(!f.some((x) => /chmod/.test(x.fix)));
+    const g = run({ path: "/k.pub", loadError: "invalid format" }, "ssh://b x86_64-linux /k.pub");
+    assert.deepEqual(ids(g), ["key-invalid"]);
+  });
+  it("one set of findings per key path, however many machines name it (10,000 machines: one finding)", () => {
+    const spec = Array.from({ length: 10_000 }, (_, i) => `ssh://b${i} x86_64-linux /k`).join("\n");
+    const f = run({ exists: false, isFile: null, mode: null }, spec);
+    assert.deepEqual(ids(f), ["key-missing"]);
+    assert.match(f[0]!.message, /10000 machines use this key/);
+  });
+  it("`~` in the key path (issue 16 item 12): ssh's message names the expanded path", () => {
+    const f = run(
+      { path: "~/.ssh/id_b", resolved: "/root/.ssh/id_b", exists: false, isFile: null, mode: null },
+      "ssh://b x86_64-linux ~/.ssh/id_b",
+    );
+    assert.deepEqual(ids(f), ["key-missing"]);
+    assert.equal(
+      f[0]!.nixMessage,
+      "Warning: Identity file /root/.ssh/id_b not accessible: No such file or directory.",
+    );
+    const p = run(
+      { path: "~/.ssh/id_b", resolved: "/root/.ssh/id_b", mode: 0o644 },
+      "ssh://b x86_64-linux ~/.ssh/id_b",
+    );
+    assert.match(p[0]!.nixMessage!, /^Permissions 0644 for '\/root\/\.ssh\/id_b' are too open/);
   });
   it("unknown readability is an info", () => {
     assert.deepEqual(
