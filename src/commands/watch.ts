@@ -10,8 +10,10 @@
  *   watch status [--json]       the running watch's snapshot
  *   watch drain NAME / undrain NAME
  */
+import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import type { AgentOptions } from "../app/agent-select.js";
+import { readRecentBuilds } from "../app/builds-store.js";
 import { controlRequest } from "../app/watch/control.js";
 import type { BuilderStatus, WatchSnapshot } from "../app/watch/model.js";
 import { DEFAULT_POLICY, type PolicyConfig } from "../app/watch/policy.js";
@@ -260,6 +262,10 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
     fullEvery,
     minWriteIntervalMs: minWrite * 1000,
     log,
+    // The build-hook wrapper (nix-builders hook) keeps its records in the state directory above
+    // watch's (/var/lib/nix-builders) and leaves `cannot build on` signals in <watch state>/signals.
+    signalsDir: join(stateDir, "signals"),
+    recentBuilds: () => readRecentBuilds(dirname(stateDir), { limit: 20 }),
   });
 
   if (o.once) {

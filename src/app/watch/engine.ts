@@ -34,6 +34,7 @@ import {
   type PolicyConfig,
   step,
 } from "./policy.js";
+import { takeSignals } from "./signals.js";
 import { loadState, type PersistedBuilder, type PersistedState, saveState } from "./state.js";
 import { render, type SourceText, sha256, writeOutput } from "./writer.js";
 
@@ -97,6 +98,15 @@ export interface WatchOptions {
   random?: () => number;
   /** One-line notes (state ignored, write failed…), for the journal. */
   log?: (line: string) => void;
+  /**
+   * Where the build hook leaves `cannot build on` signals (src/app/watch/signals.ts): a signal for a
+   * builder in the file starts a round at once (at most one such round per `signalGapMs`, default
+   * 5 000). Null: no signals.
+   */
+  signalsDir?: string | null;
+  signalGapMs?: number;
+  /** The recent remote builds for the snapshot (the build-hook wrapper's records), if any. */
+  recentBuilds?: () => NonNullable<WatchSnapshot["recentBuilds"]>;
 }
 
 interface Entry {
@@ -182,6 +192,37 @@ export class Watch {
   async start(): Promise<void> {
     await this.round();
     this.schedule();
+    if (this.opts.signalsDir) {
+      this.signalTimer = setInterval(() => this.checkSignals(), 1000);
+      this.signalTimer.unref();
+    }
+  }
+
+  private signalTimer: NodeJS.Timeout | null = null;
+  private lastSignalRoundAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * Take the hook's signals; when one names a builder of the file that is not already out, run a
+   * round now (the probes decide; a signal alone never takes a builder out).
+   */
+  checkSignals(): Promise<void> | null {
+    if (!this.opts.signalsDir || this.stopped) return null;
+    const signals = takeSignals(this.opts.signalsDir);
+    if (signals.length === 0) return null;
+    const named = signals.filter((sg) =>
+      [...this.entries.values()].some(
+        (e) => matches(e.m, sg.builder) && e.mem.state !== "quarantined" && !e.drained,
+      ),
+    );
+    if (named.length === 0) return null;
+    const now = this.now();
+    if (now - this.lastSignalRoundAt < (this.opts.signalGapMs ?? 5000)) return null;
+    this.lastSignalRoundAt = now;
+    this.log(`signal: ${named[0]!.reason || `cannot build on '${named[0]!.builder}'`}: probing now`);
+    const r = this.round().catch((e) =>
+      this.log(`round failed: ${e instanceof Error ? e.message : String(e)}`),
+    );
+    return r;
   }
 
   private schedule(): void {
@@ -199,6 +240,7 @@ export class Watch {
   async stop(opts: { restore: boolean }): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.signalTimer) clearInterval(this.signalTimer);
     if (this.running) await this.running;
     await this.serial(async () => {
       if (opts.restore && this.source) {
@@ -513,6 +555,7 @@ export class Watch {
       localFault: this.localFault ? { ...this.localFault } : null,
       routing: [...routing].map(([system, bs]) => ({ system, builders: bs })),
       builders,
+      ...(this.opts.recentBuilds ? { recentBuilds: this.opts.recentBuilds() } : {}),
     };
   }
 }
