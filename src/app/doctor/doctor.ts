@@ -4,7 +4,7 @@ import { daemonEnvironment, findDaemonProcess } from "../../host/daemon-proc.js"
 import type { RunAsIdentity } from "../../host/run-as.js";
 import type { Machine } from "../../nix/machines.js";
 import { sshAuthority } from "../../nix/store-uri.js";
-import { agentReport } from "../agent-checks.js";
+import { agentCaches, agentReport } from "../agent-checks.js";
 import type { AgentSelection } from "../agent-select.js";
 import { type UserView, userView } from "../view.js";
 import { type BuilderCtx, builderChecks } from "./builder.js";
@@ -130,7 +130,8 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
     probeIdentity,
     timeoutMs,
     sshPath: null,
-    ...(sel ? { agent: { sel, report: agentReport(view, sel) } } : {}),
+    // With the caches' settings, as show --agent reports them (binary-caches.json, read as the agent).
+    ...(sel ? { agent: { sel, report: agentReport(view, sel, await agentCaches(sel)) } } : {}),
   };
   const runOpts = { debug: opts.debug ?? false };
   const local = await runChecks(
