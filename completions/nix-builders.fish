@@ -11,6 +11,10 @@ complete -c nix-builders -n __fish_use_subcommand -a verify -d 'build a new deri
 complete -c nix-builders -n __fish_use_subcommand -a use -d 'make a user (or the agent) use only the named builders, through its own nix.conf'
 complete -c nix-builders -n __fish_use_subcommand -a reset -d 'put back what `nix-builders use` changed, byte for byte'
 complete -c nix-builders -n __fish_use_subcommand -a explain -d 'Explain a Nix build log (any Nix from 2.8; plain, coloured or internal-json): the root cause of a remote-build failure and how to fix it.'
+complete -c nix-builders -n __fish_use_subcommand -a watch -d 'probe the builders continuously and keep a machines file without the dead ones'
+complete -c nix-builders -n __fish_use_subcommand -a hook -d 'the build-hook wrapper that records which builder built what (install, uninstall, path)'
+complete -c nix-builders -n __fish_use_subcommand -a builds -d 'the remote builds the build-hook wrapper recorded: where each ran and how it ended'
+complete -c nix-builders -n __fish_use_subcommand -a who-built -d 'the builder, time and result of a derivation\'s remote build, with Nix\'s log lines'
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l all
@@ -40,6 +44,8 @@ complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l store
 complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l read
 complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l validity
+complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l no-cache
+complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l cache-dir
 complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from doctor' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from doctor' -l agent
@@ -78,3 +84,38 @@ complete -c nix-builders -n '__fish_seen_subcommand_from reset' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from reset' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from explain' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from explain' -l nix-version
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l source
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l output
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l state-dir
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l interval
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l timeout
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l listen
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l agent
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l agent-config
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l once
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l json
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l mode
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l failure-threshold
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l success-threshold
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l backoff-base
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l backoff-factor
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l backoff-max
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l backoff-jitter
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l count-window
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l stable-after
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l max-quarantined-percent
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l jobs
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l full-every
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l min-write-interval
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l wait-ready
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l wait-timeout
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l restore
+complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l nix-version
+complete -c nix-builders -n '__fish_seen_subcommand_from builds' -l since
+complete -c nix-builders -n '__fish_seen_subcommand_from builds' -l builder
+complete -c nix-builders -n '__fish_seen_subcommand_from builds' -l system
+complete -c nix-builders -n '__fish_seen_subcommand_from builds' -l failed
+complete -c nix-builders -n '__fish_seen_subcommand_from builds' -l all
+complete -c nix-builders -n '__fish_seen_subcommand_from builds' -l json
+complete -c nix-builders -n '__fish_seen_subcommand_from who-built' -l store
+complete -c nix-builders -n '__fish_seen_subcommand_from who-built' -l json

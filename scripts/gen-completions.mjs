@@ -19,7 +19,7 @@ export function spec() {
   for (const line of top.split("\n")) {
     if (/^Commands:/.test(line)) inCmds = true;
     else if (inCmds) {
-      const m = /^ {2}([a-z]+)\b.*?\s{2,}(.*)$/.exec(line);
+      const m = /^ {2}([a-z][a-z-]*)\b.*?\s{2,}(.*)$/.exec(line);
       if (m && m[1] !== "help") cmds.push({ name: m[1], about: m[2], options: [] });
     }
   }
