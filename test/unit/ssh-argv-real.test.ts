@@ -7,7 +7,7 @@
  * a temporary path Nix picks, so it is compared up to that path.
  */
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { nixSshArgv } from "../../src/remote/ssh-argv.js";
@@ -59,10 +59,12 @@ function describeArgv(n: RealNix): void {
         mkdirSync(fakeBin, { recursive: true });
         writeFileSync(
           join(fakeBin, "ssh"),
-          `#!/bin/sh\n{ for a in "$@"; do printf '%s\\0' "$a"; done; printf '\\1'; } >> '${log}'\nexit 1\n`,
+          // One file per run ($$): 2.30 runs the command and `ssh -O check` at once, and two appends to
+          // one file could interleave.
+          `#!/bin/sh\n{ for a in "$@"; do printf '%s\\0' "$a"; done; printf '\\1'; } > '${log}'.$$\nexit 1\n`,
         );
         chmodSync(join(fakeBin, "ssh"), 0o755);
-        rmSync(log, { force: true });
+        for (const f of readdirSync(base)) if (f.startsWith("argv.")) rmSync(join(base, f), { force: true });
         const line = `${c.uri} x86_64-linux ${c.key ?? "-"} 1 1 - - ${c.hostKey ?? "-"}`;
         const env: Record<string, string | undefined> = { PATH: `${fakeBin}:${process.env["PATH"]}` };
         if (c.sshOpts !== undefined) env["NIX_SSHOPTS"] = c.sshOpts;
@@ -77,7 +79,10 @@ function describeArgv(n: RealNix): void {
         });
         // Each run is one record; 2.30 also runs `ssh -O check <host> …` (is a master running?) after
         // starting the command, so the command is the record that is not that check.
-        const runs = readFileSync(log, "utf8")
+        const runs = readdirSync(base)
+          .filter((f) => f.startsWith("argv."))
+          .map((f) => readFileSync(join(base, f), "utf8"))
+          .join("")
           .split("\u0001")
           .slice(0, -1)
           .map((r) => r.split("\0").slice(0, -1));
