@@ -14,6 +14,7 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, readSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
+import type { WatchSnapshot } from "./watch/model.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/nix-builders";
 
@@ -405,15 +406,8 @@ export function isFailed(r: BuildRecord): boolean {
   return r.result === "failure" || (r.reply !== "accept" && r.cannotBuild.length > 0);
 }
 
-/** The shape of `WatchSnapshot.recentBuilds` (src/app/watch/model.ts). */
-export interface RecentBuild {
-  drv: string;
-  system: string;
-  machine: string | null;
-  startedAt: number;
-  endedAt: number | null;
-  result: string;
-}
+/** One of `WatchSnapshot.recentBuilds` (src/app/watch/model.ts). */
+export type RecentBuild = NonNullable<WatchSnapshot["recentBuilds"]>[number];
 
 /**
  * The recent remote builds, newest first, for watch's status page. Never throws: an untrusted or

@@ -184,7 +184,19 @@ export function writeCache<T>(name: string, key: string, value: T, scope: CacheS
   if (!NAME.test(name)) return;
   const dir = cacheDir(scope);
   if (!dir) return;
-  const tmp = join(dir, `.${name}.json.${randomBytes(8).toString("hex")}`);
+  writePrivateFile(join(dir, `${name}.json`), JSON.stringify({ key, value }));
+}
+
+/**
+ * Replace `file` (in a directory only this user and root can change) with `data`: written to a new
+ * file with a random name beside it (O_EXCL, O_NOFOLLOW, 0600), then renamed into place, so a reader
+ * sees the old file or the new one. False when it could not be written (a cache is then only slower).
+ */
+export function writePrivateFile(file: string, data: string | Buffer): boolean {
+  const tmp = join(
+    dirname(file),
+    `.${file.slice(file.lastIndexOf("/") + 1)}.${randomBytes(8).toString("hex")}`,
+  );
   let fd: number | undefined;
   try {
     fd = openSync(
@@ -192,18 +204,21 @@ export function writeCache<T>(name: string, key: string, value: T, scope: CacheS
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
       0o600,
     );
-    writeSync(fd, JSON.stringify({ key, value }));
+    const buf = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+    let n = 0;
+    while (n < buf.length) n += writeSync(fd, buf, n, buf.length - n);
     closeSync(fd);
     fd = undefined;
-    renameSync(tmp, join(dir, `${name}.json`));
+    renameSync(tmp, file);
+    return true;
   } catch {
-    // an unwritable cache is only slower
     if (fd !== undefined) closeSync(fd);
     try {
       unlinkSync(tmp);
     } catch {
       // already gone
     }
+    return false;
   }
 }
 

@@ -1,47 +1,7 @@
-/**
- * plan's facts cache: what plan needs from each `.drv` (system, required features, preferLocalBuild,
- * builtin, outputs, input derivations and the outputs wanted from them), kept across runs and keyed
- * by the derivation's store path.
- *
- * Why a store path is a sound key: a `.drv` is a text-hashed store object, so its path is computed
- * from its exact contents (and name and references). The same path names the same bytes in every
- * store, forever; nothing about a derivation can change without its path changing. Validity (which
- * outputs exist) does change, and is never cached: plan asks the store every time.
- *
- * Where it lives, and who may write it: the per-user cache directory of src/host/cache.ts (root:
- * /var/cache/nix-builders), which only the running user and root can write. The file is read only
- * when it is a regular file owned by the running user, not writable by group or others, not a
- * symlink, and at most MAX_FACTS_BYTES; anything else, a damaged file or one of another format is
- * a miss, and the next run that reads derivations rebuilds it. Writes go to a private temp file
- * (O_EXCL, 0600) renamed into place, so a reader sees the old file or the new one, never a part.
- *
- * Format: `v8.serialize({ magic, header, strings, ints })`: the magic "nix-builders plan facts", the
- * header { format, storeDir, strings, lists, ints, nodes }, every distinct string once, and one
- * Int32Array holding the list table then the node table. Chosen by measurement (bench/RESULTS.md,
- * "facts cache format"): for 20,000 derivations, loading it and indexing the paths took 13.8 ms of
- * CPU, against 19.4 ms for the same tables as NUL-separated UTF-8 plus raw ints, and 28.9 ms as JSON;
- * most of that is the index, which all three share. v8.deserialize builds plain data only (no code,
- * no prototypes), and the file is the user's own; the result is checked id by id all the same.
- *
- * List table: for each list, its length then its string ids. Node table, per derivation:
- *   path, system, flags (1 preferLocalBuild, 2 builtin), features list, output names list, then
- *   the number of outputs and that many output path ids (-1 for a path not known in advance),
- *   then the number of inputs and, per input, the input's path id and the list of wanted outputs.
- */
-import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  openSync,
-  readSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
 import * as v8 from "node:v8";
-import { type CacheScope, cacheDir } from "./cache.js";
+import { type CacheScope, cacheDir, writePrivateFile } from "./cache.js";
 
 /** What plan keeps per derivation (the parts of a DrvScan it uses). */
 export interface DrvFacts {
@@ -451,28 +411,7 @@ export class FactsCache {
         ? encodeFacts(this.fresh, this.opts.storeDir, t)
         : encodeFacts(entries(), this.opts.storeDir);
     if (buf.length > MAX_FACTS_BYTES) return;
-    const tmp = `${this.file}.${randomBytes(8).toString("hex")}.tmp`;
-    let fd: number | undefined;
-    try {
-      fd = openSync(
-        tmp,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-        0o600,
-      );
-      let n = 0;
-      while (n < buf.length) n += writeSync(fd, buf, n, buf.length - n);
-      closeSync(fd);
-      fd = undefined;
-      renameSync(tmp, this.file);
-      this.stats.written = true;
-    } catch {
-      if (fd !== undefined) closeSync(fd);
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // already gone
-      }
-    }
+    this.stats.written = writePrivateFile(this.file, buf);
   }
 
   /** get() without counting it as a hit. */

@@ -1,6 +1,6 @@
 /** The doctor: local checks, then every builder's checks, builders in parallel (bounded). */
 
-import { daemonEnvironment, findDaemonProcess } from "../../host/daemon-proc.js";
+import { findDaemonProcess } from "../../host/daemon-proc.js";
 import type { RunAsIdentity } from "../../host/run-as.js";
 import type { Machine } from "../../nix/machines.js";
 import { sshAuthority } from "../../nix/store-uri.js";
@@ -8,7 +8,7 @@ import { agentCaches, agentReport } from "../agent-checks.js";
 import type { AgentSelection } from "../agent-select.js";
 import { type UserView, userView } from "../view.js";
 import { type BuilderCtx, builderChecks } from "./builder.js";
-import { agentCheck, type LocalCtx, localChecks } from "./local.js";
+import { agentCheck, type LocalCtx, localChecks, sshEnvironment } from "./local.js";
 import { mapLimit, runChecks } from "./runner.js";
 import type { CheckResult, CheckStatus } from "./types.js";
 
@@ -96,16 +96,7 @@ export async function doctor(opts: DoctorOptions): Promise<DoctorReport> {
   });
   const timeoutMs = Math.max(1, opts.timeoutSec ?? 10) * 1000;
   const daemon = findDaemonProcess();
-  let sshEnv: LocalCtx["sshEnv"];
-  if (view.storeMode === "daemon") sshEnv = daemonEnvironment(daemon);
-  else {
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(view.env)) if (v !== undefined) env[k] = v;
-    sshEnv = {
-      env,
-      source: `${view.user.name}'s environment${view.serviceEnv ? " (a service's clean environment)" : ""}`,
-    };
-  }
+  const sshEnv = sshEnvironment(view, daemon);
   const hookIdentity = identityOf(view.hookUser);
   const me = process.getuid?.() ?? 0;
   const probeIdentity: RunAsIdentity =

@@ -3,7 +3,7 @@
  * configuration errors, `ssh` on the daemon's PATH, and the identity that runs ssh.
  */
 import { accessSync, constants, statSync } from "node:fs";
-import { type DaemonProcess, findOnPath } from "../../host/daemon-proc.js";
+import { type DaemonProcess, daemonEnvironment, findOnPath } from "../../host/daemon-proc.js";
 import { type RunAsIdentity, runAs } from "../../host/run-as.js";
 import type { Finding } from "../../nix/lint.js";
 import { formatOrigin } from "../../nix/origin.js";
@@ -44,6 +44,20 @@ function agentCause(id: string): "local-untrusted" | "local-config" {
  * (src/app/agent-checks.ts): its configuration, its user, trust against `nixUserIsTrusted`,
  * advertised platforms without a builder, the narinfo TTL it refuses to start without, and so on.
  */
+/**
+ * The environment ssh runs with for Nix: the daemon's (read from the running daemon) under a daemon,
+ * else the user's own (a service's clean environment for a service user).
+ */
+export function sshEnvironment(view: LocalCtx["view"], daemon: DaemonProcess | null): LocalCtx["sshEnv"] {
+  if (view.storeMode === "daemon") return daemonEnvironment(daemon);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(view.env)) if (v !== undefined) env[k] = v;
+  return {
+    env,
+    source: `${view.user.name}'s environment${view.serviceEnv ? " (a service's clean environment)" : ""}`,
+  };
+}
+
 export function agentCheck(): CheckDef<LocalCtx> {
   return {
     id: "agent",

@@ -6,12 +6,12 @@
  * configuration (trust, systems, features) is read on every Nth probe only.
  */
 
-import { daemonEnvironment, findDaemonProcess } from "../../host/daemon-proc.js";
+import { findDaemonProcess } from "../../host/daemon-proc.js";
 import type { RunAsIdentity } from "../../host/run-as.js";
 import { parseBuilders } from "../../nix/machines.js";
 import type { AgentSelection } from "../agent-select.js";
 import { type BuilderCtx, builderChecks } from "../doctor/builder.js";
-import { type LocalCtx, localChecks } from "../doctor/local.js";
+import { type LocalCtx, localChecks, sshEnvironment } from "../doctor/local.js";
 import { mapLimit, runChecks } from "../doctor/runner.js";
 import type { CheckResult } from "../doctor/types.js";
 import { type UserView, userView } from "../view.js";
@@ -146,13 +146,7 @@ export function doctorProber(opts: ProberOptions): Prober {
     async round(machines: readonly SourceMachine[], full: ReadonlySet<string>): Promise<RoundProbe> {
       const view = await viewOf(opts);
       const daemon = findDaemonProcess();
-      let sshEnv: LocalCtx["sshEnv"];
-      if (view.storeMode === "daemon") sshEnv = daemonEnvironment(daemon);
-      else {
-        const env: Record<string, string> = {};
-        for (const [k, v] of Object.entries(view.env)) if (v !== undefined) env[k] = v;
-        sshEnv = { env, source: `${view.user.name}'s environment` };
-      }
+      const sshEnv = sshEnvironment(view, daemon);
       const hookIdentity = identityOf(view.hookUser);
       const lctx: LocalCtx = {
         view,
