@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command: `npm test` (all), `npm test -- unit`, `npm test -- e2e`.
-# First installs what is missing (scripts/provision: Debian packages as root, npm ci); a second run
+# First installs what is missing (scripts/provision: Debian packages as root, npm ci, the build); a second run
 # installs nothing. Unit tests need Node and, for the differential tests, Debian's nix-bin.
 # End-to-end tests need root (the lab makes namespaces, users and daemons); without root they are skipped.
 # Prints node's TAP summary per phase and a final "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase="${1:-all}"
-bash scripts/provision --no-build || { echo "test: provisioning failed (see above)" >&2; exit 1; }
+# With the build: the hook tests run dist/hook-recorder.js and the completions come from dist/cli.js.
+bash scripts/provision || { echo "test: provisioning failed (see above)" >&2; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
