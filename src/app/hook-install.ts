@@ -2,19 +2,11 @@
  * `nix-builders hook install | uninstall | path`: point the daemon's `build-hook` at the wrapper
  * (libexec/build-hook), keep the original file in the state directory, and undo it.
  */
-import {
-  closeSync,
-  constants,
-  existsSync,
-  fstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { atomicWrite, readAll } from "../host/atomic.js";
+import { writePrivateFile } from "../host/cache.js";
 import { planInstall, planUninstall } from "../nix/hook-conf.js";
 import { stateDir, untrustedDir } from "./builds-store.js";
 
@@ -66,6 +58,23 @@ function readConf(file: string): string {
   }
 }
 
+/** The saved original: a regular file, never through a link, at most 1 MiB; null otherwise. */
+function readOrig(file: string): string | null {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return null;
+    const b = readAll(fd, 1 << 20);
+    return b === null ? null : b.toString("latin1");
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function origFile(state: string): string {
   return join(state, "hook", "nix.conf.orig");
 }
@@ -97,7 +106,9 @@ export async function installHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath(
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const bad = untrustedDir(dir);
   if (bad !== null) throw new HookRefusal(dir, `${dir}: ${bad}`);
-  writeFileSync(origFile(state), Buffer.from(text, "latin1"), { mode: 0o600 });
+  // A new private file renamed into place (O_EXCL, O_NOFOLLOW, 0600): never through a planted link.
+  if (!writePrivateFile(origFile(state), Buffer.from(text, "latin1")))
+    throw new HookRefusal(dir, `${origFile(state)}: cannot be written`);
   if (!existsSync(dirname(conf))) mkdirSync(dirname(conf), { recursive: true, mode: 0o755 });
   await atomicWrite(conf, Buffer.from(plan.text, "latin1"), { backup: false });
   return { action: "installed", conf, wrapper, restartNeeded: true };
@@ -109,11 +120,7 @@ export async function uninstallHook(env: NodeJS.ProcessEnv, wrapper = wrapperPat
   const state = stateDir(env);
   let original: string | null = null;
   if (untrustedDir(join(state, "hook")) === null) {
-    try {
-      original = readFileSync(origFile(state)).toString("latin1");
-    } catch {
-      original = null;
-    }
+    original = readOrig(origFile(state));
   }
   const plan = planUninstall(text, wrapper, original);
   if (plan.kind === "not-installed") return { action: "not-installed", conf, wrapper, restartNeeded: false };

@@ -5,7 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
@@ -50,6 +59,31 @@ test("install, install again, uninstall: byte for byte; path; a foreign build-ho
     assert.equal(c.code, 2);
     assert.match(c.err, /nix\.conf:1: sets build-hook to '\/my\/hook'/);
     assert.equal(readFileSync(join(conf, "nix.conf"), "utf8"), "build-hook = /my/hook\n");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the saved original is never written or read through a link planted in its place", () => {
+  const dir = mkdtempSync(join(tmpdir(), "nb-hookinst-"));
+  try {
+    const conf = join(dir, "etc");
+    const state = join(dir, "state");
+    mkdirSync(conf);
+    mkdirSync(join(state, "hook"), { recursive: true, mode: 0o700 });
+    chmodSync(state, 0o755);
+    const victim = join(dir, "victim");
+    writeFileSync(victim, "do not touch\n");
+    symlinkSync(victim, join(state, "hook", "nix.conf.orig"));
+    writeFileSync(join(conf, "nix.conf"), "max-jobs = 4\n");
+    const env = { NIX_CONF_DIR: conf, NIX_BUILDERS_STATE_DIR: state };
+    const a = cli(["hook", "install"], env);
+    assert.equal(a.code, 0, a.err);
+    assert.equal(readFileSync(victim, "utf8"), "do not touch\n", "the link's target is untouched");
+    assert.ok(lstatSync(join(state, "hook", "nix.conf.orig")).isFile(), "the link was replaced by a file");
+    const u = cli(["hook", "uninstall"], env);
+    assert.equal(u.code, 0, u.err);
+    assert.equal(readFileSync(join(conf, "nix.conf"), "utf8"), "max-jobs = 4\n");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
