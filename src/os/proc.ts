@@ -131,6 +131,14 @@ function wireStreams(child: ChildProcess, opts: ProcOptions, out: Bounded, err: 
   }
 }
 
+/** Children started here that have not ended: their groups, for a command's SIGINT/SIGTERM handler. */
+const live = new Set<ChildProcess>();
+
+/** Send `signal` to the process group of every child still running (a command exiting on a signal). */
+export function killLiveGroups(signal: NodeJS.Signals = "SIGTERM"): void {
+  for (const c of live) killGroup(c, signal);
+}
+
 /** Start `argv` (no shell) in its own process group, with a deadline. */
 export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
   if (argv.length === 0) throw new Error("startProc: empty argv");
@@ -164,6 +172,7 @@ export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
   ) => {
     if (settled) return;
     settled = true;
+    live.delete(child);
     clearTimeout(deadline);
     if (killTimer) clearTimeout(killTimer);
     if (abandonTimer) clearTimeout(abandonTimer);
@@ -195,6 +204,7 @@ export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
     }, grace);
   };
   const deadline = setTimeout(kill, opts.deadlineMs);
+  if (child.pid !== undefined) live.add(child);
   wireStreams(child, opts, out, err);
   child.once("error", (e: NodeJS.ErrnoException) => {
     // a spawn failure (the only "error" before "close" that leaves no process)
