@@ -165,6 +165,99 @@ function findPinned(name: string, v: UserView): Machine {
   );
 }
 
+type Verdict = { cause: string; message: string; fix: string[] };
+
+/** What the daemon will ignore of this user's builders (decided before the build: Nix 2.8 says it only at -vvvv). */
+function untrustedVerdict(v: UserView, pinned: Machine | null): Verdict | null {
+  const daemonUntrusted = v.storeMode === "daemon" && !v.trusted;
+  const ignoredBuilders = v.ignored.find((i) => i.setting === "builders");
+  if (!daemonUntrusted || !(pinned || ignoredBuilders)) return null;
+  return {
+    cause: "local-untrusted",
+    message:
+      `the nix-daemon does not trust ${v.user.name} (${v.trustReason}), so it ignores the builders ` +
+      `${pinned ? "--builder passes" : `${v.user.name} sets (${ignoredBuilders?.value})`} and uses its own ` +
+      `(${v.builders.value || "none"}) instead.`,
+    fix: [
+      `Add ${v.user.name} to trusted-users in /etc/nix/nix.conf (NixOS: nix.settings.trusted-users) and restart nix-daemon.`,
+      "Or configure the builders where the daemon reads them: /etc/nix/machines (NixOS: nix.buildMachines).",
+    ],
+  };
+}
+
+/** The build's output holds the nonce (a builder made it: read bounded, a regular file only). */
+function outputHoldsNonce(
+  code: number | null,
+  outPath: string | null,
+  nonce: string,
+  nixpkgs: boolean,
+): boolean {
+  if (code !== 0) return false;
+  if (!outPath || nixpkgs) return true;
+  try {
+    const r = readBounded(outPath);
+    return r.ok && r.text.includes(nonce);
+  } catch {
+    return false;
+  }
+}
+
+/** Why the build does not prove a remote build on the right builder, or null when it does. */
+function judgeBuild(
+  b: {
+    outcome: { code: number | null; timedOut: boolean };
+    timeoutMs: number;
+    log: string;
+    summary: BuildLogSummary;
+    pinned: Machine | null;
+    outputOk: boolean;
+    outPath: string | null;
+  },
+  v: UserView,
+): Verdict | null {
+  if (b.outcome.timedOut)
+    return {
+      cause: "timeout",
+      message: `no result after ${b.timeoutMs / 1000}s`,
+      fix: ["Look at the log above for the step that hangs; --timeout gives it longer."],
+    };
+  if (b.outcome.code !== 0)
+    return (
+      classify(b.log, v) ?? {
+        cause: "build-failed",
+        message: `nix-build exited with ${b.outcome.code}`,
+        fix: [],
+      }
+    );
+  const builtOn = b.summary.builtOn;
+  if (builtOn === null)
+    return {
+      cause: "not-remote",
+      message: "the build finished, but Nix's log names no remote machine",
+      fix: [],
+    };
+  if (b.pinned && !printsAs(b.pinned.storeUri, builtOn, v.version))
+    return {
+      cause: "wrong-builder",
+      message: `built on ${builtOn}, not on the pinned ${b.pinned.storeUri}`,
+      fix: [],
+    };
+  if (!b.outputOk)
+    return { cause: "build-failed", message: `the output ${b.outPath} does not hold the nonce`, fix: [] };
+  return null;
+}
+
+function verifyText(result: VerifyResult, user: string): string {
+  let t = result.ok
+    ? `\nOK: ${result.drvPath} was built on ${result.builtOn}${asWritten(result)} for ${user}.\n`
+    : `\nFAILED (${result.cause}): ${result.message}\n`;
+  if (!result.ok && result.builtOn) t += `  Nix built it on ${result.builtOn}.\n`;
+  if (result.phases.length)
+    t += `  ${result.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(2)}s`).join(", ")}; total ${(result.totalMs / 1000).toFixed(2)}s\n`;
+  for (const f of result.fix) t += `  fix: ${f}\n`;
+  return t;
+}
+
 export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
   if (opts.system && opts.builder === undefined && !SYSTEM_RE.test(opts.system))
     throw new UsageError(`--system: not a Nix system: '${opts.system}'`);
@@ -185,23 +278,7 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
   const expr = verifyExpr({ system, nonce, program, nixpkgs: Boolean(opts.nixpkgs) });
   const timeoutMs = Math.max(1, Number(opts.timeout ?? "600")) * 1000;
 
-  // What the daemon will ignore of this user's builders (decided before the build: Nix 2.8 says it only at -vvvv).
-  const daemonUntrusted = v.storeMode === "daemon" && !v.trusted;
-  const ignoredBuilders = v.ignored.find((i) => i.setting === "builders");
-  let pre: { cause: string; message: string; fix: string[] } | null = null;
-  if (daemonUntrusted && (pinned || ignoredBuilders)) {
-    pre = {
-      cause: "local-untrusted",
-      message:
-        `the nix-daemon does not trust ${v.user.name} (${v.trustReason}), so it ignores the builders ` +
-        `${pinned ? "--builder passes" : `${v.user.name} sets (${ignoredBuilders!.value})`} and uses its own ` +
-        `(${v.builders.value || "none"}) instead.`,
-      fix: [
-        `Add ${v.user.name} to trusted-users in /etc/nix/nix.conf (NixOS: nix.settings.trusted-users) and restart nix-daemon.`,
-        "Or configure the builders where the daemon reads them: /etc/nix/machines (NixOS: nix.buildMachines).",
-      ],
-    };
-  }
+  const pre = untrustedVerdict(v, pinned);
 
   const argv = [nixBuildPath(v), "--no-out-link", "--log-format", "internal-json"];
   for (const o of sel?.overrides ?? []) argv.push("--option", o.name, o.value);
@@ -231,43 +308,8 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
   const log = summary.text.join("\n");
   const outPath = outcome.stdout.trim().split("\n").pop() || null;
 
-  let outputOk = false;
-  if (outcome.code === 0 && outPath && !opts.nixpkgs) {
-    try {
-      const r = readBounded(outPath); // a builder made this output: bounded, a regular file only
-      outputOk = r.ok && r.text.includes(nonce);
-    } catch {
-      outputOk = false;
-    }
-  } else if (outcome.code === 0) outputOk = true;
-
-  let verdict: { cause: string; message: string; fix: string[] } | null = pre;
-  if (verdict === null && outcome.timedOut)
-    verdict = {
-      cause: "timeout",
-      message: `no result after ${timeoutMs / 1000}s`,
-      fix: ["Look at the log above for the step that hangs; --timeout gives it longer."],
-    };
-  if (verdict === null && outcome.code !== 0)
-    verdict = classify(log, v) ?? {
-      cause: "build-failed",
-      message: `nix-build exited with ${outcome.code}`,
-      fix: [],
-    };
-  if (verdict === null && summary.builtOn === null)
-    verdict = {
-      cause: "not-remote",
-      message: "the build finished, but Nix's log names no remote machine",
-      fix: [],
-    };
-  if (verdict === null && pinned && !printsAs(pinned.storeUri, summary.builtOn ?? "", v.version))
-    verdict = {
-      cause: "wrong-builder",
-      message: `built on ${summary.builtOn}, not on the pinned ${pinned.storeUri}`,
-      fix: [],
-    };
-  if (verdict === null && !outputOk)
-    verdict = { cause: "build-failed", message: `the output ${outPath} does not hold the nonce`, fix: [] };
+  const outputOk = outputHoldsNonce(outcome.code, outPath, nonce, Boolean(opts.nixpkgs));
+  const verdict = pre ?? judgeBuild({ outcome, timeoutMs, log, summary, pinned, outputOk, outPath }, v);
 
   const result: VerifyResult = {
     ok: verdict === null,
@@ -299,16 +341,7 @@ export async function runVerify(opts: VerifyOptions, io: Io): Promise<number> {
     log,
   };
   if (opts.json) io.out(json(result));
-  else {
-    let t = result.ok
-      ? `\nOK: ${result.drvPath} was built on ${result.builtOn}${asWritten(result)} for ${v.user.name}.\n`
-      : `\nFAILED (${result.cause}): ${result.message}\n`;
-    if (!result.ok && result.builtOn) t += `  Nix built it on ${result.builtOn}.\n`;
-    if (result.phases.length)
-      t += `  ${result.phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(2)}s`).join(", ")}; total ${(result.totalMs / 1000).toFixed(2)}s\n`;
-    for (const f of result.fix) t += `  fix: ${f}\n`;
-    io.out(t);
-  }
+  else io.out(verifyText(result, v.user.name));
   return result.ok ? EXIT.ok : EXIT.errors;
 }
 

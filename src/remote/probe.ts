@@ -9,6 +9,7 @@ import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
 import { killGroup, startProc } from "../os/proc.js";
 import { type ServeHandshakeResult, serveHandshake } from "./serve.js";
 import {
@@ -128,6 +129,112 @@ function notRun(protocol: ProbeResult["protocol"], argv: string[]): ProbeResult 
   };
 }
 
+/** What the conversation over the session needs: the options, the wire and the clock. */
+interface Conversation {
+  opts: ProbeOptions;
+  result: ProbeResult;
+  reader: WireReader;
+  io: { input: Readable; output: Writable };
+  signal: AbortSignal;
+  deadline: number;
+  timeoutMs: number;
+  since: () => number;
+}
+
+/**
+ * The conversation over an open session: the `started` line (when the argv prints one), the store
+ * protocol's handshake, and optionally one QueryValidPaths. It fills `result` and never throws for the
+ * remote side's sake.
+ */
+async function converse(conv: Conversation): Promise<void> {
+  const { opts, result, reader, io, signal, deadline, timeoutMs, since } = conv;
+  if (opts.expectStartedLine) {
+    let line: string | null = null;
+    try {
+      line = await reader.line(4096);
+    } catch (e) {
+      if (e instanceof WireError && (e.kind === "timeout" || e.kind === "aborted")) {
+        result.failure = {
+          kind: "timeout",
+          nixMessage: `no 'started' line from ssh within ${timeoutMs} ms`,
+        };
+        return;
+      }
+    }
+    if (line !== "started") {
+      result.failure = {
+        kind: "ssh-start",
+        nixMessage: `failed to start SSH connection to '${opts.host}'`,
+      };
+      return;
+    }
+  }
+  const left = () => Math.max(1, deadline - Date.now());
+  // Both protocols: the handshake, then (optionally) one QueryValidPaths.
+  let hs: ServeHandshakeResult | WorkerHandshakeResult;
+  let query: ((paths: string[]) => Promise<string[]>) | undefined;
+  if (opts.protocol === "serve") {
+    const r = await serveHandshake(io, { host: opts.host, reader, timeoutMs: left(), signal });
+    result.serve = hs = r.result;
+    const c = r.connection;
+    if (c)
+      query = (paths) => {
+        reader.deadline = deadline;
+        return c.queryValidPaths(paths);
+      };
+  } else {
+    const r = await workerHandshake(io, {
+      storeUri: opts.storeUri,
+      reader,
+      timeoutMs: left(),
+      signal,
+      opTimeoutMs: left(),
+    });
+    result.worker = hs = r.result;
+    const c = r.connection;
+    if (c) query = (paths) => c.queryValidPaths(paths, { timeoutMs: left() });
+  }
+  if (!hs.ok || !query) {
+    result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
+    return;
+  }
+  result.timings.handshakeMs = since();
+  if (opts.queryValidPaths) {
+    try {
+      result.validPaths = await query(opts.queryValidPaths);
+      result.timings.queryMs = since();
+    } catch (e) {
+      result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
+      return;
+    }
+  }
+  result.ok = true;
+}
+
+/** Close our side of the session, give the server a moment to exit at EOF, then kill its group. */
+async function closeSession(
+  child: ChildProcessWithoutNullStreams,
+  exited: Promise<void>,
+  result: ProbeResult,
+): Promise<void> {
+  // Close our side; a well-behaved server exits at EOF. Give it a moment, then kill the group.
+  child.stdin.end();
+  const graceMs = result.failure?.kind === "timeout" ? 0 : 1500;
+  const reaped = await raceTimer(
+    exited.then(() => true),
+    graceMs,
+    false,
+  );
+  if (!reaped && child.pid !== undefined) {
+    result.killed = true;
+    killGroup(child, "SIGKILL");
+    await raceTimer(exited, 2000, undefined);
+  } else if (child.pid !== undefined) {
+    // ssh may leave helpers (ProxyCommand) behind in its group.
+    killGroup(child, "SIGKILL");
+  }
+}
+
 export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const t0 = performance.now();
@@ -178,69 +285,7 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   });
   const io = { input: child.stdout, output: child.stdin };
 
-  const work = (async (): Promise<void> => {
-    if (opts.expectStartedLine) {
-      let line: string | null = null;
-      try {
-        line = await reader.line(4096);
-      } catch (e) {
-        if (e instanceof WireError && (e.kind === "timeout" || e.kind === "aborted")) {
-          result.failure = {
-            kind: "timeout",
-            nixMessage: `no 'started' line from ssh within ${timeoutMs} ms`,
-          };
-          return;
-        }
-      }
-      if (line !== "started") {
-        result.failure = {
-          kind: "ssh-start",
-          nixMessage: `failed to start SSH connection to '${opts.host}'`,
-        };
-        return;
-      }
-    }
-    const left = () => Math.max(1, deadline - Date.now());
-    // Both protocols: the handshake, then (optionally) one QueryValidPaths.
-    let hs: ServeHandshakeResult | WorkerHandshakeResult;
-    let query: ((paths: string[]) => Promise<string[]>) | undefined;
-    if (opts.protocol === "serve") {
-      const r = await serveHandshake(io, { host: opts.host, reader, timeoutMs: left(), signal: ac.signal });
-      result.serve = hs = r.result;
-      const c = r.connection;
-      if (c)
-        query = (paths) => {
-          reader.deadline = deadline;
-          return c.queryValidPaths(paths);
-        };
-    } else {
-      const r = await workerHandshake(io, {
-        storeUri: opts.storeUri,
-        reader,
-        timeoutMs: left(),
-        signal: ac.signal,
-        opTimeoutMs: left(),
-      });
-      result.worker = hs = r.result;
-      const c = r.connection;
-      if (c) query = (paths) => c.queryValidPaths(paths, { timeoutMs: left() });
-    }
-    if (!hs.ok || !query) {
-      result.failure = { kind: hs.ok ? "io" : hs.kind, nixMessage: hs.ok ? "" : hs.nixMessage };
-      return;
-    }
-    result.timings.handshakeMs = since();
-    if (opts.queryValidPaths) {
-      try {
-        result.validPaths = await query(opts.queryValidPaths);
-        result.timings.queryMs = since();
-      } catch (e) {
-        result.failure = { kind: "query", nixMessage: e instanceof Error ? e.message : String(e) };
-        return;
-      }
-    }
-    result.ok = true;
-  })();
+  const work = converse({ opts, result, reader, io, signal: ac.signal, deadline, timeoutMs, since });
 
   const first = await Promise.race([work.then(() => null), spawnError]);
   if (first === null && result.ok && opts.whileOpen) await opts.whileOpen().catch(() => {});
@@ -260,22 +305,7 @@ export async function probe(opts: ProbeOptions): Promise<ProbeResult> {
   clearTimeout(timer);
   reader.detach();
 
-  // Close our side; a well-behaved server exits at EOF. Give it a moment, then kill the group.
-  child.stdin.end();
-  const graceMs = result.failure?.kind === "timeout" ? 0 : 1500;
-  const reaped = await raceTimer(
-    exited.then(() => true),
-    graceMs,
-    false,
-  );
-  if (!reaped && child.pid !== undefined) {
-    result.killed = true;
-    killGroup(child, "SIGKILL");
-    await raceTimer(exited, 2000, undefined);
-  } else if (child.pid !== undefined) {
-    // ssh may leave helpers (ProxyCommand) behind in its group.
-    killGroup(child, "SIGKILL");
-  }
+  await closeSession(child, exited, result);
   child.stdout.destroy();
   child.stderr.destroy();
   result.stderr = Buffer.concat(stderrParts, stderrLen).toString("utf8");
