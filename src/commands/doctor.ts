@@ -6,6 +6,7 @@
 import type { Command } from "commander";
 import { selectAgent } from "../app/agent-select.js";
 import { doctor } from "../app/doctor/doctor.js";
+import { onInterrupt } from "../app/doctor/interrupt.js";
 import { reportJson, reportText } from "../app/doctor/report.js";
 import { EXIT, type Io, json, UsageError } from "./io.js";
 
@@ -55,25 +56,35 @@ export async function runDoctor(opts: DoctorCommandOptions, io: Io): Promise<num
     process.exit(EXIT.internal);
   }, watchdogMs);
   watchdog.unref();
+  // Ctrl-C or a CI timeout: the ssh sessions run in their own process groups and would outlive us.
+  const offInterrupt = onInterrupt(
+    (line) => io.err(`${progress ? "\r\x1b[K" : ""}${line}`),
+    (code) => process.exit(code),
+  );
   if (progress) io.err("doctor: local checks…");
-  const report = await doctor({
-    ...(opts.user !== undefined ? { user: opts.user } : {}),
-    ...(agent ? { agent } : {}),
-    ...(agentFallback ? { agentFallback } : {}),
-    ...(opts.builder?.length ? { builders: opts.builder } : {}),
-    ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
-    ...(opts.debug ? { debug: true } : {}),
-    timeoutSec,
-    concurrency,
-    slowMs,
-    env: io.env,
-    ...(progress
-      ? {
-          onProgress: (d: number, t: number, b: string | null) =>
-            io.err(`\r\x1b[Kdoctor: ${d}/${t} builders checked${b === null ? "" : ` (last: ${b})`}`),
-        }
-      : {}),
-  });
+  let report: Awaited<ReturnType<typeof doctor>>;
+  try {
+    report = await doctor({
+      ...(opts.user !== undefined ? { user: opts.user } : {}),
+      ...(agent ? { agent } : {}),
+      ...(agentFallback ? { agentFallback } : {}),
+      ...(opts.builder?.length ? { builders: opts.builder } : {}),
+      ...(opts.nixVersion !== undefined ? { nixVersion: opts.nixVersion } : {}),
+      ...(opts.debug ? { debug: true } : {}),
+      timeoutSec,
+      concurrency,
+      slowMs,
+      env: io.env,
+      ...(progress
+        ? {
+            onProgress: (d: number, t: number, b: string | null) =>
+              io.err(`\r\x1b[Kdoctor: ${d}/${t} builders checked${b === null ? "" : ` (last: ${b})`}`),
+          }
+        : {}),
+    });
+  } finally {
+    offInterrupt();
+  }
   clearTimeout(watchdog);
   if (progress) io.err("\r\x1b[K");
   io.out(opts.json ? json(reportJson(report)) : reportText(report, { verbose: opts.verbose ?? false }));
