@@ -26,9 +26,21 @@ export const SAMPLES: Record<string, string[][]> = {
     ["lint", "--json", "--nix-version", "2.8", "--machines", "test/fixtures/schemas/machines"],
     ["lint", "--json", "--nix-version", "2.30", "--conf", "test/fixtures/schemas/nix.conf"],
   ],
+  // Builders that fail, warn and are refused without a connection (test/fixtures/schemas/doctor):
+  // passing, warning, failing and skipped checks, with and without evidence, and no network.
+  doctor: [["doctor", "--json", "--nix-version", "2.8", "--timeout", "2"]],
 };
 
+/** Objects that are maps (their keys are data, not field names): path from the top → what they map. */
+const MAPS: Record<string, Record<string, string>> = {
+  doctor: { "summary.builderDurationsMs": "store URI → milliseconds its checks took" },
+};
+
+/** The configuration directory of a command's samples (default test/fixtures/schemas). */
+const SAMPLE_CONF: Record<string, string> = { doctor: "test/fixtures/schemas/doctor" };
+
 export type Schema = {
+  description?: string;
   type?: string | string[];
   properties?: Record<string, Schema>;
   required?: string[];
@@ -44,7 +56,11 @@ export function runSample(args: string[]): unknown {
       cwd: REPO,
       encoding: "utf8",
       timeout: 60_000,
-      env: { ...process.env, NIX_USER_CONF_FILES: "", NIX_CONF_DIR: join(REPO, "test/fixtures/schemas") },
+      env: {
+        ...process.env,
+        NIX_USER_CONF_FILES: "",
+        NIX_CONF_DIR: join(REPO, SAMPLE_CONF[args[0]!] ?? "test/fixtures/schemas"),
+      },
     });
   } catch (e) {
     const err = e as { status?: number; stdout?: string };
@@ -95,6 +111,12 @@ export function infer(v: unknown, s: Schema | undefined): Schema {
 export function schemaFor(name: string): Schema & { $schema: string; title: string } {
   let s: Schema | undefined;
   for (const args of SAMPLES[name]!) s = infer(runSample(args), s);
+  for (const [path, description] of Object.entries(MAPS[name] ?? {})) {
+    const keys = path.split(".");
+    let parent = s;
+    for (const k of keys.slice(0, -1)) parent = parent?.properties?.[k];
+    if (parent?.properties) parent.properties[keys[keys.length - 1]!] = { description, type: "object" };
+  }
   return {
     $schema: "https://json-schema.org/draft/2020-12/schema",
     title: `nix-builders ${name} --json`,

@@ -30,4 +30,17 @@ describe("JSON outputs against docs/schemas", () => {
       "$.findings[0].severityLevel: not in the schema",
     ]);
   });
+
+  it("doctor: a renamed check field fails validation", () => {
+    const schema = JSON.parse(readFileSync(schemaFile("doctor"), "utf8")) as Schema;
+    const out = runSample(SAMPLES["doctor"]![0]!) as { checks: Record<string, unknown>[] };
+    assert.deepEqual(validate(out, schema), []);
+    const c = out.checks[0]!;
+    c["state"] = c["status"];
+    delete c["status"];
+    assert.deepEqual(validate(out, schema), [
+      "$.checks[0].status: missing",
+      "$.checks[0].state: not in the schema",
+    ]);
+  });
 });

@@ -2,6 +2,7 @@
 
 import { findDaemonProcess } from "../../host/daemon-proc.js";
 import type { RunAsIdentity } from "../../host/run-as.js";
+import { severityOfStatus, exitCodeFor as sharedExitCodeFor, summarise } from "../../nix/findings.js";
 import type { Machine } from "../../nix/machines.js";
 import { sshAuthority } from "../../nix/store-uri.js";
 import { agentCaches, agentReport } from "../agent-checks.js";
@@ -63,11 +64,13 @@ function identityOf(u: UserView["user"]): RunAsIdentity {
   return { name: u.name, uid: u.uid, gid: u.gid, home: u.home, shell: u.shell };
 }
 
+/**
+ * The shared rule (src/nix/findings.ts: 2 with errors, 1 with warnings, else 0) over the checks'
+ * severities; 70 when a check threw (a bug in nix-builders).
+ */
 export function exitCodeFor(checks: readonly { status: CheckStatus; internal?: true }[]): number {
   if (checks.some((c) => c.internal)) return 70;
-  if (checks.some((c) => c.status === "fail")) return 2;
-  if (checks.some((c) => c.status === "warn")) return 1;
-  return 0;
+  return sharedExitCodeFor(summarise(checks.map((c) => ({ severity: severityOfStatus(c.status) }))));
 }
 
 function matchesBuilder(m: Machine, name: string, v: UserView): boolean {

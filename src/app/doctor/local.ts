@@ -5,6 +5,7 @@
 import { accessSync, constants, statSync } from "node:fs";
 import { type DaemonProcess, daemonEnvironment, findOnPath } from "../../host/daemon-proc.js";
 import { type RunAsIdentity, runAs } from "../../host/run-as.js";
+import { statusOfSeverity } from "../../nix/findings.js";
 import type { Finding } from "../../nix/lint.js";
 import { formatOrigin } from "../../nix/origin.js";
 import { matchUserList } from "../../nix/trust.js";
@@ -76,10 +77,8 @@ export function agentCheck(): CheckDef<LocalCtx> {
         result: `platforms ${report.advertisement.platforms.join(" ") || "-"}; features ${report.advertisement.systemFeatures.join(" ") || "-"}`,
       });
       // The first error (else the first warning) leads; the others are counted and in the evidence.
-      for (const [severity, status] of [
-        ["error", "fail"],
-        ["warning", "warn"],
-      ] as const) {
+      for (const severity of ["error", "warning"] as const) {
+        const status = statusOfSeverity(severity);
         const hits = fs.filter((f) => f.severity === severity);
         const first = hits[0];
         if (!first) continue;

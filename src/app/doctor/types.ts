@@ -1,5 +1,6 @@
 /** The doctor's vocabulary: checks, their outcomes and causes. See docs/doctor.md. */
 import { FAILURE_CAUSES } from "../../nix/explain.js";
+import type { CheckStatus } from "../../nix/findings.js";
 
 /**
  * Why a check failed. The first group is the contract of `doctor --json` (shared with src/nix/explain.ts);
@@ -8,7 +9,8 @@ import { FAILURE_CAUSES } from "../../nix/explain.js";
 export const DOCTOR_CAUSES = [...FAILURE_CAUSES, "slow"] as const;
 export type DoctorCause = (typeof DOCTOR_CAUSES)[number];
 
-export type CheckStatus = "pass" | "warn" | "fail" | "skip";
+/** The shared vocabulary's status words (src/nix/findings.ts). */
+export type { CheckStatus } from "../../nix/findings.js";
 
 /** One thing that was run or read, and what came back. Never contains key material. */
 export interface Evidence {
