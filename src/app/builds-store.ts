@@ -11,9 +11,10 @@
  * others may write, is neither written nor read (a refusal for the readers, a silent skip for the writer).
  * Only node:fs is imported: the recorder starts once per build-hook process.
  */
-import { closeSync, constants, fstatSync, lstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
+import { untrustedDir as untrustedOwnDir } from "../os/owner.js";
 import type { WatchSnapshot } from "./watch/model.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/nix-builders";
@@ -126,16 +127,8 @@ function euid(): number {
 
 /** Why a directory must not be used, or null when it is ours and only we may write it. */
 export function untrustedDir(path: string): string | null {
-  let st: ReturnType<typeof lstatSync>;
-  try {
-    st = lstatSync(path);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? "unreadable";
-  }
-  if (!st.isDirectory()) return "not a directory";
-  if (st.uid !== euid()) return `owned by uid ${st.uid}, not ${euid()}`;
-  if ((st.mode & 0o022) !== 0) return "writable by group or others";
-  return null;
+  // Only the last component, owned by us (the callers made or checked the directories above).
+  return untrustedOwnDir(path);
 }
 
 /* ---------- the writer (the recorder) ---------- */

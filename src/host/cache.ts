@@ -31,6 +31,7 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, isAbsolute, join } from "node:path";
+import { untrustedChain } from "../os/owner.js";
 
 /** Root's cache directory. */
 export const ROOT_CACHE_DIR = "/var/cache/nix-builders";
@@ -53,22 +54,7 @@ export interface CacheScope {
  * (like /tmp, mode 1777), where nobody but an entry's owner and root can rename or remove it.
  */
 export function pathOwnedBy(real: string, uid: number): boolean {
-  if (!isAbsolute(real)) return false;
-  const parts = real.split("/").filter(Boolean);
-  for (let i = 0; i <= parts.length; i++) {
-    const p = `/${parts.slice(0, i).join("/")}`;
-    let st: ReturnType<typeof lstatSync>;
-    try {
-      st = lstatSync(p);
-    } catch {
-      return false;
-    }
-    if (!st.isDirectory()) return false;
-    if (st.uid !== 0 && st.uid !== uid) return false;
-    const sticky = (st.mode & 0o1000) !== 0 && st.uid === 0 && i < parts.length;
-    if ((st.mode & 0o022) !== 0 && !sticky) return false;
-  }
-  return true;
+  return untrustedChain(real, uid) === null;
 }
 
 /** Make `dir` (one level) if it is missing, mode 0700; true when it now exists. */

@@ -8,6 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { atomicWrite } from "../../host/atomic.js";
+import { untrustedEntry as untrustedReason } from "../../os/owner.js";
 import type { Transition, WatchState } from "./model.js";
 import type { BuilderMemory } from "./policy.js";
 
@@ -37,15 +38,6 @@ export interface PersistedState {
   version: 1;
   savedAt: number;
   builders: Record<string, PersistedBuilder>;
-}
-
-/** Refuse a directory or file another user could write (or that is not ours). Returns the reason, or null. */
-export function untrustedReason(st: fs.Stats, dir: boolean): string | null {
-  const me = process.geteuid?.() ?? 0;
-  if (dir ? !st.isDirectory() : !st.isFile()) return dir ? "not a directory" : "not a regular file";
-  if (st.uid !== me) return `owned by uid ${st.uid}, not ${me}`;
-  if ((st.mode & 0o022) !== 0) return `writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`;
-  return null;
 }
 
 /** Create the state directory (0700) if missing; throw a one-line error naming it when it is unsafe. */
