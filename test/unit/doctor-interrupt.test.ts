@@ -89,12 +89,12 @@ async function interrupted(signal: "SIGINT" | "SIGTERM"): Promise<{ code: number
   });
   child.stdout.resume();
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  const deadline = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 150_000);
   try {
     // Mid-probe: the real ssh runs, its control socket in the doctor's temp dir.
     await until(
       "the doctor's ssh probe",
-      30_000,
+      120_000,
       () => processesMentioning(`ControlPath=${tmp}/`).length > 0,
     );
     assert.equal(ours(tmp).length, 1, "one private temp dir while the probe runs");
