@@ -523,25 +523,32 @@ function decodeKey(d: Decoder, k: AgentConfigKey, v: unknown): void {
     case "clusterJoinTokenPath":
     case "binaryCachesPath":
     case "secretsJsonPath":
-      return decodeString(d, k, v);
+      decodeString(d, k, v);
+      break;
     case "nixUserIsTrusted":
     case "allowInsecureBuiltinFetchers":
       if (typeof v === "boolean") accept(d, k, v);
       else ignored(d, k, v, "a boolean (true or false, unquoted)", "uses the default (false)");
-      return;
+      break;
     case "concurrentTasks":
-      return decodeConcurrentTasks(d, v);
+      decodeConcurrentTasks(d, v);
+      break;
     case "logLevel":
     case "nixVerbosity":
-      return decodeEnum(d, k, v);
+      decodeEnum(d, k, v);
+      break;
     case "labels":
-      return decodeLabels(d, v);
+      decodeLabels(d, v);
+      break;
     case "remotePlatformsWithSameFeatures":
-      return decodePlatforms(d, v);
+      decodePlatforms(d, v);
+      break;
     case "effectMountables":
-      return decodeMountables(d, v);
+      decodeMountables(d, v);
+      break;
     case "nixSettings":
-      return decodeNixSettings(d, v);
+      decodeNixSettings(d, v);
+      break;
   }
 }
 
@@ -591,7 +598,8 @@ function decodeString(d: Decoder, k: StringKey, v: unknown): void {
 
 function decodeConcurrentTasks(d: Decoder, v: unknown): void {
   const k = "concurrentTasks";
-  const isInt = typeof v === "bigint" || (d.format === "json" && typeof v === "number" && Number.isInteger(v));
+  const isInt =
+    typeof v === "bigint" || (d.format === "json" && typeof v === "number" && Number.isInteger(v));
   if (d.format === "json" && typeof v === "number") {
     // The JSON codec reads an Int through lens-aeson's _Integer (floor of any number) and then
     // Numeric.Lens.integral (fails outside Int): 4.5 means 4, 0.5 means 0 (fatal), and a number
@@ -709,7 +717,8 @@ function decodeMountables(d: Decoder, v: unknown): void {
         finding(
           "agent-config-unknown-key",
           "warning",
-          `Unknown key effectMountables.${name}.${mk}: the agent ignores it.` + (sug ? ` Did you mean ${sug}?` : ""),
+          `Unknown key effectMountables.${name}.${mk}: the agent ignores it.` +
+            (sug ? ` Did you mean ${sug}?` : ""),
           sug ? `Rename it to ${sug}.` : "Remove it; a mountable has source, readOnly and condition.",
           {
             file: d.file,
