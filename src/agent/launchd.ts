@@ -33,17 +33,25 @@ function decodeEntities(s: string): string {
   });
 }
 
+type PlistToken = { kind: "open" | "close" | "empty"; name: string } | { kind: "text"; text: string };
+
 /** Parse an XML property list. Throws PlistError on binary plists and malformed XML. */
 export function parsePlist(text: string): PlistValue {
   if (text.startsWith("bplist"))
     throw new PlistError("binary property list (convert with: plutil -convert xml1)");
+  const parser = new PlistParser(plistTokens(text));
+  const v = parser.value();
+  parser.skipWs();
+  return v;
+}
+
+function plistTokens(text: string): PlistToken[] {
   // drop prolog, doctype, comments
   const body = text
     .replace(/<\?xml[\s\S]*?\?>/g, "")
     .replace(/<!DOCTYPE[\s\S]*?>/g, "")
     .replace(/<!--[\s\S]*?-->/g, "");
-  const tokens: Array<{ kind: "open" | "close" | "empty"; name: string } | { kind: "text"; text: string }> =
-    [];
+  const tokens: PlistToken[] = [];
   const re = /<(\/?)([A-Za-z][\w.-]*)([^>]*?)(\/?)>|([^<]+)/g;
   let m: RegExpExecArray | null;
   // biome-ignore lint/suspicious/noAssignInExpressions: tokenizer loop
@@ -54,109 +62,114 @@ export function parsePlist(text: string): PlistValue {
     else if (m[4] === "/") tokens.push({ kind: "empty", name: m[2]! });
     else tokens.push({ kind: "open", name: m[2]! });
   }
-  let i = 0;
-  const skipWs = (): void => {
-    while (i < tokens.length) {
-      const t = tokens[i]!;
-      if (t.kind === "text" && t.text.trim() === "") i++;
+  return tokens;
+}
+
+const EMPTY_PLIST_ELEMENTS: Readonly<Record<string, () => PlistValue>> = {
+  true: () => true,
+  false: () => false,
+  string: () => "",
+  array: () => [],
+  dict: () => ({}),
+};
+
+class PlistParser {
+  private i = 0;
+  constructor(private readonly tokens: readonly PlistToken[]) {}
+
+  skipWs(): void {
+    while (this.i < this.tokens.length) {
+      const t = this.tokens[this.i]!;
+      if (t.kind === "text" && t.text.trim() === "") this.i++;
       else break;
     }
-  };
-  const textUntilClose = (name: string): string => {
+  }
+
+  private textUntilClose(name: string): string {
     let s = "";
-    while (i < tokens.length) {
-      const t = tokens[i]!;
+    while (this.i < this.tokens.length) {
+      const t = this.tokens[this.i]!;
       if (t.kind === "close" && t.name === name) {
-        i++;
+        this.i++;
         return decodeEntities(s);
       }
       if (t.kind !== "text") throw new PlistError(`unexpected <${t.name}> inside <${name}>`);
       s += t.text;
-      i++;
+      this.i++;
     }
     throw new PlistError(`unclosed <${name}>`);
-  };
-  const value = (): PlistValue => {
-    skipWs();
-    const t = tokens[i++];
+  }
+
+  /** True (and consumes it) when the next token closes `name`. */
+  private closes(name: string): boolean {
+    this.skipWs();
+    const n = this.tokens[this.i];
+    if (n && n.kind === "close" && n.name === name) {
+      this.i++;
+      return true;
+    }
+    return false;
+  }
+
+  value(): PlistValue {
+    this.skipWs();
+    const t = this.tokens[this.i++];
     if (t === undefined) throw new PlistError("unexpected end of document");
     if (t.kind === "text")
       throw new PlistError(`unexpected text ${JSON.stringify(t.text.trim().slice(0, 20))}`);
     if (t.kind === "close") throw new PlistError(`unexpected </${t.name}>`);
     if (t.kind === "empty") {
-      switch (t.name) {
-        case "true":
-          return true;
-        case "false":
-          return false;
-        case "string":
-          return "";
-        case "array":
-          return [];
-        case "dict":
-          return {};
-        default:
-          throw new PlistError(`unexpected <${t.name}/>`);
-      }
+      const make = Object.hasOwn(EMPTY_PLIST_ELEMENTS, t.name) ? EMPTY_PLIST_ELEMENTS[t.name] : undefined;
+      if (!make) throw new PlistError(`unexpected <${t.name}/>`);
+      return make();
     }
-    switch (t.name) {
+    return this.element(t.name);
+  }
+
+  private element(name: string): PlistValue {
+    switch (name) {
       case "plist": {
-        const v = value();
-        skipWs();
-        const c = tokens[i++];
-        if (c?.kind !== "close" || c.name !== "plist") throw new PlistError("expected </plist>");
+        const v = this.value();
+        if (!this.closes("plist")) throw new PlistError("expected </plist>");
         return v;
       }
       case "string":
-        return textUntilClose("string");
+        return this.textUntilClose("string");
       case "integer":
-        return Number.parseInt(textUntilClose("integer").trim(), 10);
+        return Number.parseInt(this.textUntilClose("integer").trim(), 10);
       case "real":
-        return Number.parseFloat(textUntilClose("real").trim());
+        return Number.parseFloat(this.textUntilClose("real").trim());
       case "date":
-        return new Date(textUntilClose("date").trim());
+        return new Date(this.textUntilClose("date").trim());
       case "data":
-        return Uint8Array.from(Buffer.from(textUntilClose("data").replace(/\s+/g, ""), "base64"));
+        return Uint8Array.from(Buffer.from(this.textUntilClose("data").replace(/\s+/g, ""), "base64"));
       case "true":
-      case "false": {
-        const v = t.name === "true";
-        textUntilClose(t.name);
-        return v;
-      }
+      case "false":
+        this.textUntilClose(name);
+        return name === "true";
       case "array": {
         const arr: PlistValue[] = [];
-        while (true) {
-          skipWs();
-          const n = tokens[i];
-          if (n && n.kind === "close" && n.name === "array") {
-            i++;
-            return arr;
-          }
-          arr.push(value());
-        }
+        while (!this.closes("array")) arr.push(this.value());
+        return arr;
       }
-      case "dict": {
-        const obj: { [k: string]: PlistValue } = {};
-        while (true) {
-          skipWs();
-          const n = tokens[i];
-          if (n && n.kind === "close" && n.name === "dict") {
-            i++;
-            return obj;
-          }
-          if (n?.kind !== "open" || n.name !== "key") throw new PlistError("expected <key> in <dict>");
-          i++;
-          const key = textUntilClose("key");
-          obj[key] = value();
-        }
-      }
+      case "dict":
+        return this.dict();
       default:
-        throw new PlistError(`unknown element <${t.name}>`);
+        throw new PlistError(`unknown element <${name}>`);
     }
-  };
-  const v = value();
-  skipWs();
-  return v;
+  }
+
+  private dict(): PlistValue {
+    const obj: { [k: string]: PlistValue } = {};
+    while (!this.closes("dict")) {
+      const n = this.tokens[this.i];
+      if (n?.kind !== "open" || n.name !== "key") throw new PlistError("expected <key> in <dict>");
+      this.i++;
+      const key = this.textUntilClose("key");
+      obj[key] = this.value();
+    }
+    return obj;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
