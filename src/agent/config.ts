@@ -465,6 +465,26 @@ function pruneLost(value: Record<string, unknown>, lost: readonly string[][]): R
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
+/** What every key decoder shares: the result being built, the findings, and where a key is written. */
+interface Decoder {
+  readonly input: Mutable<AgentConfigInput>;
+  readonly explicitKeys: AgentConfigKey[];
+  readonly findings: AgentFinding[];
+  readonly format: AgentConfigFormat;
+  readonly file: string;
+  readonly lineOf: (path: string) => number | null;
+  readonly opts: AgentConfigOptions;
+}
+
+type StringKey =
+  | "apiBaseUrl"
+  | "baseDirectory"
+  | "staticSecretsDirectory"
+  | "workDirectory"
+  | "clusterJoinTokenPath"
+  | "binaryCachesPath"
+  | "secretsJsonPath";
+
 function decode(
   root: Record<string, unknown>,
   format: AgentConfigFormat,
@@ -473,240 +493,273 @@ function decode(
   findings: AgentFinding[],
   opts: AgentConfigOptions,
 ): { input: AgentConfigInput; explicitKeys: AgentConfigKey[] } {
-  const input: Mutable<AgentConfigInput> = { effectMountables: {}, nixSettings: {} };
-  const explicitKeys: AgentConfigKey[] = [];
-  const known = new Set<string>(AGENT_CONFIG_KEYS);
-  const ignored = (key: string, v: unknown, expected: string, consequence: string): void => {
-    findings.push(
-      finding(
-        "agent-config-type",
-        "warning",
-        `${key} is ${describeType(v)} (${showValue(v)}), but the agent expects ${expected}; it ignores the value without warning and ${consequence}.`,
-        `Write ${key} as ${expected}.`,
-        { file, line: lineOf(key) },
-      ),
-    );
+  const d: Decoder = {
+    input: { effectMountables: {}, nixSettings: {} },
+    explicitKeys: [],
+    findings,
+    format,
+    file,
+    lineOf,
+    opts,
   };
-  const isInt = (v: unknown): boolean =>
-    typeof v === "bigint" || (format === "json" && typeof v === "number" && Number.isInteger(v));
-  const toInt = (v: unknown): number => (typeof v === "bigint" ? Number(v) : (v as number));
-
+  const known = new Set<string>(AGENT_CONFIG_KEYS);
   for (const [key, v] of Object.entries(root)) {
     if (!known.has(key)) {
-      const suggestion = didYouMean(key, AGENT_CONFIG_KEYS);
-      const nixLike = COMMON_NIX_SETTINGS.has(key) || opts.knownNixSettings?.has(key.replace(/^extra-/, ""));
-      findings.push(
+      unknownKey(d, key);
+      continue;
+    }
+    if (v === null) continue; // JSON null: absent, as the agent treats it
+    decodeKey(d, key as AgentConfigKey, v);
+  }
+  return { input: d.input, explicitKeys: d.explicitKeys };
+}
+
+function decodeKey(d: Decoder, k: AgentConfigKey, v: unknown): void {
+  switch (k) {
+    case "apiBaseUrl":
+    case "baseDirectory":
+    case "staticSecretsDirectory":
+    case "workDirectory":
+    case "clusterJoinTokenPath":
+    case "binaryCachesPath":
+    case "secretsJsonPath":
+      decodeString(d, k, v);
+      break;
+    case "nixUserIsTrusted":
+    case "allowInsecureBuiltinFetchers":
+      if (typeof v === "boolean") accept(d, k, v);
+      else ignored(d, k, v, "a boolean (true or false, unquoted)", "uses the default (false)");
+      break;
+    case "concurrentTasks":
+      decodeConcurrentTasks(d, v);
+      break;
+    case "logLevel":
+    case "nixVerbosity":
+      decodeEnum(d, k, v);
+      break;
+    case "labels":
+      decodeLabels(d, v);
+      break;
+    case "remotePlatformsWithSameFeatures":
+      decodePlatforms(d, v);
+      break;
+    case "effectMountables":
+      decodeMountables(d, v);
+      break;
+    case "nixSettings":
+      decodeNixSettings(d, v);
+      break;
+  }
+}
+
+/** Records a decoded value for key k. */
+function accept<K extends AgentConfigKey>(d: Decoder, k: K, v: AgentConfigInput[K]): void {
+  d.input[k] = v;
+  d.explicitKeys.push(k);
+}
+
+/** A value of the wrong type: the agent ignores it without warning. */
+function ignored(d: Decoder, key: string, v: unknown, expected: string, consequence: string): void {
+  d.findings.push(
+    finding(
+      "agent-config-type",
+      "warning",
+      `${key} is ${describeType(v)} (${showValue(v)}), but the agent expects ${expected}; it ignores the value without warning and ${consequence}.`,
+      `Write ${key} as ${expected}.`,
+      { file: d.file, line: d.lineOf(key) },
+    ),
+  );
+}
+
+function unknownKey(d: Decoder, key: string): void {
+  const suggestion = didYouMean(key, AGENT_CONFIG_KEYS);
+  const nixLike = COMMON_NIX_SETTINGS.has(key) || d.opts.knownNixSettings?.has(key.replace(/^extra-/, ""));
+  d.findings.push(
+    finding(
+      "agent-config-unknown-key",
+      "warning",
+      `Unknown key ${key}: the agent does not read it and ignores it without warning.` +
+        (suggestion ? ` Did you mean ${suggestion}?` : "") +
+        (nixLike && !suggestion ? ` ${key} is a Nix setting.` : ""),
+      suggestion
+        ? `Rename ${key} to ${suggestion}.`
+        : nixLike
+          ? `Move it into nixSettings: "nixSettings": { "${key}": "…" } (values are strings).`
+          : `Remove ${key}, or check the key list at https://docs.hercules-ci.com/hercules-ci-agent/agent-config.`,
+      { file: d.file, line: d.lineOf(key) },
+    ),
+  );
+}
+
+function decodeString(d: Decoder, k: StringKey, v: unknown): void {
+  if (typeof v === "string") accept(d, k, v);
+  else ignored(d, k, v, "a string", k === "baseDirectory" ? "treats it as missing" : "uses the default");
+}
+
+function decodeConcurrentTasks(d: Decoder, v: unknown): void {
+  const k = "concurrentTasks";
+  const isInt =
+    typeof v === "bigint" || (d.format === "json" && typeof v === "number" && Number.isInteger(v));
+  if (d.format === "json" && typeof v === "number") {
+    // The JSON codec reads an Int through lens-aeson's _Integer (floor of any number) and then
+    // Numeric.Lens.integral (fails outside Int): 4.5 means 4, 0.5 means 0 (fatal), and a number
+    // beyond a 64-bit Int fails, which the optional combinator turns into "auto".
+    const n = jsonConcurrentTasks(v);
+    if (n === null) {
+      ignored(d, k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
+      return;
+    }
+    accept(d, k, n);
+    if (!Number.isInteger(v)) {
+      d.findings.push(
+        finding(
+          "agent-config-concurrent-tasks-float",
+          "warning",
+          `concurrentTasks = ${v} is not a whole number; the agent's JSON decoder rounds it down to ${n}${n < 1 ? ", which is below 1, so the agent refuses to start" : ""}.`,
+          `Write concurrentTasks as a whole number (at least 2) or "auto".`,
+          { file: d.file, line: d.lineOf(k) },
+        ),
+      );
+    }
+  } else if (typeof v === "bigint" && (v >= 2n ** 63n || v < -(2n ** 63n))) {
+    // tomland `_Int = _BoundedInteger >>> _Integer` (Toml/Codec/BiMap/Conversion.hs:261-299)
+    ignored(d, k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
+  } else if (isInt) {
+    accept(d, k, typeof v === "bigint" ? Number(v) : (v as number));
+  } else if (v === "auto") {
+    accept(d, k, "auto");
+  } else ignored(d, k, v, 'an integer or the string "auto"', 'uses "auto"');
+}
+
+function decodeEnum(d: Decoder, k: "logLevel" | "nixVerbosity", v: unknown): void {
+  const allowed: readonly string[] = k === "logLevel" ? AGENT_LOG_LEVELS : AGENT_NIX_VERBOSITIES;
+  if (typeof v === "string" && allowed.includes(v)) {
+    accept(d, k, v as AgentConfigInput[typeof k]);
+    return;
+  }
+  const sug = typeof v === "string" ? didYouMean(v, allowed) : null;
+  d.findings.push(
+    finding(
+      "agent-config-enum",
+      "warning",
+      `${k} = ${showValue(v)} is not one of ${allowed.join(", ")} (case-sensitive); the agent ignores it without warning and uses ${k === "logLevel" ? "InfoS" : "Talkative"}.` +
+        (sug ? ` Did you mean ${sug}?` : ""),
+      `Set ${k} to one of ${allowed.join(", ")}.`,
+      { file: d.file, line: d.lineOf(k) },
+    ),
+  );
+}
+
+function decodeLabels(d: Decoder, v: unknown): void {
+  const k = "labels";
+  const dropped = isPlainObject(v) && d.format === "toml" ? tomlLabelsProblem(v, ["labels"]) : null;
+  if (dropped) {
+    d.findings.push(
+      finding(
+        "agent-config-labels-dropped",
+        "warning",
+        `${dropped.path.join(".")} is ${dropped.what}, which the agent cannot turn into a JSON label value. It decodes labels as a whole, so it ignores ALL labels, without warning.`,
+        dropped.what.includes("array of tables")
+          ? "Write the value as a table or a list of plain values, or use a JSON config."
+          : 'Quote date and time values under labels (e.g. "2026-01-01"), or use a JSON config.',
+        { file: d.file, line: d.lineOf(dropped.path.join(".")) ?? d.lineOf(k) },
+      ),
+    );
+    return;
+  }
+  if (isPlainObject(v)) accept(d, k, plainify(v, true) as Record<string, unknown>);
+  else ignored(d, k, v, "a table/object", "uses no labels");
+}
+
+function decodePlatforms(d: Decoder, v: unknown): void {
+  const k = "remotePlatformsWithSameFeatures";
+  if (!(Array.isArray(v) && v.every((x) => typeof x === "string"))) {
+    ignored(d, k, v, "a list of strings", "advertises no remote platforms");
+    return;
+  }
+  accept(d, k, v as string[]);
+  for (const p of v as string[]) {
+    if (!/^[A-Za-z0-9_.]+-[A-Za-z0-9_.-]+$/.test(p)) {
+      d.findings.push(
+        finding(
+          "agent-config-platform-format",
+          "warning",
+          `remotePlatformsWithSameFeatures entry ${JSON.stringify(p)} does not look like a Nix system type (such as aarch64-darwin); the agent advertises it as given.`,
+          "Use Nix system types: x86_64-linux, aarch64-linux, x86_64-darwin, aarch64-darwin.",
+          { file: d.file, line: d.lineOf(k) },
+        ),
+      );
+    }
+  }
+}
+
+function decodeMountables(d: Decoder, v: unknown): void {
+  const k = "effectMountables";
+  const problem = mountablesProblem(v);
+  if (problem !== null) {
+    d.findings.push(
+      finding(
+        "agent-config-mountables-dropped",
+        "error",
+        `effectMountables: ${problem}. The agent decodes the map as a whole, so it ignores every mountable without warning.`,
+        "Give each mountable a string source, a boolean readOnly and a condition.",
+        { file: d.file, line: d.lineOf(k) },
+      ),
+    );
+    return;
+  }
+  accept(d, k, plainify(v, true) as Record<string, AgentMountable>);
+  for (const [name, m] of Object.entries(v as Record<string, Record<string, unknown>>)) {
+    for (const mk of Object.keys(m)) {
+      if (["source", "readOnly", "condition"].includes(mk)) continue;
+      const sug = didYouMean(mk, ["source", "readOnly", "condition"]);
+      d.findings.push(
         finding(
           "agent-config-unknown-key",
           "warning",
-          `Unknown key ${key}: the agent does not read it and ignores it without warning.` +
-            (suggestion ? ` Did you mean ${suggestion}?` : "") +
-            (nixLike && !suggestion ? ` ${key} is a Nix setting.` : ""),
-          suggestion
-            ? `Rename ${key} to ${suggestion}.`
-            : nixLike
-              ? `Move it into nixSettings: "nixSettings": { "${key}": "…" } (values are strings).`
-              : `Remove ${key}, or check the key list at https://docs.hercules-ci.com/hercules-ci-agent/agent-config.`,
-          { file, line: lineOf(key) },
+          `Unknown key effectMountables.${name}.${mk}: the agent ignores it.` +
+            (sug ? ` Did you mean ${sug}?` : ""),
+          sug ? `Rename it to ${sug}.` : "Remove it; a mountable has source, readOnly and condition.",
+          {
+            file: d.file,
+            line: d.lineOf(`effectMountables.${name}.${mk}`) ?? d.lineOf(`effectMountables.${name}`),
+          },
         ),
       );
-      continue;
-    }
-    const k = key as AgentConfigKey;
-    if (v === null) continue; // JSON null: absent, as the agent treats it
-    switch (k) {
-      case "apiBaseUrl":
-      case "baseDirectory":
-      case "staticSecretsDirectory":
-      case "workDirectory":
-      case "clusterJoinTokenPath":
-      case "binaryCachesPath":
-      case "secretsJsonPath":
-        if (typeof v === "string") {
-          input[k] = v;
-          explicitKeys.push(k);
-        } else ignored(k, v, "a string", k === "baseDirectory" ? "treats it as missing" : "uses the default");
-        break;
-      case "nixUserIsTrusted":
-      case "allowInsecureBuiltinFetchers":
-        if (typeof v === "boolean") {
-          input[k] = v;
-          explicitKeys.push(k);
-        } else ignored(k, v, "a boolean (true or false, unquoted)", "uses the default (false)");
-        break;
-      case "concurrentTasks":
-        if (format === "json" && typeof v === "number") {
-          // The JSON codec reads an Int through lens-aeson's _Integer (floor of any number) and then
-          // Numeric.Lens.integral (fails outside Int): 4.5 means 4, 0.5 means 0 (fatal), and a number
-          // beyond a 64-bit Int fails, which the optional combinator turns into "auto".
-          const n = jsonConcurrentTasks(v);
-          if (n === null) {
-            ignored(k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
-            break;
-          }
-          input.concurrentTasks = n;
-          explicitKeys.push(k);
-          if (!Number.isInteger(v)) {
-            findings.push(
-              finding(
-                "agent-config-concurrent-tasks-float",
-                "warning",
-                `concurrentTasks = ${v} is not a whole number; the agent's JSON decoder rounds it down to ${n}${n < 1 ? ", which is below 1, so the agent refuses to start" : ""}.`,
-                `Write concurrentTasks as a whole number (at least 2) or "auto".`,
-                { file, line: lineOf(k) },
-              ),
-            );
-          }
-        } else if (typeof v === "bigint" && (v >= 2n ** 63n || v < -(2n ** 63n))) {
-          // tomland `_Int = _BoundedInteger >>> _Integer` (Toml/Codec/BiMap/Conversion.hs:261-299)
-          ignored(k, v, 'an integer that fits a 64-bit Int, or the string "auto"', 'uses "auto"');
-        } else if (isInt(v)) {
-          input.concurrentTasks = toInt(v);
-          explicitKeys.push(k);
-        } else if (v === "auto") {
-          input.concurrentTasks = "auto";
-          explicitKeys.push(k);
-        } else ignored(k, v, 'an integer or the string "auto"', 'uses "auto"');
-        break;
-      case "logLevel":
-      case "nixVerbosity": {
-        const allowed: readonly string[] = k === "logLevel" ? AGENT_LOG_LEVELS : AGENT_NIX_VERBOSITIES;
-        if (typeof v === "string" && allowed.includes(v)) {
-          input[k] = v;
-          explicitKeys.push(k);
-        } else {
-          const sug = typeof v === "string" ? didYouMean(v, allowed) : null;
-          findings.push(
-            finding(
-              "agent-config-enum",
-              "warning",
-              `${k} = ${showValue(v)} is not one of ${allowed.join(", ")} (case-sensitive); the agent ignores it without warning and uses ${k === "logLevel" ? "InfoS" : "Talkative"}.` +
-                (sug ? ` Did you mean ${sug}?` : ""),
-              `Set ${k} to one of ${allowed.join(", ")}.`,
-              { file, line: lineOf(k) },
-            ),
-          );
-        }
-        break;
-      }
-      case "labels": {
-        const dropped = isPlainObject(v) && format === "toml" ? tomlLabelsProblem(v, ["labels"]) : null;
-        if (dropped) {
-          findings.push(
-            finding(
-              "agent-config-labels-dropped",
-              "warning",
-              `${dropped.path.join(".")} is ${dropped.what}, which the agent cannot turn into a JSON label value. It decodes labels as a whole, so it ignores ALL labels, without warning.`,
-              dropped.what.includes("array of tables")
-                ? "Write the value as a table or a list of plain values, or use a JSON config."
-                : 'Quote date and time values under labels (e.g. "2026-01-01"), or use a JSON config.',
-              { file, line: lineOf(dropped.path.join(".")) ?? lineOf(k) },
-            ),
-          );
-          break;
-        }
-        if (isPlainObject(v)) {
-          input.labels = plainify(v, true) as Record<string, unknown>;
-          explicitKeys.push(k);
-        } else ignored(k, v, "a table/object", "uses no labels");
-        break;
-      }
-      case "remotePlatformsWithSameFeatures":
-        if (Array.isArray(v) && v.every((x) => typeof x === "string")) {
-          input.remotePlatformsWithSameFeatures = v as string[];
-          explicitKeys.push(k);
-          for (const p of v as string[]) {
-            if (!/^[A-Za-z0-9_.]+-[A-Za-z0-9_.-]+$/.test(p)) {
-              findings.push(
-                finding(
-                  "agent-config-platform-format",
-                  "warning",
-                  `remotePlatformsWithSameFeatures entry ${JSON.stringify(p)} does not look like a Nix system type (such as aarch64-darwin); the agent advertises it as given.`,
-                  "Use Nix system types: x86_64-linux, aarch64-linux, x86_64-darwin, aarch64-darwin.",
-                  { file, line: lineOf(k) },
-                ),
-              );
-            }
-          }
-        } else ignored(k, v, "a list of strings", "advertises no remote platforms");
-        break;
-      case "effectMountables": {
-        const problem = mountablesProblem(v);
-        if (problem === null) {
-          input.effectMountables = plainify(v, true) as Record<string, AgentMountable>;
-          explicitKeys.push(k);
-          for (const [name, m] of Object.entries(v as Record<string, Record<string, unknown>>)) {
-            for (const mk of Object.keys(m)) {
-              if (!["source", "readOnly", "condition"].includes(mk)) {
-                const sug = didYouMean(mk, ["source", "readOnly", "condition"]);
-                findings.push(
-                  finding(
-                    "agent-config-unknown-key",
-                    "warning",
-                    `Unknown key effectMountables.${name}.${mk}: the agent ignores it.` +
-                      (sug ? ` Did you mean ${sug}?` : ""),
-                    sug
-                      ? `Rename it to ${sug}.`
-                      : "Remove it; a mountable has source, readOnly and condition.",
-                    {
-                      file,
-                      line: lineOf(`effectMountables.${name}.${mk}`) ?? lineOf(`effectMountables.${name}`),
-                    },
-                  ),
-                );
-              }
-            }
-          }
-        } else {
-          findings.push(
-            finding(
-              "agent-config-mountables-dropped",
-              "error",
-              `effectMountables: ${problem}. The agent decodes the map as a whole, so it ignores every mountable without warning.`,
-              "Give each mountable a string source, a boolean readOnly and a condition.",
-              { file, line: lineOf(k) },
-            ),
-          );
-        }
-        break;
-      }
-      case "nixSettings": {
-        if (!isPlainObject(v)) {
-          ignored(k, v, "a table/object of strings", "applies no nixSettings");
-          break;
-        }
-        const bad = Object.entries(v).filter(([, x]) => typeof x !== "string");
-        if (bad.length === 0) {
-          input.nixSettings = v as Record<string, string>;
-          explicitKeys.push(k);
-        } else {
-          for (const [name, x] of bad) {
-            const suggested =
-              typeof x === "boolean"
-                ? JSON.stringify(String(x))
-                : typeof x === "bigint" || typeof x === "number"
-                  ? JSON.stringify(String(x))
-                  : Array.isArray(x)
-                    ? JSON.stringify(x.map((e) => String(e)).join(" "))
-                    : null;
-            findings.push(
-              finding(
-                "agent-config-nix-settings-non-string",
-                "error",
-                `nixSettings.${name} is ${describeType(x)} (${showValue(x)}); nixSettings values must be strings. Because of it the agent ignores ALL of nixSettings, without warning.`,
-                suggested
-                  ? `Write it as a string: ${name} = ${suggested}${Array.isArray(x) ? " (lists are space-separated)" : ""}.`
-                  : `Write ${name} as a string value, as in nix.conf.`,
-                { file, line: lineOf(`nixSettings.${name}`) ?? lineOf(k) },
-              ),
-            );
-          }
-        }
-        break;
-      }
     }
   }
-  return { input, explicitKeys };
+}
+
+function decodeNixSettings(d: Decoder, v: unknown): void {
+  const k = "nixSettings";
+  if (!isPlainObject(v)) {
+    ignored(d, k, v, "a table/object of strings", "applies no nixSettings");
+    return;
+  }
+  const bad = Object.entries(v).filter(([, x]) => typeof x !== "string");
+  if (bad.length === 0) {
+    accept(d, k, v as Record<string, string>);
+    return;
+  }
+  for (const [name, x] of bad) {
+    const suggested =
+      typeof x === "boolean" || typeof x === "bigint" || typeof x === "number"
+        ? JSON.stringify(String(x))
+        : Array.isArray(x)
+          ? JSON.stringify(x.map((e) => String(e)).join(" "))
+          : null;
+    d.findings.push(
+      finding(
+        "agent-config-nix-settings-non-string",
+        "error",
+        `nixSettings.${name} is ${describeType(x)} (${showValue(x)}); nixSettings values must be strings. Because of it the agent ignores ALL of nixSettings, without warning.`,
+        suggested
+          ? `Write it as a string: ${name} = ${suggested}${Array.isArray(x) ? " (lists are space-separated)" : ""}.`
+          : `Write ${name} as a string value, as in nix.conf.`,
+        { file: d.file, line: d.lineOf(`nixSettings.${name}`) ?? d.lineOf(k) },
+      ),
+    );
+  }
 }
 
 /** The type tomland gives a TOML value (`Toml/Type/UValue.hs`), plus "table" for inline tables. */

@@ -13,6 +13,7 @@ import {
   parseEnvironmentFile,
   parseExecCommand,
   parseUnitText,
+  type ServiceSettings,
   type UnitEntry,
 } from "./systemd.js";
 
@@ -196,12 +197,8 @@ function dropInDirNames(unit: string): string[] {
   return names;
 }
 
-function readSystemdUnit(fs: FsRoot, dirs: readonly string[], dir: string, unit: string): DiscoveredAgent {
-  const findings: AgentFinding[] = [];
-  const unitPath = `${dir}/${unit}`;
-  const text = fs.readText(unitPath) ?? "";
-  const entries: UnitEntry[] = parseUnitText(text, unitPath);
-  // drop-ins: by file name across all directories; for the same name the higher-priority one wins
+/** The unit's drop-ins, by file name across all directories; for the same name the higher-priority one wins. */
+function unitDropIns(fs: FsRoot, dirs: readonly string[], unit: string): string[] {
   const chosen = new Map<string, string>();
   for (const dname of dropInDirNames(unit).reverse()) {
     for (const d of dirs) {
@@ -212,12 +209,15 @@ function readSystemdUnit(fs: FsRoot, dirs: readonly string[], dir: string, unit:
       }
     }
   }
-  const dropIns = [...chosen.keys()].sort().map((k) => chosen.get(k)!);
-  for (const p of dropIns) {
-    if (fs.linkTarget(p) === "/dev/null") continue;
-    entries.push(...parseUnitText(fs.readText(p) ?? "", p));
-  }
-  const s = mergeServiceSettings(entries);
+  return [...chosen.keys()].sort().map((k) => chosen.get(k)!);
+}
+
+/** The environment the service gets: User='s HOME and USER, Environment=, then EnvironmentFile= in order. */
+function unitEnvironment(
+  fs: FsRoot,
+  s: ServiceSettings,
+  findings: AgentFinding[],
+): Pick<DiscoveredAgent, "environment" | "environmentFiles" | "passwd"> {
   const environment: Record<string, EnvEntry> = {};
   const passwd = s.user ? lookupPasswd(fs, s.user) : null;
   if (s.user && passwd) {
@@ -247,6 +247,20 @@ function readSystemdUnit(fs: FsRoot, dirs: readonly string[], dir: string, unit:
     for (const v of parseEnvironmentFile(content))
       environment[v.name] = { value: v.value, source: `${ef.path}:${v.line}` };
   }
+  return { environment, environmentFiles, passwd };
+}
+
+/** ExecStart= followed to the agent's invocation, with what keeps us from finding its config. */
+function unitInvocation(
+  fs: FsRoot,
+  s: ServiceSettings,
+  unit: string,
+  unitPath: string,
+  env: Record<string, string>,
+  findings: AgentFinding[],
+): { inv: Invocation | null; argv: string[] | null } {
+  let inv: Invocation | null = null;
+  let argv: string[] | null = null;
   if (s.execStartCount > 1 && s.type !== "oneshot") {
     findings.push(
       finding(
@@ -258,60 +272,70 @@ function readSystemdUnit(fs: FsRoot, dirs: readonly string[], dir: string, unit:
       ),
     );
   }
-  const plainEnv = Object.fromEntries(Object.entries(environment).map(([k, v]) => [k, v.value]));
-  let inv: Invocation | null = null;
-  let argv: string[] | null = null;
-  if (s.execStart) {
-    const cmd = parseExecCommand(s.execStart.value, plainEnv, unit);
-    if (cmd) {
-      argv = [cmd.executable, ...cmd.argv.slice(1)];
-      inv = followArgv(fs, argv, plainEnv, 0, []);
-      if (inv === null && cmd.unresolved.length > 0) {
-        findings.push(
-          finding(
-            "agent-service-unresolved",
-            "warning",
-            `ExecStart of ${unit} uses ${cmd.unresolved.join(", ")}, which we cannot expand without the running service; the config path may be wrong.`,
-            "Name the config by hand with --agent-config FILE.",
-            { file: s.execStart.file, line: s.execStart.line },
-          ),
-        );
-      }
-    }
-  } else {
+  if (!s.execStart) {
     findings.push(
-      finding(
-        "agent-service-no-execstart",
-        "warning",
-        `${unit} has no ExecStart=.`,
-        "Name the config by hand with --agent-config FILE.",
-        {
-          file: unitPath,
-        },
-      ),
+      finding("agent-service-no-execstart", "warning", `${unit} has no ExecStart=.`, CONFIG_BY_HAND, {
+        file: unitPath,
+      }),
     );
+    return { inv, argv };
   }
-  if (s.execStart && (inv === null || (inv.configFile === null && !inv.configUnresolved))) {
+  const at = { file: s.execStart.file, line: s.execStart.line };
+  const cmd = parseExecCommand(s.execStart.value, env, unit);
+  if (cmd) {
+    argv = [cmd.executable, ...cmd.argv.slice(1)];
+    inv = followArgv(fs, argv, env, 0, []);
+    if (inv === null && cmd.unresolved.length > 0) {
+      findings.push(
+        finding(
+          "agent-service-unresolved",
+          "warning",
+          `ExecStart of ${unit} uses ${cmd.unresolved.join(", ")}, which we cannot expand without the running service; the config path may be wrong.`,
+          CONFIG_BY_HAND,
+          at,
+        ),
+      );
+    }
+  }
+  if (inv === null || (inv.configFile === null && !inv.configUnresolved)) {
     findings.push(
       finding(
         "agent-service-no-config",
         "warning",
         `Could not find "--config FILE" in the command of ${unit} (${s.execStart.value}).`,
-        "Name the config by hand with --agent-config FILE.",
-        { file: s.execStart.file, line: s.execStart.line },
+        CONFIG_BY_HAND,
+        at,
       ),
     );
-  } else if (inv?.configUnresolved) {
+  } else if (inv.configUnresolved) {
     findings.push(
       finding(
         "agent-service-unresolved",
         "warning",
         `The --config argument of ${unit} depends on a variable we cannot expand.`,
-        "Name the config by hand with --agent-config FILE.",
-        { file: s.execStart?.file ?? unitPath, line: s.execStart?.line ?? null },
+        CONFIG_BY_HAND,
+        at,
       ),
     );
   }
+  return { inv, argv };
+}
+
+const CONFIG_BY_HAND = "Name the config by hand with --agent-config FILE.";
+
+function readSystemdUnit(fs: FsRoot, dirs: readonly string[], dir: string, unit: string): DiscoveredAgent {
+  const findings: AgentFinding[] = [];
+  const unitPath = `${dir}/${unit}`;
+  const entries: UnitEntry[] = parseUnitText(fs.readText(unitPath) ?? "", unitPath);
+  const dropIns = unitDropIns(fs, dirs, unit);
+  for (const p of dropIns) {
+    if (fs.linkTarget(p) === "/dev/null") continue;
+    entries.push(...parseUnitText(fs.readText(p) ?? "", p));
+  }
+  const s = mergeServiceSettings(entries);
+  const env = unitEnvironment(fs, s, findings);
+  const plainEnv = Object.fromEntries(Object.entries(env.environment).map(([k, v]) => [k, v.value]));
+  const { inv, argv } = unitInvocation(fs, s, unit, unitPath, plainEnv, findings);
   if (s.dynamicUser) {
     findings.push(
       finding(
@@ -340,11 +364,11 @@ function readSystemdUnit(fs: FsRoot, dirs: readonly string[], dir: string, unit:
     dropIns,
     user: s.user,
     group: s.group,
-    passwd,
+    passwd: env.passwd,
     agentVersionHint: versionHint(inv?.executable ?? null, ...(inv?.via ?? []), argv?.[0] ?? null),
     argv: inv?.argv ?? argv,
-    environment,
-    environmentFiles,
+    environment: env.environment,
+    environmentFiles: env.environmentFiles,
     workingDirectory: s.workingDirectory,
     privateDevices: s.privateDevices,
     installMethod: guessInstallMethod({ ...partial, user: s.user }),

@@ -33,17 +33,25 @@ function decodeEntities(s: string): string {
   });
 }
 
+type PlistToken = { kind: "open" | "close" | "empty"; name: string } | { kind: "text"; text: string };
+
 /** Parse an XML property list. Throws PlistError on binary plists and malformed XML. */
 export function parsePlist(text: string): PlistValue {
   if (text.startsWith("bplist"))
     throw new PlistError("binary property list (convert with: plutil -convert xml1)");
+  const parser = new PlistParser(plistTokens(text));
+  const v = parser.value();
+  parser.skipWs();
+  return v;
+}
+
+function plistTokens(text: string): PlistToken[] {
   // drop prolog, doctype, comments
   const body = text
     .replace(/<\?xml[\s\S]*?\?>/g, "")
     .replace(/<!DOCTYPE[\s\S]*?>/g, "")
     .replace(/<!--[\s\S]*?-->/g, "");
-  const tokens: Array<{ kind: "open" | "close" | "empty"; name: string } | { kind: "text"; text: string }> =
-    [];
+  const tokens: PlistToken[] = [];
   const re = /<(\/?)([A-Za-z][\w.-]*)([^>]*?)(\/?)>|([^<]+)/g;
   let m: RegExpExecArray | null;
   // biome-ignore lint/suspicious/noAssignInExpressions: tokenizer loop
@@ -54,109 +62,114 @@ export function parsePlist(text: string): PlistValue {
     else if (m[4] === "/") tokens.push({ kind: "empty", name: m[2]! });
     else tokens.push({ kind: "open", name: m[2]! });
   }
-  let i = 0;
-  const skipWs = (): void => {
-    while (i < tokens.length) {
-      const t = tokens[i]!;
-      if (t.kind === "text" && t.text.trim() === "") i++;
+  return tokens;
+}
+
+const EMPTY_PLIST_ELEMENTS: Readonly<Record<string, () => PlistValue>> = {
+  true: () => true,
+  false: () => false,
+  string: () => "",
+  array: () => [],
+  dict: () => ({}),
+};
+
+class PlistParser {
+  private i = 0;
+  constructor(private readonly tokens: readonly PlistToken[]) {}
+
+  skipWs(): void {
+    while (this.i < this.tokens.length) {
+      const t = this.tokens[this.i]!;
+      if (t.kind === "text" && t.text.trim() === "") this.i++;
       else break;
     }
-  };
-  const textUntilClose = (name: string): string => {
+  }
+
+  private textUntilClose(name: string): string {
     let s = "";
-    while (i < tokens.length) {
-      const t = tokens[i]!;
+    while (this.i < this.tokens.length) {
+      const t = this.tokens[this.i]!;
       if (t.kind === "close" && t.name === name) {
-        i++;
+        this.i++;
         return decodeEntities(s);
       }
       if (t.kind !== "text") throw new PlistError(`unexpected <${t.name}> inside <${name}>`);
       s += t.text;
-      i++;
+      this.i++;
     }
     throw new PlistError(`unclosed <${name}>`);
-  };
-  const value = (): PlistValue => {
-    skipWs();
-    const t = tokens[i++];
+  }
+
+  /** True (and consumes it) when the next token closes `name`. */
+  private closes(name: string): boolean {
+    this.skipWs();
+    const n = this.tokens[this.i];
+    if (n && n.kind === "close" && n.name === name) {
+      this.i++;
+      return true;
+    }
+    return false;
+  }
+
+  value(): PlistValue {
+    this.skipWs();
+    const t = this.tokens[this.i++];
     if (t === undefined) throw new PlistError("unexpected end of document");
     if (t.kind === "text")
       throw new PlistError(`unexpected text ${JSON.stringify(t.text.trim().slice(0, 20))}`);
     if (t.kind === "close") throw new PlistError(`unexpected </${t.name}>`);
     if (t.kind === "empty") {
-      switch (t.name) {
-        case "true":
-          return true;
-        case "false":
-          return false;
-        case "string":
-          return "";
-        case "array":
-          return [];
-        case "dict":
-          return {};
-        default:
-          throw new PlistError(`unexpected <${t.name}/>`);
-      }
+      const make = Object.hasOwn(EMPTY_PLIST_ELEMENTS, t.name) ? EMPTY_PLIST_ELEMENTS[t.name] : undefined;
+      if (!make) throw new PlistError(`unexpected <${t.name}/>`);
+      return make();
     }
-    switch (t.name) {
+    return this.element(t.name);
+  }
+
+  private element(name: string): PlistValue {
+    switch (name) {
       case "plist": {
-        const v = value();
-        skipWs();
-        const c = tokens[i++];
-        if (c?.kind !== "close" || c.name !== "plist") throw new PlistError("expected </plist>");
+        const v = this.value();
+        if (!this.closes("plist")) throw new PlistError("expected </plist>");
         return v;
       }
       case "string":
-        return textUntilClose("string");
+        return this.textUntilClose("string");
       case "integer":
-        return Number.parseInt(textUntilClose("integer").trim(), 10);
+        return Number.parseInt(this.textUntilClose("integer").trim(), 10);
       case "real":
-        return Number.parseFloat(textUntilClose("real").trim());
+        return Number.parseFloat(this.textUntilClose("real").trim());
       case "date":
-        return new Date(textUntilClose("date").trim());
+        return new Date(this.textUntilClose("date").trim());
       case "data":
-        return Uint8Array.from(Buffer.from(textUntilClose("data").replace(/\s+/g, ""), "base64"));
+        return Uint8Array.from(Buffer.from(this.textUntilClose("data").replace(/\s+/g, ""), "base64"));
       case "true":
-      case "false": {
-        const v = t.name === "true";
-        textUntilClose(t.name);
-        return v;
-      }
+      case "false":
+        this.textUntilClose(name);
+        return name === "true";
       case "array": {
         const arr: PlistValue[] = [];
-        while (true) {
-          skipWs();
-          const n = tokens[i];
-          if (n && n.kind === "close" && n.name === "array") {
-            i++;
-            return arr;
-          }
-          arr.push(value());
-        }
+        while (!this.closes("array")) arr.push(this.value());
+        return arr;
       }
-      case "dict": {
-        const obj: { [k: string]: PlistValue } = {};
-        while (true) {
-          skipWs();
-          const n = tokens[i];
-          if (n && n.kind === "close" && n.name === "dict") {
-            i++;
-            return obj;
-          }
-          if (n?.kind !== "open" || n.name !== "key") throw new PlistError("expected <key> in <dict>");
-          i++;
-          const key = textUntilClose("key");
-          obj[key] = value();
-        }
-      }
+      case "dict":
+        return this.dict();
       default:
-        throw new PlistError(`unknown element <${t.name}>`);
+        throw new PlistError(`unknown element <${name}>`);
     }
-  };
-  const v = value();
-  skipWs();
-  return v;
+  }
+
+  private dict(): PlistValue {
+    const obj: { [k: string]: PlistValue } = {};
+    while (!this.closes("dict")) {
+      const n = this.tokens[this.i];
+      if (n?.kind !== "open" || n.name !== "key") throw new PlistError("expected <key> in <dict>");
+      this.i++;
+      const key = this.textUntilClose("key");
+      obj[key] = this.value();
+    }
+    return obj;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,130 +189,141 @@ export type ShellCommand = readonly ShellWord[];
  * `$NAME`/`${NAME}` from `env` (and from plain `NAME=value` commands earlier in the text).
  */
 export function splitShellCommands(text: string, env: Readonly<Record<string, string>> = {}): ShellCommand[] {
-  const vars: Record<string, string> = { ...env };
-  const commands: ShellCommand[] = [];
-  let cur: ShellWord[] = [];
-  let i = 0;
-  const endCommand = (): void => {
-    if (cur.length === 0) return;
+  return new ShellSplitter(text, env).commands();
+}
+
+const BRACED_VAR = /\{([A-Za-z_][A-Za-z0-9_]*)\}/y;
+const PLAIN_VAR = /([A-Za-z_][A-Za-z0-9_]*)/y;
+
+/** The cursor of splitShellCommands, with the variables assigned so far. */
+class ShellSplitter {
+  private i = 0;
+  private readonly vars: Record<string, string>;
+  private readonly out: ShellCommand[] = [];
+  private cur: ShellWord[] = [];
+  constructor(
+    private readonly text: string,
+    env: Readonly<Record<string, string>>,
+  ) {
+    this.vars = { ...env };
+  }
+
+  commands(): ShellCommand[] {
+    const { text } = this;
+    while (this.i < text.length) {
+      const c = text[this.i]!;
+      if (c === " " || c === "\t") this.i++;
+      else if (c === "\n" || c === ";") {
+        this.endCommand();
+        this.i++;
+      } else if (c === "&" || c === "|") {
+        this.endCommand();
+        this.i += text[this.i + 1] === c ? 2 : 1;
+      } else if (c === "#") {
+        while (this.i < text.length && text[this.i] !== "\n") this.i++;
+      } else if (c === "\\" && text[this.i + 1] === "\n") this.i += 2;
+      else this.cur.push(this.word());
+    }
+    this.endCommand();
+    return this.out;
+  }
+
+  private endCommand(): void {
+    if (this.cur.length === 0) return;
     // remember plain assignments (NAME=value with nothing after)
-    if (cur.every((w) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(w.text))) {
-      for (const w of cur) {
+    if (this.cur.every((w) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(w.text))) {
+      for (const w of this.cur) {
         const eq = w.text.indexOf("=");
-        if (!w.unresolved) vars[w.text.slice(0, eq)] = w.text.slice(eq + 1);
+        if (!w.unresolved) this.vars[w.text.slice(0, eq)] = w.text.slice(eq + 1);
       }
     }
-    commands.push(cur);
-    cur = [];
-  };
-  const expandVar = (): { text: string; ok: boolean } => {
-    // at '$'
-    const rest = text.slice(i + 1);
-    const braced = /^\{([A-Za-z_][A-Za-z0-9_]*)\}/.exec(rest);
-    const plain = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(rest);
-    const m = braced ?? plain;
+    this.out.push(this.cur);
+    this.cur = [];
+  }
+
+  /** A `$` expansion, at the `$`. */
+  private expandVar(): { text: string; ok: boolean } {
+    const { text } = this;
+    BRACED_VAR.lastIndex = this.i + 1;
+    PLAIN_VAR.lastIndex = this.i + 1;
+    const m = BRACED_VAR.exec(text) ?? PLAIN_VAR.exec(text);
     if (!m) {
-      if (rest.startsWith("(")) {
+      if (text[this.i + 1] === "(") {
         // command substitution: skip to the matching paren
         let depth = 0;
-        let j = i + 1;
+        let j = this.i + 1;
         for (; j < text.length; j++) {
           if (text[j] === "(") depth++;
           else if (text[j] === ")" && --depth === 0) break;
         }
-        const s = text.slice(i, j + 1);
-        i = j + 1;
+        const s = text.slice(this.i, j + 1);
+        this.i = j + 1;
         return { text: s, ok: false };
       }
-      i++;
+      this.i++;
       return { text: "$", ok: true };
     }
-    i += 1 + m[0].length;
-    const v = vars[m[1]!];
+    this.i += 1 + m[0].length;
+    const v = this.vars[m[1]!];
     return v === undefined
       ? { text: m[0] === m[1] ? `$${m[1]}` : `\${${m[1]}}`, ok: false }
       : { text: v, ok: true };
-  };
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === " " || c === "\t") {
-      i++;
-      continue;
-    }
-    if (c === "\n" || c === ";") {
-      endCommand();
-      i++;
-      continue;
-    }
-    if (c === "&" || c === "|") {
-      endCommand();
-      i += text[i + 1] === c ? 2 : 1;
-      continue;
-    }
-    if (c === "#") {
-      while (i < text.length && text[i] !== "\n") i++;
-      continue;
-    }
-    if (c === "\\" && text[i + 1] === "\n") {
-      i += 2;
-      continue;
-    }
-    // a word
+  }
+
+  private word(): ShellWord {
+    const { text } = this;
     let w = "";
     let unresolved = false;
-    while (i < text.length) {
-      const d = text[i]!;
+    while (this.i < text.length) {
+      const d = text[this.i]!;
       if (" \t\n;&|".includes(d)) break;
       if (d === "\\") {
-        if (text[i + 1] === "\n") {
-          i += 2;
-          continue;
-        }
-        w += text[i + 1] ?? "";
-        i += 2;
-        continue;
-      }
-      if (d === "'") {
-        const end = text.indexOf("'", i + 1);
+        if (text[this.i + 1] !== "\n") w += text[this.i + 1] ?? "";
+        this.i += 2;
+      } else if (d === "'") {
+        const end = text.indexOf("'", this.i + 1);
         const stop = end < 0 ? text.length : end;
-        w += text.slice(i + 1, stop);
-        i = stop + 1;
-        continue;
-      }
-      if (d === '"') {
-        i++;
-        while (i < text.length && text[i] !== '"') {
-          if (text[i] === "\\" && '"\\$`\n'.includes(text[i + 1] ?? "")) {
-            if (text[i + 1] !== "\n") w += text[i + 1];
-            i += 2;
-            continue;
-          }
-          if (text[i] === "$") {
-            const x = expandVar();
-            w += x.text;
-            if (!x.ok) unresolved = true;
-            continue;
-          }
-          w += text[i];
-          i++;
-        }
-        i++;
-        continue;
-      }
-      if (d === "$") {
-        const x = expandVar();
+        w += text.slice(this.i + 1, stop);
+        this.i = stop + 1;
+      } else if (d === '"') {
+        const q = this.doubleQuoted();
+        w += q.text;
+        if (!q.ok) unresolved = true;
+      } else if (d === "$") {
+        const x = this.expandVar();
         w += x.text;
         if (!x.ok) unresolved = true;
-        continue;
+      } else {
+        if (d === "`") unresolved = true;
+        w += d;
+        this.i++;
       }
-      if (d === "`") unresolved = true;
-      w += d;
-      i++;
     }
-    cur.push({ text: w, unresolved });
+    return { text: w, unresolved };
   }
-  endCommand();
-  return commands;
+
+  /** A double-quoted part of a word, at its opening quote. */
+  private doubleQuoted(): { text: string; ok: boolean } {
+    const { text } = this;
+    let w = "";
+    let ok = true;
+    this.i++;
+    while (this.i < text.length && text[this.i] !== '"') {
+      if (text[this.i] === "\\" && '"\\$`\n'.includes(text[this.i + 1] ?? "")) {
+        if (text[this.i + 1] !== "\n") w += text[this.i + 1];
+        this.i += 2;
+      } else if (text[this.i] === "$") {
+        const x = this.expandVar();
+        w += x.text;
+        if (!x.ok) ok = false;
+      } else {
+        w += text[this.i];
+        this.i++;
+      }
+    }
+    this.i++;
+    return { text: w, ok };
+  }
 }
 
 const SHELLS = new Set(["sh", "bash", "zsh", "dash"]);

@@ -46,143 +46,172 @@ class JsonScanError extends Error {
  * (`nixSettings.builders`). Keys deeper than `maxDepth` objects are not recorded.
  */
 export function scanJson(text: string, maxDepth = 3): JsonScan {
-  const keyLines = new Map<string, number>();
-  let i = 0;
-  let line = 1;
-  const ws = (): void => {
-    while (i < text.length) {
-      const c = text[i];
-      if (c === "\n") line++;
-      else if (c !== " " && c !== "\t" && c !== "\r") break;
-      i++;
-    }
-  };
-  const fail = (msg: string): never => {
-    throw new JsonScanError(i, msg);
-  };
-  const str = (): string => {
-    // at opening quote
-    i++;
-    let out = "";
-    while (true) {
-      if (i >= text.length) fail("unterminated string");
-      const c = text[i]!;
-      if (c === '"') {
-        i++;
-        return out;
-      }
-      if (c === "\n" || c.charCodeAt(0) < 0x20) fail("control character in string");
-      if (c === "\\") {
-        const e = text[i + 1];
-        if (e === undefined) fail("unterminated string");
-        if (e === "u") {
-          const hex = text.slice(i + 2, i + 6);
-          if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail("invalid \\u escape");
-          out += String.fromCharCode(Number.parseInt(hex, 16));
-          i += 6;
-          continue;
-        }
-        const map: Record<string, string> = {
-          '"': '"',
-          "\\": "\\",
-          "/": "/",
-          b: "\b",
-          f: "\f",
-          n: "\n",
-          r: "\r",
-          t: "\t",
-        };
-        const m = map[e!];
-        if (m === undefined) fail(`invalid escape \\${e}`);
-        out += m;
-        i += 2;
-        continue;
-      }
-      out += c;
-      i++;
-    }
-  };
-  const value = (path: string, depth: number): void => {
-    ws();
-    const c = text[i];
-    if (c === "{") {
-      i++;
-      ws();
-      if (text[i] === "}") {
-        i++;
-        return;
-      }
-      while (true) {
-        ws();
-        if (text[i] !== '"') fail("expected a double-quoted property name");
-        const keyLine = line;
-        const k = str();
-        const p = path === "" ? k : `${path}.${k}`;
-        if (depth < maxDepth && !keyLines.has(p)) keyLines.set(p, keyLine);
-        ws();
-        if (text[i] !== ":") fail("expected ':' after property name");
-        i++;
-        value(p, depth + 1);
-        ws();
-        if (text[i] === ",") {
-          i++;
-          continue;
-        }
-        if (text[i] === "}") {
-          i++;
-          return;
-        }
-        fail("expected ',' or '}' after property value");
-      }
-    }
-    if (c === "[") {
-      i++;
-      ws();
-      if (text[i] === "]") {
-        i++;
-        return;
-      }
-      while (true) {
-        value(path, depth + 1);
-        ws();
-        if (text[i] === ",") {
-          i++;
-          continue;
-        }
-        if (text[i] === "]") {
-          i++;
-          return;
-        }
-        fail("expected ',' or ']' after array element");
-      }
-    }
-    if (c === '"') {
-      str();
-      return;
-    }
-    const rest = text.slice(i);
-    const num = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(rest);
-    if (num && num[0] !== "" && num[0] !== "-") {
-      i += num[0].length;
-      return;
-    }
-    for (const lit of ["true", "false", "null"]) {
-      if (rest.startsWith(lit)) {
-        i += lit.length;
-        return;
-      }
-    }
-    if (c === undefined) fail("unexpected end of input");
-    fail(`unexpected character ${JSON.stringify(c)}`);
-  };
+  const scanner = new JsonScanner(text, maxDepth);
   try {
-    value("", 0);
-    ws();
-    if (i < text.length) fail("unexpected text after the JSON value");
-    return { ok: true, keyLines };
+    scanner.value("", 0);
+    scanner.ws();
+    if (scanner.i < text.length) scanner.fail("unexpected text after the JSON value");
+    return { ok: true, keyLines: scanner.keyLines };
   } catch (e) {
     if (e instanceof JsonScanError) return { ok: false, offset: e.offset, message: e.message };
     throw e;
+  }
+}
+
+const JSON_ESCAPES: Readonly<Record<string, string>> = {
+  '"': '"',
+  "\\": "\\",
+  "/": "/",
+  b: "\b",
+  f: "\f",
+  n: "\n",
+  r: "\r",
+  t: "\t",
+};
+const JSON_NUMBER = /-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
+
+/** The cursor of scanJson: a position, its line, and the key lines found so far. */
+class JsonScanner {
+  i = 0;
+  private line = 1;
+  readonly keyLines = new Map<string, number>();
+  constructor(
+    private readonly text: string,
+    private readonly maxDepth: number,
+  ) {}
+
+  ws(): void {
+    const { text } = this;
+    while (this.i < text.length) {
+      const c = text[this.i];
+      if (c === "\n") this.line++;
+      else if (c !== " " && c !== "\t" && c !== "\r") break;
+      this.i++;
+    }
+  }
+
+  fail(msg: string): never {
+    throw new JsonScanError(this.i, msg);
+  }
+
+  /** A string, at its opening quote. */
+  private str(): string {
+    const { text } = this;
+    this.i++;
+    let out = "";
+    while (true) {
+      if (this.i >= text.length) this.fail("unterminated string");
+      const c = text[this.i]!;
+      if (c === '"') {
+        this.i++;
+        return out;
+      }
+      if (c === "\n" || c.charCodeAt(0) < 0x20) this.fail("control character in string");
+      if (c === "\\") {
+        out += this.escape();
+        continue;
+      }
+      out += c;
+      this.i++;
+    }
+  }
+
+  private escape(): string {
+    const { text } = this;
+    const e = text[this.i + 1];
+    if (e === undefined) this.fail("unterminated string");
+    if (e === "u") {
+      const hex = text.slice(this.i + 2, this.i + 6);
+      if (!/^[0-9a-fA-F]{4}$/.test(hex)) this.fail("invalid \\u escape");
+      this.i += 6;
+      return String.fromCharCode(Number.parseInt(hex, 16));
+    }
+    const m = JSON_ESCAPES[e!];
+    if (m === undefined) this.fail(`invalid escape \\${e}`);
+    this.i += 2;
+    return m!;
+  }
+
+  value(path: string, depth: number): void {
+    this.ws();
+    const c = this.text[this.i];
+    if (c === "{") this.object(path, depth);
+    else if (c === "[") this.array(path, depth);
+    else if (c === '"') this.str();
+    else this.scalar(c);
+  }
+
+  private object(path: string, depth: number): void {
+    const { text } = this;
+    this.i++;
+    this.ws();
+    if (text[this.i] === "}") {
+      this.i++;
+      return;
+    }
+    while (true) {
+      this.ws();
+      if (text[this.i] !== '"') this.fail("expected a double-quoted property name");
+      const keyLine = this.line;
+      const k = this.str();
+      const p = path === "" ? k : `${path}.${k}`;
+      if (depth < this.maxDepth && !this.keyLines.has(p)) this.keyLines.set(p, keyLine);
+      this.ws();
+      if (text[this.i] !== ":") this.fail("expected ':' after property name");
+      this.i++;
+      this.value(p, depth + 1);
+      this.ws();
+      if (text[this.i] === ",") {
+        this.i++;
+        continue;
+      }
+      if (text[this.i] === "}") {
+        this.i++;
+        return;
+      }
+      this.fail("expected ',' or '}' after property value");
+    }
+  }
+
+  private array(path: string, depth: number): void {
+    const { text } = this;
+    this.i++;
+    this.ws();
+    if (text[this.i] === "]") {
+      this.i++;
+      return;
+    }
+    while (true) {
+      this.value(path, depth + 1);
+      this.ws();
+      if (text[this.i] === ",") {
+        this.i++;
+        continue;
+      }
+      if (text[this.i] === "]") {
+        this.i++;
+        return;
+      }
+      this.fail("expected ',' or ']' after array element");
+    }
+  }
+
+  private scalar(c: string | undefined): void {
+    const { text } = this;
+    JSON_NUMBER.lastIndex = this.i;
+    const num = JSON_NUMBER.exec(text);
+    if (num && num[0] !== "" && num[0] !== "-") {
+      this.i += num[0].length;
+      return;
+    }
+    for (const lit of ["true", "false", "null"]) {
+      if (text.startsWith(lit, this.i)) {
+        this.i += lit.length;
+        return;
+      }
+    }
+    if (c === undefined) this.fail("unexpected end of input");
+    this.fail(`unexpected character ${JSON.stringify(c)}`);
   }
 }
 
@@ -209,174 +238,205 @@ export interface TomlStatement {
  * otherwise. Values are skipped, including multi-line strings, arrays and inline tables.
  */
 export function scanToml(text: string): TomlStatement[] {
-  const out: TomlStatement[] = [];
-  let i = 0;
-  let line = 1;
-  const n = text.length;
-  const advance = (k = 1): void => {
-    for (let j = 0; j < k && i < n; j++) {
-      if (text[i] === "\n") line++;
-      i++;
-    }
-  };
-  const skipComment = (): void => {
-    while (i < n && text[i] !== "\n") i++;
-  };
-  const skipBlank = (newlines: boolean): void => {
-    while (i < n) {
-      const c = text[i];
-      if (c === " " || c === "\t" || c === "\r" || (newlines && c === "\n")) advance();
-      else if (c === "#") skipComment();
-      else break;
-    }
-  };
-  const skipString = (): string => {
-    // returns the decoded-ish content (used for quoted keys)
-    if (text.startsWith('"""', i) || text.startsWith("'''", i)) {
-      const q = text.slice(i, i + 3);
-      advance(3);
-      const start = i;
-      while (i < n) {
-        if (q === '"""' && text[i] === "\\") {
-          advance(2);
-          continue;
-        }
-        if (text.startsWith(q, i)) {
-          // a closing delimiter may be followed by up to two more quotes belonging to the content
-          let k = 3;
-          while (text[i + k] === q[0] && k < 5) k++;
-          const content = text.slice(start, i + k - 3);
-          advance(k);
-          return content;
-        }
-        advance();
-      }
-      return text.slice(start);
-    }
-    const q = text[i]!;
-    advance();
-    let s = "";
-    while (i < n && text[i] !== q && text[i] !== "\n") {
-      if (q === '"' && text[i] === "\\") {
-        const e = text[i + 1];
-        const simple: Record<string, string> = {
-          n: "\n",
-          t: "\t",
-          '"': '"',
-          "\\": "\\",
-          r: "\r",
-          b: "\b",
-          f: "\f",
-        };
-        if (e !== undefined && simple[e] !== undefined) {
-          s += simple[e];
-          advance(2);
-          continue;
-        }
-        if (e === "u" || e === "U") {
-          const len = e === "u" ? 4 : 8;
-          const hex = text.slice(i + 2, i + 2 + len);
-          const cp = Number.parseInt(hex, 16);
-          if (!Number.isNaN(cp)) s += String.fromCodePoint(cp);
-          advance(2 + len);
-          continue;
-        }
-        s += text[i + 1] ?? "";
-        advance(2);
+  return new TomlScanner(text).statements();
+}
+
+const TOML_ESCAPES: Readonly<Record<string, string>> = {
+  n: "\n",
+  t: "\t",
+  '"': '"',
+  "\\": "\\",
+  r: "\r",
+  b: "\b",
+  f: "\f",
+};
+
+/** The cursor of scanToml: a position in the text and its line number. */
+class TomlScanner {
+  private i = 0;
+  private line = 1;
+  private readonly n: number;
+  constructor(private readonly text: string) {
+    this.n = text.length;
+  }
+
+  statements(): TomlStatement[] {
+    const out: TomlStatement[] = [];
+    const { text } = this;
+    while (true) {
+      this.skipBlank(true);
+      if (this.i >= this.n) break;
+      const startLine = this.line;
+      if (text[this.i] === "[") {
+        const array = text[this.i + 1] === "[";
+        this.advance(array ? 2 : 1);
+        const keys = this.parseKey((c) => c === "]");
+        while (this.i < this.n && text[this.i] !== "]" && text[this.i] !== "\n") this.advance();
+        this.advance(array ? 2 : 1);
+        out.push({ kind: array ? "array-table" : "table", keys, line: startLine });
+        this.skipBlank(false);
         continue;
       }
-      s += text[i];
-      advance();
+      const keys = this.parseKey((c) => c === "=");
+      if (keys.length === 0) {
+        // not something we understand: skip the line
+        while (this.i < this.n && text[this.i] !== "\n") this.advance();
+        continue;
+      }
+      this.skipBlank(false);
+      if (text[this.i] === "=") this.advance();
+      if (this.skipValue()) out.push({ kind: "kv", keys, line: startLine, nestedInlineTable: true });
+      else out.push({ kind: "kv", keys, line: startLine });
     }
-    advance(); // closing quote
+    return out;
+  }
+
+  private advance(k = 1): void {
+    for (let j = 0; j < k && this.i < this.n; j++) {
+      if (this.text[this.i] === "\n") this.line++;
+      this.i++;
+    }
+  }
+
+  private skipComment(): void {
+    while (this.i < this.n && this.text[this.i] !== "\n") this.i++;
+  }
+
+  private skipBlank(newlines: boolean): void {
+    while (this.i < this.n) {
+      const c = this.text[this.i];
+      if (c === " " || c === "\t" || c === "\r" || (newlines && c === "\n")) this.advance();
+      else if (c === "#") this.skipComment();
+      else break;
+    }
+  }
+
+  /** Skips a string and returns its decoded-ish content (used for quoted keys). */
+  private skipString(): string {
+    const { text } = this;
+    if (text.startsWith('"""', this.i) || text.startsWith("'''", this.i)) return this.skipMultiline();
+    const q = text[this.i]!;
+    this.advance();
+    let s = "";
+    while (this.i < this.n && text[this.i] !== q && text[this.i] !== "\n") {
+      if (q === '"' && text[this.i] === "\\") {
+        s += this.escape();
+        continue;
+      }
+      s += text[this.i];
+      this.advance();
+    }
+    this.advance(); // closing quote
     return s;
-  };
-  const parseKey = (stop: (c: string) => boolean): string[] => {
+  }
+
+  private skipMultiline(): string {
+    const { text } = this;
+    const q = text.slice(this.i, this.i + 3);
+    this.advance(3);
+    const start = this.i;
+    while (this.i < this.n) {
+      if (q === '"""' && text[this.i] === "\\") {
+        this.advance(2);
+        continue;
+      }
+      if (text.startsWith(q, this.i)) {
+        // a closing delimiter may be followed by up to two more quotes belonging to the content
+        let k = 3;
+        while (text[this.i + k] === q[0] && k < 5) k++;
+        const content = text.slice(start, this.i + k - 3);
+        this.advance(k);
+        return content;
+      }
+      this.advance();
+    }
+    return text.slice(start);
+  }
+
+  /** Decodes the escape at the cursor (a backslash) and moves past it. */
+  private escape(): string {
+    const { text } = this;
+    const e = text[this.i + 1];
+    if (e !== undefined && TOML_ESCAPES[e] !== undefined) {
+      this.advance(2);
+      return TOML_ESCAPES[e];
+    }
+    if (e === "u" || e === "U") {
+      const len = e === "u" ? 4 : 8;
+      const cp = Number.parseInt(text.slice(this.i + 2, this.i + 2 + len), 16);
+      this.advance(2 + len);
+      return Number.isNaN(cp) ? "" : String.fromCodePoint(cp);
+    }
+    this.advance(2);
+    return e ?? "";
+  }
+
+  private parseKey(stop: (c: string) => boolean): string[] {
     const keys: string[] = [];
-    while (i < n) {
-      skipBlank(false);
-      const c = text[i]!;
-      if (c === '"' || c === "'") keys.push(skipString());
+    const { text } = this;
+    while (this.i < this.n) {
+      this.skipBlank(false);
+      const c = text[this.i]!;
+      if (c === '"' || c === "'") keys.push(this.skipString());
       else {
         let s = "";
-        while (i < n && /[A-Za-z0-9_-]/.test(text[i]!)) {
-          s += text[i];
-          advance();
+        while (this.i < this.n && /[A-Za-z0-9_-]/.test(text[this.i]!)) {
+          s += text[this.i];
+          this.advance();
         }
         if (s === "") break;
         keys.push(s);
       }
-      skipBlank(false);
-      if (text[i] === ".") {
-        advance();
+      this.skipBlank(false);
+      if (text[this.i] === ".") {
+        this.advance();
         continue;
       }
-      if (i >= n || stop(text[i]!)) break;
+      if (this.i >= this.n || stop(text[this.i]!)) break;
       break;
     }
     return keys;
-  };
-  /** Skip a value; true when it nests an inline table where tomland cannot parse one. */
-  const skipValue = (): boolean => {
-    skipBlank(false);
-    const c = text[i];
+  }
+
+  /** Skips a value; true when it nests an inline table where tomland cannot parse one. */
+  private skipValue(): boolean {
+    this.skipBlank(false);
+    const { text } = this;
+    const c = text[this.i];
     if (c === '"' || c === "'") {
-      skipString();
+      this.skipString();
       return false;
     }
-    if (c === "[" || c === "{") {
-      const stack: string[] = [];
-      let nested = false;
-      while (i < n) {
-        const d = text[i]!;
-        if (d === '"' || d === "'") {
-          skipString();
-          continue;
-        }
-        if (d === "#") {
-          skipComment();
-          continue;
-        }
-        if (d === "{" && !(stack.length === 0 || (stack.length === 1 && stack[0] === "["))) nested = true;
-        if (d === "[" || d === "{") stack.push(d);
-        else if (d === "]" || d === "}") {
-          stack.pop();
-          if (stack.length === 0) {
-            advance();
-            return nested;
-          }
-        }
-        advance();
-      }
-      return nested;
-    }
-    while (i < n && text[i] !== "\n" && text[i] !== "#") advance();
+    if (c === "[" || c === "{") return this.skipNested();
+    while (this.i < this.n && text[this.i] !== "\n" && text[this.i] !== "#") this.advance();
     return false;
-  };
-  while (true) {
-    skipBlank(true);
-    if (i >= n) break;
-    const startLine = line;
-    if (text[i] === "[") {
-      const array = text[i + 1] === "[";
-      advance(array ? 2 : 1);
-      const keys = parseKey((c) => c === "]");
-      while (i < n && text[i] !== "]" && text[i] !== "\n") advance();
-      advance(array ? 2 : 1);
-      out.push({ kind: array ? "array-table" : "table", keys, line: startLine });
-      skipBlank(false);
-      continue;
-    }
-    const keys = parseKey((c) => c === "=");
-    if (keys.length === 0) {
-      // not something we understand: skip the line
-      while (i < n && text[i] !== "\n") advance();
-      continue;
-    }
-    skipBlank(false);
-    if (text[i] === "=") advance();
-    if (skipValue()) out.push({ kind: "kv", keys, line: startLine, nestedInlineTable: true });
-    else out.push({ kind: "kv", keys, line: startLine });
   }
-  return out;
+
+  private skipNested(): boolean {
+    const { text } = this;
+    const stack: string[] = [];
+    let nested = false;
+    while (this.i < this.n) {
+      const d = text[this.i]!;
+      if (d === '"' || d === "'") {
+        this.skipString();
+        continue;
+      }
+      if (d === "#") {
+        this.skipComment();
+        continue;
+      }
+      if (d === "{" && !(stack.length === 0 || (stack.length === 1 && stack[0] === "["))) nested = true;
+      if (d === "[" || d === "{") stack.push(d);
+      else if (d === "]" || d === "}") {
+        stack.pop();
+        if (stack.length === 0) {
+          this.advance();
+          return nested;
+        }
+      }
+      this.advance();
+    }
+    return nested;
+  }
 }

@@ -14,9 +14,19 @@ export function filterAnsiEscapes(s: string): string {
   let w = 0;
   let i = 0;
   while (i < s.length) {
+    // A run of ordinary characters is copied at once: one column per character.
+    SPECIAL.lastIndex = i;
+    const end = SPECIAL.exec(s)?.index ?? s.length;
+    if (end > i) {
+      const run = s.slice(i, end);
+      out += run;
+      w += columns(run);
+      i = end;
+      continue;
+    }
     const c = s[i]!;
+    i++;
     if (c === "\x1b") {
-      i++;
       if (s[i] === "[") {
         i++;
         while (i < s.length && s[i]! >= "\x30" && s[i]! <= "\x3f") i++; // parameter bytes
@@ -24,25 +34,21 @@ export function filterAnsiEscapes(s: string): string {
         if (i < s.length && s[i]! >= "\x40" && s[i]! <= "\x7e") i++; // final byte
       } else if (i < s.length && s[i]! >= "\x40" && s[i]! <= "\x5f") i++;
     } else if (c === "\t") {
-      i++;
-      out += " ";
-      w++;
-      while (w % 8 !== 0) {
-        out += " ";
-        w++;
-      }
-    } else if (c === "\r" || c === "\x07") {
-      i++;
-    } else {
-      // One character (a UTF-8 sequence in Nix) takes one column.
-      const cp = s.codePointAt(i)!;
-      const len = cp > 0xffff ? 2 : 1;
-      out += s.slice(i, i + len);
-      i += len;
-      w++;
+      const pad = 8 - (w % 8);
+      out += " ".repeat(pad);
+      w += pad;
     }
+    // "\r" and "\x07" are dropped
   }
   return out;
+}
+
+const SPECIAL = /[\x1b\t\r\x07]/g;
+
+/** Columns of a run without escapes: one per character (a UTF-8 sequence in Nix), a surrogate pair is one. */
+function columns(run: string): number {
+  if (!/[\uD800-\uDBFF]/.test(run)) return run.length;
+  return run.length - (run.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
 }
 
 const chomp = (s: string) => s.replace(/[ \n\r\t]+$/, "");

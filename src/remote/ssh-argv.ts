@@ -267,6 +267,87 @@ function failure(error: string, protocol: "serve" | "worker", host: string): Nix
   };
 }
 
+interface SshTarget {
+  host: string; // as in Nix's messages
+  sshHost: string; // the argv word
+  knownHostsName: string;
+  portArg: string[];
+  isLocalhost: boolean;
+}
+
+/** The host of the store URI as the version's Nix validates and passes it to ssh. */
+function sshTarget(
+  authority: string,
+  version: NixSshArgvInput["version"],
+): SshTarget | { error: string; host: string } {
+  if (!since(version, NIX.sshPorts)) {
+    const host = host28(authority);
+    if (host === "" || host.startsWith("-")) return { error: `invalid SSH host name '${host}'`, host };
+    const at = host.lastIndexOf("@");
+    // knownHostsName keeps any ":port"
+    const knownHostsName = at < 0 ? host : host.slice(at + 1);
+    return { host, sshHost: host, knownHostsName, portArg: [], isLocalhost: host === "localhost" };
+  }
+  const a = parseAuthorityHead(authority);
+  if ("error" in a) return { error: a.error, host: authority };
+  const err = authorityErrorHead(authority, a);
+  if (err) return { error: err, host: a.host };
+  return {
+    host: a.host,
+    sshHost: a.user !== null ? `${a.user}@${a.host}` : a.host,
+    knownHostsName: a.host,
+    portArg: a.port !== null ? [`-p${a.port}`] : [],
+    isLocalhost: since(version, NIX.sshAuthorityLocalhost)
+      ? authority === "localhost"
+      : a.host === "localhost",
+  };
+}
+
+/** The remote command: one string before 2.20, separate words (after `--`) since. */
+function remoteCommandWords(
+  wordCommand: boolean,
+  protocol: "serve" | "worker",
+  remoteProgram: string,
+  remoteStore: string,
+): { commandWords: string[]; remoteCommand: string } {
+  if (!wordCommand) {
+    const remoteCommand =
+      `${remoteProgram} ${protocol === "serve" ? "--serve --write" : "--stdio"}` +
+      (remoteStore === "" ? "" : ` --store ${shellEscape(remoteStore)}`);
+    return { commandWords: [remoteCommand], remoteCommand };
+  }
+  const commandWords = [
+    ...remoteProgram.split(/[ \t\n\r]+/).filter((w) => w !== ""),
+    ...(protocol === "serve" ? ["--serve", "--write"] : ["--stdio"]),
+    ...(remoteStore === "" ? [] : ["--store", remoteStore]),
+  ];
+  return { commandWords, remoteCommand: commandWords.join(" ") };
+}
+
+/** localhost: no ssh at all (`fakeSSH`). */
+function fakeSshArgv(
+  wordCommand: boolean,
+  protocol: "serve" | "worker",
+  host: string,
+  cmd: { commandWords: string[]; remoteCommand: string },
+  remoteProgram: string,
+): NixSshArgv {
+  const common = {
+    fakeSsh: true,
+    protocol,
+    host,
+    remoteCommand: cmd.remoteCommand,
+    expectStartedLine: false,
+  };
+  if (!wordCommand) return { program: "bash", args: ["-c", cmd.remoteCommand], ...common, env: {} };
+  return {
+    program: cmd.commandWords[0] ?? remoteProgram,
+    args: cmd.commandWords.slice(1),
+    ...common,
+    env: { SHELL: "/bin/sh" },
+  };
+}
+
 /** Build the exact argv Nix would run for this store (see the module comment). */
 export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
   const parsed = parseStoreUri(input.storeUri);
@@ -279,88 +360,20 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
   const remoteProgram =
     input.remoteProgram ?? p.get("remote-program") ?? (protocol === "serve" ? "nix-store" : "nix-daemon");
   const remoteStore = input.remoteStore ?? p.get("remote-store") ?? "";
-  const modern = since(input.version, NIX.sshNoAgentFlag);
-  const shellSplitOpts = since(input.version, NIX.sshShellSplitOptions);
-  const ports = since(input.version, NIX.sshPorts);
   const startedLine = since(input.version, NIX.sshStartedLine);
-  const authorityLocalhost = since(input.version, NIX.sshAuthorityLocalhost);
-  const absoluteKey = since(input.version, NIX.sshAbsoluteKey);
   const wordCommand = since(input.version, NIX.sshCommandWords);
 
-  // ---- host and its validation
-  let host: string; // as in Nix's messages
-  let sshHost: string; // the argv word
-  let knownHostsName: string;
-  let portArg: string[] = [];
-  let isLocalhost: boolean;
-  if (!ports) {
-    host = host28(parsed.authority);
-    if (host === "" || host.startsWith("-"))
-      return failure(`invalid SSH host name '${host}'`, protocol, host);
-    sshHost = host;
-    const at = host.lastIndexOf("@");
-    knownHostsName = at < 0 ? host : host.slice(at + 1); // keeps any ":port"
-    isLocalhost = host === "localhost";
-  } else {
-    const a = parseAuthorityHead(parsed.authority);
-    if ("error" in a) return failure(a.error, protocol, parsed.authority);
-    const err = authorityErrorHead(parsed.authority, a);
-    if (err) return failure(err, protocol, a.host);
-    host = a.host;
-    sshHost = a.user !== null ? `${a.user}@${a.host}` : a.host;
-    knownHostsName = a.host;
-    if (a.port !== null) portArg = [`-p${a.port}`];
-    isLocalhost = authorityLocalhost ? parsed.authority === "localhost" : a.host === "localhost";
-  }
-
-  // ---- remote command: one string before 2.20, separate words (after `--`) since
-  let commandWords: string[];
-  let remoteCommand: string;
-  if (!wordCommand) {
-    remoteCommand =
-      `${remoteProgram} ${protocol === "serve" ? "--serve --write" : "--stdio"}` +
-      (remoteStore === "" ? "" : ` --store ${shellEscape(remoteStore)}`);
-    commandWords = [remoteCommand];
-  } else {
-    commandWords = [
-      ...remoteProgram.split(/[ \t\n\r]+/).filter((w) => w !== ""),
-      ...(protocol === "serve" ? ["--serve", "--write"] : ["--stdio"]),
-      ...(remoteStore === "" ? [] : ["--store", remoteStore]),
-    ];
-    remoteCommand = commandWords.join(" ");
-  }
-
-  if (isLocalhost) {
-    // localhost: no ssh at all (`fakeSSH`).
-    if (!wordCommand) {
-      return {
-        program: "bash",
-        args: ["-c", remoteCommand],
-        fakeSsh: true,
-        protocol,
-        host,
-        remoteCommand,
-        expectStartedLine: false,
-        env: {},
-      };
-    }
-    return {
-      program: commandWords[0] ?? remoteProgram,
-      args: commandWords.slice(1),
-      fakeSsh: true,
-      protocol,
-      host,
-      remoteCommand,
-      expectStartedLine: false,
-      env: { SHELL: "/bin/sh" },
-    };
-  }
+  const target = sshTarget(parsed.authority, input.version);
+  if ("error" in target) return failure(target.error, protocol, target.host);
+  const { host } = target;
+  const cmd = remoteCommandWords(wordCommand, protocol, remoteProgram, remoteStore);
+  if (target.isLocalhost) return fakeSshArgv(wordCommand, protocol, host, cmd, remoteProgram);
 
   // ---- common options
-  const args: string[] = [sshHost, "-x"];
-  if (!modern) args.push("-a");
+  const args: string[] = [target.sshHost, "-x"];
+  if (!since(input.version, NIX.sshNoAgentFlag)) args.push("-a");
   const opts = input.nixSshOpts ?? "";
-  if (shellSplitOpts) {
+  if (since(input.version, NIX.sshShellSplitOptions)) {
     const split = shellSplit(opts);
     if (!split.ok) return failure(`${split.error}\n… while splitting NIX_SSHOPTS '${opts}'`, protocol, host);
     args.push(...split.words);
@@ -368,7 +381,7 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
     args.push(...opts.split(/[ \t\n\r]+/).filter((w) => w !== ""));
   }
   if (sshKey !== "") {
-    if (absoluteKey && !sshKey.startsWith("/"))
+    if (since(input.version, NIX.sshAbsoluteKey) && !sshKey.startsWith("/"))
       return failure(`not an absolute path: '${sshKey}'`, protocol, host);
     args.push("-i", sshKey);
   }
@@ -376,20 +389,22 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
   if (hostKeyB64 !== "") {
     const dec = nixBase64Decode(hostKeyB64);
     if (!dec.ok) {
-      const msg = ports ? `${dec.error}\n… while decoding ssh public host key for host '${host}'` : dec.error;
+      const msg = since(input.version, NIX.sshPorts)
+        ? `${dec.error}\n… while decoding ssh public host key for host '${host}'`
+        : dec.error;
       return failure(msg, protocol, host);
     }
     if (!input.hostKeyFile)
       return failure("internal: hostKeyFile is required to pin a host key", protocol, host);
-    knownHostsContent = `${knownHostsName} ${dec.bytes.toString("latin1")}\n`;
+    knownHostsContent = `${target.knownHostsName} ${dec.bytes.toString("latin1")}\n`;
     args.push(`-oUserKnownHostsFile=${input.hostKeyFile}`);
   }
   if (compress) args.push("-C");
-  args.push(...portArg);
+  args.push(...target.portArg);
   if (startedLine) args.push("-oPermitLocalCommand=yes", "-oLocalCommand=echo started");
   if (input.verbose) args.push("-v");
   if (wordCommand) args.push("--");
-  args.push(...commandWords);
+  args.push(...cmd.commandWords);
 
   const out: NixSshArgv = {
     program: "ssh",
@@ -397,7 +412,7 @@ export function nixSshArgv(input: NixSshArgvInput): NixSshArgv {
     fakeSsh: false,
     protocol,
     host,
-    remoteCommand,
+    remoteCommand: cmd.remoteCommand,
     expectStartedLine: startedLine,
     env: startedLine ? { SHELL: "/bin/sh" } : {},
   };

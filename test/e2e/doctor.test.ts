@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { ensureLab, type LabStatus, lab, labExec, labSkipReason, REPO } from "./support/lab.js";
 
 const skip = labSkipReason();
@@ -60,10 +61,8 @@ function runDoctor(
     : s.builders.slice(0, USE).flatMap((b) => ["--builder", b.address]);
   const r = labExec(
     [
-      "node",
-      "--import",
-      "tsx",
-      `${REPO}/src/cli.ts`,
+      process.execPath,
+      ...CLI_NODE_ARGS,
       "doctor",
       ...who,
       "--json",

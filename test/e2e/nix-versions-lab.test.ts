@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import {
   ensureLab,
   type LabStatus,
@@ -33,7 +34,7 @@ const skip =
     "real Nix 2.30 is absent (/opt/nix-current/bin/nix): the 2.30 and mixed labs are skipped");
 
 function nb(args: string[], user?: string): { code: number | null; stdout: string; stderr: string } {
-  return labExec([process.execPath, "--import", "tsx", `${REPO}/src/cli.ts`, ...args], {
+  return labExec([process.execPath, ...CLI_NODE_ARGS, ...args], {
     cwd: REPO,
     timeoutMs: 300_000,
     ...(user ? { user } : {}),

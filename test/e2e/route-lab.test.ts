@@ -27,6 +27,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { slotFile } from "../../src/host/current-load.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { mulberry32 } from "../support/random.js";
 import { ensureLab, type LabBuilder, type LabStatus, labExec, labSkipReason, REPO } from "./support/lab.js";
 
@@ -543,9 +544,7 @@ describe("lab: route vs real Nix 2.8 builds over ssh", { skip }, () => {
             "env",
             `NIX_CONFIG=max-jobs = ${maxJobs}`,
             process.execPath,
-            "--import",
-            "tsx",
-            "src/cli.ts",
+            ...CLI_NODE_ARGS,
             "route",
             "--json",
             "--builders",

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import {
   ensureLab,
   type LabStatus,
@@ -29,7 +30,7 @@ interface ShowJson {
 }
 
 function show(args: string[]): ShowJson {
-  const r = labExec([process.execPath, "--import", "tsx", "src/cli.ts", "show", "--json", ...args], {
+  const r = labExec([process.execPath, ...CLI_NODE_ARGS, "show", "--json", ...args], {
     cwd: REPO,
     timeoutMs: 120_000,
   });

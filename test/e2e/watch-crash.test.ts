@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { controlRequest } from "../../src/app/watch/control.js";
 import type { WatchSnapshot } from "../../src/app/watch/model.js";
 import { validateState } from "../../src/app/watch/state.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { mulberry32 } from "../support/random.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -50,9 +51,7 @@ describe("watch: kill -9 during writes", { skip }, () => {
     const c = spawn(
       process.execPath,
       [
-        "--import",
-        "tsx",
-        path.join(REPO, "src/cli.ts"),
+        ...CLI_NODE_ARGS,
         "watch",
         "--source",
         path.join(dir, "source"),

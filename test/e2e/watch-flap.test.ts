@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { controlRequest } from "../../src/app/watch/control.js";
 import type { WatchSnapshot } from "../../src/app/watch/model.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { ensureLab, lab, labSkipReason, REPO } from "./support/lab.js";
 
 const skip = labSkipReason();
@@ -51,9 +52,7 @@ describe("watch on the lab: a flapping builder", { skip }, () => {
       `--wd=${REPO}`,
       s.agent.exec[s.agent.exec.length - 1]!,
       process.execPath,
-      "--import",
-      "tsx",
-      "src/cli.ts",
+      ...CLI_NODE_ARGS,
       "watch",
       ...["--source", src, "--output", out, "--state-dir", stateDir],
       ...["--interval", "2", "--timeout", "3", "--backoff-base", "6", "--backoff-jitter", "0"],

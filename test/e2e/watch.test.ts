@@ -18,6 +18,7 @@ import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { controlRequest } from "../../src/app/watch/control.js";
 import type { WatchSnapshot } from "../../src/app/watch/model.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import {
   ensureLab,
   type LabStatus,
@@ -90,9 +91,7 @@ describe("watch on the lab", { skip }, () => {
       `--wd=${REPO}`,
       s.agent.exec[s.agent.exec.length - 1]!,
       process.execPath,
-      "--import",
-      "tsx",
-      "src/cli.ts",
+      ...CLI_NODE_ARGS,
       "watch",
       "--source",
       src,

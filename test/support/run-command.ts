@@ -1,5 +1,6 @@
 /**
- * Runs src/cli.ts in a private /etc/nix, for the tests of commands that write or read it:
+ * Runs the CLI (dist/cli.js or src/cli.ts, as test/support/cli.ts chooses) in a private /etc/nix, for the
+ * tests of commands that write or read it:
  *   node --import tsx test/support/run-command.ts [--etc-nix DIR] COMMAND ARGS...
  * `--etc-nix DIR` bind-mounts DIR over /etc/nix first; the caller must have put this process in a private
  * mount namespace (`unshare --mount --propagation private`), so the host's /etc/nix is never touched.
@@ -7,6 +8,8 @@
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { DIST_CLI, SRC_CLI, USES_DIST } from "./cli.js";
 
 const argv = process.argv.slice(2);
 if (argv[0] === "--etc-nix") {
@@ -27,6 +30,8 @@ if (argv[0] === "--etc-nix") {
   execFileSync("mount", ["--bind", dir, "/etc/nix"], { stdio: "inherit" });
 }
 
-// The command line itself: src/cli.ts, with the remaining words as its arguments.
-process.argv = [process.argv[0]!, new URL("../../src/cli.ts", import.meta.url).pathname, ...argv];
-await import("../../src/cli.js");
+// The command line itself, with the remaining words as its arguments. The literal import keeps this file
+// bundleable (test/e2e/use-crash.test.ts bundles it with the sources).
+process.argv = [process.argv[0]!, USES_DIST ? DIST_CLI : SRC_CLI, ...argv];
+if (USES_DIST) await import(pathToFileURL(DIST_CLI).href);
+else await import("../../src/cli.js");

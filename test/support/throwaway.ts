@@ -5,6 +5,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import { CLI_NODE_ARGS } from "./cli.js";
 
 export const IS_ROOT = process.getuid?.() === 0;
 
@@ -40,7 +41,6 @@ export interface CliRun {
 }
 
 const REPO = join(import.meta.dirname, "..", "..");
-const CLI = join(REPO, "src", "cli.ts");
 
 /**
  * Run `node --import tsx src/cli.ts ARGS` (as root, or as `as` through setpriv) with a clean environment
@@ -52,7 +52,7 @@ export function runCli(
 ): Promise<CliRun> {
   const deadline = opts.deadlineMs ?? 20_000;
   const maxOutput = opts.maxOutput ?? 64 * 1024 * 1024;
-  const node = [process.execPath, "--import", "tsx", CLI, ...args];
+  const node = [process.execPath, ...CLI_NODE_ARGS, ...args];
   const argv = opts.as
     ? ["setpriv", `--reuid=${opts.as.uid}`, `--regid=${opts.as.gid}`, "--init-groups", "--", ...node]
     : node;

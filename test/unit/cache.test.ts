@@ -31,6 +31,7 @@ import {
   writeCache,
 } from "../../src/host/cache.js";
 import { findNixBinary, validVersionText } from "../../src/host/nix.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { isRoot, makeTempUser, type TempUser } from "../support/temp-user.js";
 
 const HERE = join(import.meta.dirname, "../..");
@@ -95,15 +96,11 @@ describe("cache", () => {
     user.run(["sh", "-c", `printf '%s' '${fake}' > ${old}/nix-version.json`]);
     user.run(["ln", "-s", join(user.home, "stolen"), `${old}/machine-facts.json`]);
     const before = readdirSync(old).sort();
-    const r = spawnSync(
-      "env",
-      ["-i", `PATH=/usr/bin:/bin`, process.execPath, "--import", "tsx", join(HERE, "src/cli.ts"), "config"],
-      {
-        cwd: HERE,
-        encoding: "utf8",
-        timeout: 60_000,
-      },
-    );
+    const r = spawnSync("env", ["-i", `PATH=/usr/bin:/bin`, process.execPath, ...CLI_NODE_ARGS, "config"], {
+      cwd: HERE,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
     assert.equal(r.status, 0, r.stderr);
     const real = execFileSync(nix, ["--version"], {
       encoding: "utf8",

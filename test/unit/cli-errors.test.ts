@@ -21,6 +21,7 @@ import { after, before, describe, it } from "node:test";
 import { describeFailure, json, Refusal, reportFailure, UsageError } from "../../src/commands/io.js";
 import { NixError } from "../../src/nix/errors.js";
 import { captureIo } from "../support/capture-io.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const tmp = mkdtempSync(join(tmpdir(), "nb-cli-errors-"));
@@ -38,7 +39,7 @@ function cli(
   args: string[],
   opts: { env?: Record<string, string>; as?: { uid: number; gid: number } } = {},
 ): Promise<Run> {
-  const node = [process.execPath, "--import", "tsx", join(ROOT, "src/cli.ts"), ...args];
+  const node = [process.execPath, ...CLI_NODE_ARGS, ...args];
   const argv = opts.as
     ? [
         "setpriv",

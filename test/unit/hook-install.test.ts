@@ -18,12 +18,12 @@ import {
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 
-const CLI = resolve(import.meta.dirname, "..", "..", "src", "cli.ts");
 const WRAPPER = resolve(import.meta.dirname, "..", "..", "libexec", "build-hook");
 
 function cli(args: string[], env: Record<string, string>) {
-  const r = spawnSync(process.execPath, ["--import", "tsx", CLI, ...args], {
+  const r = spawnSync(process.execPath, [...CLI_NODE_ARGS, ...args], {
     env: { ...process.env, ...env },
     encoding: "utf8",
     timeout: 60_000,

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { joinEvents, readEvents, remoteBuilds } from "../../src/app/builds-store.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import {
   buildingOn,
   haveNixBuild,
@@ -100,7 +101,7 @@ describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
         ["ssh://bad.invalid"],
       );
       // The CLI shows the same, as JSON.
-      const out = execFileSync(process.execPath, ["--import", "tsx", "src/cli.ts", "builds", "--json"], {
+      const out = execFileSync(process.execPath, [...CLI_NODE_ARGS, "builds", "--json"], {
         env: { ...process.env, NIX_BUILDERS_STATE_DIR: state },
         encoding: "utf8",
       });

@@ -12,13 +12,13 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { lintMandatoryFeatures, shownValue } from "../../src/nix/lint.js";
 import { type Machine, parseBuilders } from "../../src/nix/machines.js";
 import { NIX_2_8 } from "../../src/nix/version.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 
-const ROOT = resolve(import.meta.dirname, "../..");
 const tmp = mkdtempSync(join(tmpdir(), "nb-lint-scale-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -85,7 +85,7 @@ describe("shownValue", () => {
 function lint(conf: string): { code: number | null; stdout: string; stderr: string } {
   const d = mkdtempSync(join(tmp, "conf-"));
   writeFileSync(join(d, "nix.conf"), conf);
-  const r = spawnSync(process.execPath, ["--import", "tsx", join(ROOT, "src/cli.ts"), "lint", "--json"], {
+  const r = spawnSync(process.execPath, [...CLI_NODE_ARGS, "lint", "--json"], {
     env: { ...process.env, NIX_CONF_DIR: d, NIX_USER_CONF_FILES: "", NIX_CONFIG: "" },
     encoding: "utf8",
     maxBuffer: 1 << 28,

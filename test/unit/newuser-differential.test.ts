@@ -18,15 +18,15 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { lintLockFileNames } from "../../src/nix/lint.js";
 import { parseBuilders } from "../../src/nix/machines.js";
 import { runBuildRemote, scratchDir } from "../support/build-remote.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { REAL_NIXES } from "../support/nix-versions.js";
 import { makeUser, removeUser, runCli, type Throwaway } from "../support/throwaway.js";
 
-const ROOT = resolve(import.meta.dirname, "../..");
 const IS_ROOT = process.getuid?.() === 0;
 const tmp = mkdtempSync(join(tmpdir(), "nb-newuser-diff-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -121,15 +121,11 @@ function ourLint(
   confDir: string,
   version: string,
 ): { id: string; nixMessage?: string; severity: string; message?: string; fix?: string }[] {
-  const r = spawnSync(
-    process.execPath,
-    ["--import", "tsx", join(ROOT, "src/cli.ts"), "lint", "--json", "--nix-version", version],
-    {
-      env: { ...process.env, NIX_CONF_DIR: confDir, NIX_USER_CONF_FILES: "", NIX_CONFIG: "" },
-      encoding: "utf8",
-      timeout: 60_000,
-    },
-  );
+  const r = spawnSync(process.execPath, [...CLI_NODE_ARGS, "lint", "--json", "--nix-version", version], {
+    env: { ...process.env, NIX_CONF_DIR: confDir, NIX_USER_CONF_FILES: "", NIX_CONFIG: "" },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
   return (JSON.parse(r.stdout) as { findings: { id: string; nixMessage?: string; severity: string }[] })
     .findings;
 }

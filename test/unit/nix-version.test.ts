@@ -20,14 +20,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { machineFacts } from "../../src/host/machine-facts.js";
 import { findNixBinary, probeNix } from "../../src/host/nix.js";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 import { isRoot, makeTempUser, type TempUser } from "../support/temp-user.js";
 
-const CLI = join(import.meta.dirname, "../../src/cli.ts");
 const root = mkdtempSync(join(tmpdir(), "nb-ver-"));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 function cli(args: string[], env: NodeJS.ProcessEnv) {
-  const r = spawnSync(process.execPath, ["--import", "tsx", CLI, ...args], {
+  const r = spawnSync(process.execPath, [...CLI_NODE_ARGS, ...args], {
     env: { PATH: process.env["PATH"], ...env },
     encoding: "utf8",
     timeout: 60_000,
