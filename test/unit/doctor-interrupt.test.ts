@@ -11,9 +11,9 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { CLI_NODE_ARGS } from "../support/cli.js";
 
 const root = mkdtempSync("/tmp/nb-int-");
-const cli = join(import.meta.dirname, "../../src/cli.ts");
 let server: Server;
 const sockets: Socket[] = [];
 let port = 0;
@@ -69,7 +69,7 @@ after(() => {
 async function interrupted(signal: "SIGINT" | "SIGTERM"): Promise<{ code: number | null; stderr: string }> {
   const tmp = mkdtempSync(join(root, "t-"));
   const t0 = Date.now();
-  const child = spawn(process.execPath, ["--import", "tsx", cli, "doctor", "--json", "--timeout", "60"], {
+  const child = spawn(process.execPath, [...CLI_NODE_ARGS, "doctor", "--json", "--timeout", "60"], {
     cwd: join(import.meta.dirname, "../.."),
     env: {
       PATH: "/usr/bin:/bin",
