@@ -13,8 +13,8 @@
  */
 import { realpathSync, statSync } from "node:fs";
 import type { Command } from "commander";
-import { type RouteContext, routeContext } from "../app/route-context.js";
 import { type PlanResult, planClosure } from "../app/plan.js";
+import { type RouteContext, routeContext } from "../app/route-context.js";
 import { openValidity, type ValidityChecker, type ValidityMethod } from "../app/store-validity.js";
 import { userView } from "../app/view.js";
 import { pathOwnedBy } from "../host/cache.js";
