@@ -129,13 +129,52 @@ function scanFacts(d: DrvScan): DrvFacts {
   };
 }
 
-/** Read one derivation: from the facts cache when it holds it (and it is not a root), else the store. */
-function factsOf(path: string, isRoot: boolean, o: ReadClosureOptions): DrvFacts {
-  const cached = isRoot ? undefined : o.facts?.get(path);
-  if (cached !== undefined) return cached;
-  const f = scanFacts(readScan(path, o.loc));
-  o.facts?.put(path, f);
-  return f;
+/**
+ * One derivation as a node: from the facts cache when it holds it (and it is not a root), walking its
+ * record in the table without building its facts; else read from the store (and recorded).
+ */
+function nodeOf(path: string, isRoot: boolean, o: ReadClosureOptions, g: Builder): DrvNode {
+  const facts = o.facts;
+  const at = isRoot || facts === undefined ? undefined : facts.find(path);
+  if (at === undefined) {
+    const f = scanFacts(readScan(path, o.loc));
+    facts?.put(path, f);
+    return toNode(path, f, g);
+  }
+  const { ints, strings } = facts!.loaded!;
+  const { index, pending, edges, edgeOutputs } = g;
+  const nOut = ints[at + 5]!;
+  const outputPaths: string[] = new Array(nOut);
+  for (let j = 0; j < nOut; j++) {
+    const s = ints[at + 6 + j]!;
+    outputPaths[j] = s === -1 ? "" : strings[s]!;
+  }
+  let p = at + 6 + nOut;
+  const nIn = ints[p++]!;
+  const inputStart = edges.length;
+  for (let j = 0; j < nIn; j++, p += 2) {
+    const dep = strings[ints[p]!]!;
+    let id = index.get(dep);
+    if (id === undefined) {
+      id = index.size;
+      index.set(dep, id);
+      pending.push(dep);
+    }
+    edges.push(id);
+    edgeOutputs.push(facts!.list(ints[p + 1]!));
+  }
+  const flags = ints[at + 2]!;
+  return {
+    path,
+    system: g.intern.str(strings[ints[at + 1]!]!),
+    requiredFeatures: facts!.list(ints[at + 3]!),
+    preferLocalBuild: (flags & 1) !== 0,
+    isBuiltin: (flags & 2) !== 0,
+    outputNames: facts!.list(ints[at + 4]!),
+    outputPaths,
+    inputStart,
+    inputEnd: edges.length,
+  };
 }
 
 function toNode(path: string, d: DrvFacts, g: Builder): DrvNode {
@@ -244,7 +283,7 @@ async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions):
   let batchStart = 0;
   while (nodes.length < pending.length) {
     const p = pending[nodes.length]!;
-    nodes.push(toNode(p, factsOf(p, nodes.length < nRoots, o), g));
+    nodes.push(nodeOf(p, nodes.length < nRoots, o, g));
     if (o.onProgress && nodes.length % every === 0) o.onProgress(nodes.length);
     if (o.onBatch && nodes.length - batchStart >= batchSize) {
       o.onBatch(nodes.slice(batchStart));

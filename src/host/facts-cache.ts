@@ -289,7 +289,8 @@ export class FactsCache {
   };
   private readonly table: Table | null;
   private readonly fresh = new Map<string, DrvFacts>();
-  private readonly used = new Set<string>();
+  /** used[at] = 1: the record at `at` of the table was used by this run (kept over the cap). */
+  private used: Uint8Array | null = null;
   private readonly file: string | null;
 
   constructor(private readonly opts: FactsCacheOptions) {
@@ -316,7 +317,32 @@ export class FactsCache {
     return this.file;
   }
 
-  private list(id: number): readonly string[] {
+  private markUsed(at: number): void {
+    this.used ??= new Uint8Array(this.table!.ints.length);
+    this.used[at] = 1;
+  }
+
+  /** The loaded table (for walking it without materialising a derivation: src/host/closure.ts). */
+  get loaded(): Table | null {
+    return this.table;
+  }
+
+  /**
+   * Where the record of `path` starts in the loaded table's ints (a hit), or undefined (a miss).
+   * The record: path, system, flags (1 preferLocalBuild, 2 builtin), features list, output names
+   * list, output count, output paths (-1: not known in advance), input count, (input, outputs list)
+   * pairs; strings and lists are ids (list(id) gives a list).
+   */
+  find(path: string): number | undefined {
+    const at = this.table?.nodes.get(path);
+    if (at === undefined) return undefined;
+    this.stats.hits++;
+    this.markUsed(at);
+    return at;
+  }
+
+  /** A list of the loaded table, decoded once (frozen, shared). */
+  list(id: number): readonly string[] {
     const t = this.table!;
     let v = t.lists[id];
     if (v === undefined) {
@@ -334,12 +360,9 @@ export class FactsCache {
   }
 
   get(path: string): DrvFacts | undefined {
-    const t = this.table;
-    const at = t?.nodes.get(path);
-    if (t === null || at === undefined) return undefined;
-    this.stats.hits++;
-    this.used.add(path);
-    const { ints, strings } = t;
+    const at = this.find(path);
+    if (at === undefined) return undefined;
+    const { ints, strings } = this.table!;
     let p = at;
     const system = strings[ints[p + 1]!]!;
     const flags = ints[p + 2]!;
@@ -377,8 +400,9 @@ export class FactsCache {
   put(path: string, facts: DrvFacts): void {
     this.stats.misses++;
     // A root is always read, and one the file holds teaches nothing.
-    if (this.table?.nodes.has(path)) {
-      this.used.add(path);
+    const at = this.table?.nodes.get(path);
+    if (at !== undefined) {
+      this.markUsed(at);
       return;
     }
     if (storable(facts, path)) this.fresh.set(path, facts);
@@ -397,8 +421,8 @@ export class FactsCache {
     const self = this;
     function* entries(): Generator<[string, DrvFacts]> {
       if (t !== null)
-        for (const path of t.nodes.keys()) {
-          if (!keepAll && !self.used.has(path)) continue;
+        for (const [path, at] of t.nodes) {
+          if (!keepAll && self.used?.[at] !== 1) continue;
           if (self.fresh.has(path)) continue;
           const f = self.peek(path);
           if (f !== undefined) yield [path, f];
