@@ -22,6 +22,7 @@
  * user who can write $BENCH_DIR; needs nix-instantiate, nix-store, nix, /bin/busybox.
  */
 import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import {
   copyFileSync,
   existsSync,
@@ -316,14 +317,26 @@ function benchBuilt(
         maxBuffer: 1 << 30,
       }).toString(),
     ) as Record<string, { outputs: Record<string, { path?: string }> }>;
+    // The NAR of an empty regular file, for --hash-given (without it, 2.8 hashes the logical path).
+    const str = (x: string) => {
+      const b = Buffer.alloc(8 + Math.ceil(x.length / 8) * 8);
+      b.writeUInt32LE(x.length, 0);
+      b.write(x, 8, "latin1");
+      return b;
+    };
+    const nar = Buffer.concat(["nix-archive-1", "(", "type", "regular", "contents", "", ")"].map(str));
+    const narHash = createHash("sha256").update(nar).digest("hex");
     let reg = "";
     for (const d of Object.values(show))
       for (const o of Object.values(d.outputs))
         if (o.path) {
           writeFileSync(join(st, o.path), "");
-          reg += `${o.path}\n\n0\n`;
+          reg += `${o.path}\n${narHash}\n${nar.length}\n\n0\n`;
         }
-    execFileSync("nix-store", ["--store", st, "--register-validity"], { env: nixEnv, input: reg });
+    execFileSync("nix-store", ["--store", st, "--register-validity", "--hash-given"], {
+      env: nixEnv,
+      input: reg,
+    });
     writeFileSync(marker, JSON.stringify({ root, root1 }));
   }
   const primed = mkdtempSync(join(benchDir, "facts-"));

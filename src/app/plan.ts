@@ -73,11 +73,15 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
   const order = postOrder(closure, rootIds);
   // Validity is asked only where the top-down walk needs it, never cached across runs.
   const known = new Map<string, boolean>();
-  const isValid = (p: string): boolean | undefined => {
+  // absent[id] bit j: output j of derivation id is not on disk (a bit is cheaper than a Map entry).
+  const absent = new Int32Array(closure.size);
+  const isValid = (p: string, id: number, j: number): boolean | undefined => {
+    if (j < 31 && (absent[id]! & (1 << j)) !== 0) return false;
     const v = known.get(p);
     if (v !== undefined || onDisk === undefined) return v;
     if (onDisk(p)) return undefined;
-    known.set(p, false);
+    if (j < 31) absent[id]! |= 1 << j;
+    else known.set(p, false);
     return false;
   };
   let waited = 0;
@@ -86,8 +90,11 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     let ask = d.unknown;
     if (round >= MAX_ROUNDS) {
       ask = [];
-      for (const n of closure.nodes)
-        for (const p of n.outputPaths) if (p !== "" && isValid(p) === undefined) ask.push(p);
+      for (let id = 0; id < closure.size; id++) {
+        const ps = closure.nodes[id]!.outputPaths;
+        for (let j = 0; j < ps.length; j++)
+          if (ps[j] !== "" && isValid(ps[j]!, id, j) === undefined) ask.push(ps[j]!);
+      }
     }
     progress?.("checking validity", 0, ask.length);
     const tw = performance.now();

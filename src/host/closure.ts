@@ -86,6 +86,8 @@ function flat(s: string): string {
 class Interner {
   private readonly strings = new Map<string, string>();
   private readonly lists = new Map<string, readonly string[]>();
+  /** One-element lists (most input edges want ["out"]), keyed without a join. */
+  private readonly singles = new Map<string, readonly string[]>();
   str(s: string): string {
     let v = this.strings.get(s);
     if (v === undefined) {
@@ -96,6 +98,14 @@ class Interner {
   }
   list(xs: readonly string[]): readonly string[] {
     if (xs.length === 0 || Object.isFrozen(xs)) return xs;
+    if (xs.length === 1) {
+      let one = this.singles.get(xs[0]!);
+      if (one === undefined) {
+        one = Object.freeze([this.str(xs[0]!)]);
+        this.singles.set(one[0]!, one);
+      }
+      return one;
+    }
     const key = xs.join("\u0000");
     let v = this.lists.get(key);
     if (v === undefined) {

@@ -71,7 +71,7 @@ export function postOrder(g: PlanGraph, rootIds: readonly number[]): Int32Array 
  * What is known of an output path: true valid, false not valid, undefined not known yet (the caller
  * asks the store about those and calls decideBuilds again).
  */
-export type PathValidity = (path: string) => boolean | undefined;
+export type PathValidity = (path: string, id: number, output: number) => boolean | undefined;
 
 export interface BuildDecision {
   /** build[id] = 1: Nix builds it. */
@@ -117,7 +117,7 @@ export function decideBuilds(
     for (let j = 0; j < paths.length && !needed; j++) {
       if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
       const p = paths[j]!;
-      const v = p === "" ? false : isValid(p);
+      const v = p === "" ? false : isValid(p, id, j);
       if (v === false) needed = true;
       else if (v === undefined) pending = true;
     }
@@ -128,7 +128,7 @@ export function decideBuilds(
       }
       for (let j = 0; j < paths.length; j++) {
         if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
-        if (isValid(paths[j]!) === undefined) unknown.push(paths[j]!);
+        if (isValid(paths[j]!, id, j) === undefined) unknown.push(paths[j]!);
       }
       continue;
     }
