@@ -3,11 +3,18 @@
  * ask the store about the output paths the top-down decision needs (src/nix/plan-graph.ts), route
  * each derivation to build.
  */
-import { type ReadMode, readClosure } from "../host/closure.js";
+import {
+  type DrvClosure,
+  type LazyClosure,
+  lazyClosure,
+  type ReadMode,
+  readClosure,
+} from "../host/closure.js";
 import type { FactsCache } from "../host/facts-cache.js";
 import {
   type BuilderSummary,
-  decideBuilds,
+  BuildWalk,
+  type PlanGraph,
   type PlanRouting,
   postOrder,
   routeBuilds,
@@ -19,7 +26,10 @@ export type { BuilderSummary, Unbuildable };
 
 export interface PlanResult {
   readonly roots: readonly string[];
-  /** Derivations in the closure of the roots. */
+  /**
+   * Derivations looked at, as Nix would: the roots and the inputs of every derivation to build
+   * (valid + toBuild). The inputs of a derivation whose wanted outputs are valid are not looked at.
+   */
   readonly closure: number;
   /** Derivations reached whose wanted outputs are all valid (not built, inputs not needed). */
   readonly valid: number;
@@ -50,75 +60,75 @@ export interface PlanInput {
   readonly onProgress?: (stage: string, done: number, total: number | null) => void;
 }
 
-/**
- * Rounds of questions to the store before asking about every output path of the closure at once.
- * A round is needed per level of paths that are on disk but not valid (an interrupted build's
- * leftovers), usually none: the first answers decide.
- */
-const MAX_ROUNDS = 4;
-
 /** The core of plan: closure → validity, top-down → route each derivation to build (ignoring load). */
 export async function planClosure(input: PlanInput): Promise<PlanResult> {
   const { ctx, onDisk } = input;
   const progress = input.onProgress;
   const t0 = performance.now();
-  const closure = await readClosure(input.roots, {
-    loc: { storeDir: ctx.store.storeDir, realStoreDir: ctx.store.realStoreDir },
-    mode: input.readMode ?? "sync",
+  const loc = { storeDir: ctx.store.storeDir, realStoreDir: ctx.store.realStoreDir };
+  const readOpts = {
+    loc,
     ...(input.facts ? { facts: input.facts } : {}),
     ...(progress ? { onProgress: (n: number) => progress("reading derivations", n, null) } : {}),
-  });
-  const t1 = performance.now();
-  const rootIds = input.roots.map((r) => closure.index.get(r)!);
-  const order = postOrder(closure, rootIds);
-  // Validity is asked only where the top-down walk needs it, never cached across runs.
+  };
+  // Read as the walk goes (only what Nix would look at); --read pool reads the whole closure first.
+  const g =
+    input.readMode === "pool"
+      ? eager(await readClosure(input.roots, { ...readOpts, mode: "pool" }))
+      : lazyClosure(input.roots, readOpts);
+  const rootIds = input.roots.map((r) => g.index.get(r)!);
+  // Validity is asked only where the walk needs it, never cached across runs.
   const known = new Map<string, boolean>();
   // absent[id] bit j: output j of derivation id is not on disk (a bit is cheaper than a Map entry).
-  const absent = new Int32Array(closure.size);
+  const absent: number[] = [];
   const isValid = (p: string, id: number, j: number): boolean | undefined => {
-    if (j < 31 && (absent[id]! & (1 << j)) !== 0) return false;
+    if (j < 31 && ((absent[id] ?? 0) & (1 << j)) !== 0) return false;
     const v = known.get(p);
     if (v !== undefined || onDisk === undefined) return v;
     if (onDisk(p)) return undefined;
-    if (j < 31) absent[id]! |= 1 << j;
+    if (j < 31) absent[id] = (absent[id] ?? 0) | (1 << j);
     else known.set(p, false);
     return false;
   };
+  const walk = new BuildWalk(rootIds);
   let waited = 0;
-  let d = decideBuilds(closure, order, rootIds, isValid);
-  for (let round = 1; d.unknown.length > 0; round++) {
-    let ask = d.unknown;
-    if (round >= MAX_ROUNDS) {
-      ask = [];
-      for (let id = 0; id < closure.size; id++) {
-        const ps = closure.nodes[id]!.outputPaths;
-        for (let j = 0; j < ps.length; j++)
-          if (ps[j] !== "" && isValid(ps[j]!, id, j) === undefined) ask.push(ps[j]!);
-      }
-    }
+  for (;;) {
+    const ask = walk.step(g, (id) => g.load(id), isValid);
+    if (ask.length === 0) break;
     progress?.("checking validity", 0, ask.length);
     const tw = performance.now();
     const v = await input.valid(ask);
     waited += performance.now() - tw;
     for (const p of ask) known.set(p, v.has(p));
-    d = decideBuilds(closure, order, rootIds, isValid);
   }
-  const t2 = performance.now();
+  const t1 = performance.now();
+  const d = walk.result(g.size);
+  // Every derivation to build was read (with its inputs): route them, inputs first.
+  const order = postOrder(g as PlanGraph, rootIds, d.build);
   const routed = routeBuilds(
-    closure,
+    g as PlanGraph,
     order,
     d.build,
     ctx,
     progress ? (n) => progress("routing", n, d.toBuild) : undefined,
   );
-  const t3 = performance.now();
+  const t2 = performance.now();
   return {
     roots: input.roots,
-    closure: closure.size,
+    closure: d.valid + d.toBuild,
     valid: d.valid,
     toBuild: d.toBuild,
     ...routed,
-    ms: { read: t1 - t0, validity: waited, route: t3 - t2 + (t2 - t1 - waited) },
+    ms: { read: t1 - t0 - waited, validity: waited, route: t2 - t1 },
     cache: input.facts ? { hits: input.facts.stats.hits, misses: input.facts.stats.misses } : null,
+  };
+}
+
+/** A closure read whole, in the shape of a lazy one. */
+function eager(c: DrvClosure): LazyClosure {
+  return {
+    ...c,
+    read: c.size,
+    load: (id) => c.nodes[id]!,
   };
 }

@@ -354,6 +354,52 @@ async function readPoolClosure(roots: readonly string[], o: ReadClosureOptions):
   return makeClosure(nodes, g);
 }
 
+/** A closure read on demand: nodes[id] is undefined until read(id) (see BuildWalk of src/nix/plan-graph.ts). */
+export interface LazyClosure {
+  readonly nodes: readonly (DrvNode | undefined)[];
+  /** Every derivation numbered so far (read, or an input of one read) by path. */
+  readonly index: Map<string, number>;
+  readonly edges: readonly number[];
+  readonly edgeOutputs: readonly (readonly string[])[];
+  /** Derivations numbered so far. */
+  readonly size: number;
+  /** Derivations read so far (from the store or the facts cache). */
+  readonly read: number;
+  /** Read derivation `id` (numbering its inputs). */
+  load(id: number): DrvNode;
+}
+
+/**
+ * The closure of `roots`, read only where asked (plan's top-down walk): a derivation is read from
+ * the facts cache or the store when load(id) asks for it, the roots always from the store.
+ */
+export function lazyClosure(roots: readonly string[], o: ReadClosureOptions = {}): LazyClosure {
+  const g = start(roots);
+  const nRoots = g.pending.length;
+  const nodes: (DrvNode | undefined)[] = [];
+  const every = o.progressEvery ?? 1000;
+  let read = 0;
+  return {
+    nodes,
+    index: g.index,
+    edges: g.edges,
+    edgeOutputs: g.edgeOutputs,
+    get size() {
+      return g.index.size;
+    },
+    get read() {
+      return read;
+    },
+    load(id) {
+      const n = nodeOf(g.pending[id]!, id < nRoots, o, g);
+      nodes[id] = n;
+      read++;
+      if (o.onProgress && read % every === 0) o.onProgress(read);
+      return n;
+    },
+  };
+}
+
 /** The closure of `roots` (roots included), every derivation read and parsed once. */
 export async function readClosure(
   roots: readonly string[],

@@ -32,8 +32,11 @@ export interface PlanGraph {
   readonly edgeOutputs: readonly (readonly string[])[];
 }
 
-/** Post-order (inputs first) of the closure of `rootIds`, iteratively. */
-export function postOrder(g: PlanGraph, rootIds: readonly number[]): Int32Array {
+/**
+ * Post-order (inputs first) of the closure of `rootIds`, iteratively. With `only`, the walk enters
+ * only derivations with only[id] = 1 (e.g. those to build: their inputs are read).
+ */
+export function postOrder(g: PlanGraph, rootIds: readonly number[], only?: Uint8Array): Int32Array {
   const { nodes, edges } = g;
   const N = nodes.length;
   const post = new Int32Array(N);
@@ -42,7 +45,7 @@ export function postOrder(g: PlanGraph, rootIds: readonly number[]): Int32Array 
   const stackNode = new Int32Array(N);
   const stackPos = new Int32Array(N);
   for (const rid of rootIds) {
-    if (seen[rid]) continue;
+    if (seen[rid] || (only !== undefined && !only[rid])) continue;
     seen[rid] = 1;
     let sp = 0;
     stackNode[0] = rid;
@@ -52,7 +55,7 @@ export function postOrder(g: PlanGraph, rootIds: readonly number[]): Int32Array 
       if (i < nodes[stackNode[sp]!]!.inputEnd) {
         stackPos[sp] = i + 1;
         const dep = edges[i]!;
-        if (!seen[dep]) {
+        if (!seen[dep] && (only === undefined || only[dep])) {
           seen[dep] = 1;
           sp++;
           stackNode[sp] = dep;
@@ -68,89 +71,109 @@ export function postOrder(g: PlanGraph, rootIds: readonly number[]): Int32Array 
 }
 
 /**
- * What is known of an output path: true valid, false not valid, undefined not known yet (the caller
- * asks the store about those and calls decideBuilds again).
+ * What is known of output `output` (path `path`) of derivation `id`: true valid, false not valid,
+ * undefined not known yet (the caller asks the store about those and calls BuildWalk.step again).
  */
 export type PathValidity = (path: string, id: number, output: number) => boolean | undefined;
 
-export interface BuildDecision {
-  /** build[id] = 1: Nix builds it. */
-  readonly build: Uint8Array;
-  readonly toBuild: number;
-  /** Derivations reached whose wanted outputs are all valid (not built, inputs not looked at). */
-  readonly valid: number;
-  /** Output paths whose validity is needed to go on; empty when the decision is complete. */
-  readonly unknown: string[];
+/** A closure read as the walk goes: nodes[id] is undefined until read(id). */
+export interface GrowingGraph {
+  readonly nodes: readonly (PlanNode | undefined)[];
+  readonly edges: readonly number[];
+  readonly edgeOutputs: readonly (readonly string[])[];
 }
 
 /**
- * Which derivations Nix builds, top-down. Wanted outputs flow from the roots (all outputs) to the
- * inputs (the outputs listed in inputDrvs), as a bit mask per derivation (-1: all). A derivation is
- * built when one of its wanted outputs is not valid (an output whose path is not known in advance
- * counts as not valid); then its inputs are needed. When all are valid its inputs are never looked
- * at. A derivation with a wanted output of unknown validity (and none known invalid) stops the flow
- * there: its unknown paths are returned, and the caller asks and calls again. `order` is a
- * post-order of the closure (postOrder), walked backwards (every derivation before its inputs).
+ * Which derivations Nix builds, top-down, reading the closure only as far as Nix would look.
+ * Wanted outputs flow from the roots (all outputs) to the inputs (the outputs listed in inputDrvs), as
+ * a bit mask per derivation (-1: all). A derivation is built when one of its wanted outputs is not
+ * valid (an output whose path is not known in advance counts as not valid); then its inputs are
+ * wanted. When all are valid its inputs are never looked at. A worklist: a derivation is read when
+ * an output of it is first wanted; masks only grow and "built" is never undone, so the result does
+ * not depend on the order (the least fixpoint: a derivation is built iff an output wanted by a root
+ * or by a built derivation is not valid). step() walks as far as what is known allows and returns the output paths whose
+ * validity it needs (empty: done); the caller asks and calls step() again.
  */
-export function decideBuilds(
-  g: PlanGraph,
-  order: Int32Array,
-  rootIds: readonly number[],
-  isValid: PathValidity,
-): BuildDecision {
-  const { nodes, edges, edgeOutputs } = g;
-  const N = nodes.length;
-  const wanted = new Int32Array(N);
-  for (const r of rootIds) wanted[r] = -1;
-  const build = new Uint8Array(N);
-  const unknown: string[] = [];
-  let toBuild = 0;
-  let valid = 0;
-  for (let k = order.length - 1; k >= 0; k--) {
-    const id = order[k]!;
-    const w = wanted[id]!;
-    if (w === 0) continue;
-    const node = nodes[id]!;
-    const paths = node.outputPaths;
-    let needed = false;
-    let pending = false;
-    for (let j = 0; j < paths.length && !needed; j++) {
-      if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
-      const p = paths[j]!;
-      const v = p === "" ? false : isValid(p, id, j);
-      if (v === false) needed = true;
-      else if (v === undefined) pending = true;
-    }
-    if (!needed) {
-      if (!pending) {
-        valid++;
-        continue;
-      }
-      for (let j = 0; j < paths.length; j++) {
-        if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
-        if (isValid(paths[j]!, id, j) === undefined) unknown.push(paths[j]!);
-      }
-      continue;
-    }
-    build[id] = 1;
-    toBuild++;
-    for (let j = node.inputStart; j < node.inputEnd; j++) {
-      const dep = edges[j]!;
-      if (wanted[dep] === -1) continue;
-      const names = nodes[dep]!.outputNames;
-      let mask = wanted[dep]!;
-      const outs = edgeOutputs[j]!;
-      for (let k2 = 0; k2 < outs.length; k2++) {
-        const o = outs[k2]!;
-        const x = names.length === 1 && names[0] === o ? 0 : names.indexOf(o);
-        if (x < 0) continue;
-        mask = x > 30 ? -1 : mask | (1 << x);
-        if (mask === -1) break;
-      }
-      wanted[dep] = mask;
+export class BuildWalk {
+  private readonly mask: number[] = [];
+  private readonly built: number[] = [];
+  private queue: number[] = [];
+  private pending: number[] = [];
+  toBuild = 0;
+
+  constructor(rootIds: readonly number[]) {
+    for (const r of rootIds) {
+      this.mask[r] = -1;
+      this.queue.push(r);
     }
   }
-  return { build, toBuild, valid, unknown };
+
+  step(g: GrowingGraph, read: (id: number) => PlanNode, isValid: PathValidity): string[] {
+    const { mask, built, queue } = this;
+    for (const id of this.pending) queue.push(id);
+    this.pending = [];
+    const unknown = new Set<string>();
+    while (queue.length > 0) {
+      const id = queue.pop()!;
+      if (built[id] === 1) continue;
+      const node = g.nodes[id] ?? read(id);
+      const w = mask[id]!;
+      const paths = node.outputPaths;
+      let needed = false;
+      let pending = false;
+      for (let j = 0; j < paths.length && !needed; j++) {
+        if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
+        const p = paths[j]!;
+        const v = p === "" ? false : isValid(p, id, j);
+        if (v === false) needed = true;
+        else if (v === undefined) pending = true;
+      }
+      if (!needed) {
+        if (!pending) continue;
+        this.pending.push(id);
+        for (let j = 0; j < paths.length; j++) {
+          if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
+          if (isValid(paths[j]!, id, j) === undefined) unknown.add(paths[j]!);
+        }
+        continue;
+      }
+      built[id] = 1;
+      this.toBuild++;
+      const { edges, edgeOutputs, nodes } = g;
+      for (let j = node.inputStart; j < node.inputEnd; j++) {
+        const dep = edges[j]!;
+        const old = mask[dep] ?? 0;
+        if (old === -1) continue;
+        const outs = edgeOutputs[j]!;
+        const depNode = nodes[dep] ?? read(dep);
+        const names = depNode.outputNames;
+        let m = old;
+        for (let k = 0; k < outs.length; k++) {
+          const o = outs[k]!;
+          const x = names.length === 1 && names[0] === o ? 0 : names.indexOf(o);
+          if (x < 0) continue;
+          m = x > 30 ? -1 : m | (1 << x);
+          if (m === -1) break;
+        }
+        if (m !== old) {
+          mask[dep] = m;
+          queue.push(dep);
+        }
+      }
+    }
+    return [...unknown];
+  }
+
+  /** Once step() returned nothing: which derivations are built, and how many were looked at. */
+  result(size: number): { build: Uint8Array; toBuild: number; valid: number } {
+    const build = new Uint8Array(size);
+    let looked = 0;
+    for (let id = 0; id < size; id++) {
+      if (this.built[id] === 1) build[id] = 1;
+      if ((this.mask[id] ?? 0) !== 0) looked++;
+    }
+    return { build, toBuild: this.toBuild, valid: looked - this.toBuild };
+  }
 }
 
 export interface BuilderSummary {
