@@ -11,8 +11,10 @@
  *   3. Startup: `node dist/cli.js show --json` vs `node -e 0`, median of 7, as a ratio. Target < 2.
  *   3b. lint vs `show --json` on 10,000 machines (target ≤ 1.5×), and 10 MB lines: time, peak RSS, output
  *      size (bench/lint.ts). BENCH_LINT=0 skips it.
- *   4. plan's facts cache at 20,000 (benchFactsCache below). BENCH_ONLY=facts runs only it and the
- *      start-up table.
+ *   4. plan's facts cache at 20,000 (benchFactsCache below), in the store as generated (nothing built)
+ *      and in a copy where the unchanged closure's outputs are registered valid (the CI case,
+ *      benchBuilt). BENCH_ONLY=facts runs only it and the start-up table; BENCH_ONLY=startup only the
+ *      start-up table; BENCH_ONLY=scale only the 100,000-derivation case (benchScale).
  *   5. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
  *      bench/DOCTOR.md). Target ≤ 1.5×. Brings the lab up and down again unless it was up. BENCH_DOCTOR=0
  *      skips it.
