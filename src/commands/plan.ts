@@ -229,7 +229,7 @@ const LIST_LIMIT = 50;
 
 export function renderPlan(p: PlanResult, ctx: RouteContext): string {
   let out = `Nix ${formatNixVersion(ctx.version)} rules · user ${ctx.user} · ${ctx.store.description}\n`;
-  out += `${plural(p.closure, "derivation")} in the closure of ${plural(p.roots.length, "root")}: ${p.valid} already built, ${p.toBuild} to build.\n`;
+  out += `${plural(p.closure, "derivation")} looked at from ${plural(p.roots.length, "root")}: ${p.valid} already built, ${p.toBuild} to build.\n`;
   out += "Routing ignores load: each derivation is routed as if every build slot were free.\n\n";
   if (p.builders.length > 0 || p.unbuildable.length > 0) {
     const rows: string[][] = [["builder", "drvs", "systems", "features"]];
