@@ -120,7 +120,7 @@ export async function planClosure(input: PlanInput): Promise<PlanResult> {
     toBuild: d.toBuild,
     ...routed,
     ms: { read: t1 - t0 - waited, validity: waited, route: t2 - t1 },
-    cache: input.facts ? { hits: input.facts.stats.hits, misses: input.facts.stats.misses } : null,
+    cache: input.facts ? input.facts.counts() : null,
   };
 }
 

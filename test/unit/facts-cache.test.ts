@@ -380,6 +380,15 @@ describe("plan asks the store only about outputs on disk", {
           assert.equal(x.asked.length, 1, "only c's output is on disk, and only it is asked about");
           if (c) assert.equal(c.stats.hits + c.stats.misses, 2, "only d and c are read");
         }
+        // A built root: only it is read, the file is neither needed nor rewritten.
+        const file = join(dir, "plan-facts-nix-store.bin");
+        const before = statSync(file).mtimeMs;
+        const builtRoot = cache();
+        const y = await run(d.c!, { disk: true, cache: builtRoot });
+        assert.equal(y.r.valid, 1);
+        assert.equal(y.r.toBuild, 0);
+        assert.deepEqual(builtRoot.counts(), { hits: 0, misses: 1 });
+        assert.equal(statSync(file).mtimeMs, before);
         const bare2 = await run(d.d2!, { disk: false, cache: null });
         assert.equal(bare2.r.toBuild, 2, "d2 and the new leaf");
         assert.equal(bare2.r.valid, 1);
