@@ -11,8 +11,10 @@
  *   3. Startup: `node dist/cli.js show --json` vs `node -e 0`, median of 7, as a ratio. Target < 2.
  *   3b. lint vs `show --json` on 10,000 machines (target ≤ 1.5×), and 10 MB lines: time, peak RSS, output
  *      size (bench/lint.ts). BENCH_LINT=0 skips it.
- *   4. plan's facts cache at 20,000 (benchFactsCache below). BENCH_ONLY=facts runs only it and the
- *      start-up table.
+ *   4. plan's facts cache at 20,000 (benchFactsCache below), in the store as generated (nothing built)
+ *      and in a copy where the unchanged closure's outputs are registered valid (the CI case,
+ *      benchBuilt). BENCH_ONLY=facts runs only it and the start-up table; BENCH_ONLY=startup only the
+ *      start-up table; BENCH_ONLY=scale only the 100,000-derivation case (benchScale).
  *   5. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
  *      bench/DOCTOR.md). Target ≤ 1.5×. Brings the lab up and down again unless it was up. BENCH_DOCTOR=0
  *      skips it.
@@ -22,6 +24,7 @@
  * user who can write $BENCH_DIR; needs nix-instantiate, nix-store, nix, /bin/busybox.
  */
 import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import {
   copyFileSync,
   existsSync,
@@ -260,6 +263,7 @@ async function benchFactsCache(
   };
   rmSync(primed, { recursive: true, force: true });
   rmSync(work, { recursive: true, force: true });
+  const built = benchBuilt(pc, store, root, root1, nixEnv);
   const r = (a: number, b: number) => +(a / b).toFixed(3);
   return {
     drvFiles: drvs.length,
@@ -284,6 +288,139 @@ async function benchFactsCache(
       warm1: phases("warm1"),
     },
     formats,
+    built,
+  };
+}
+
+/**
+ * The CI case: the same two closures in a copy of the store where every output of the unchanged
+ * closure is registered valid (empty files, `nix-store --load-db`: --register-validity canonicalises the logical path, absent in a chroot store), as after a CI run built
+ * it. A warm plan of the unchanged closure then asks only about the root's outputs, and after the 1%
+ * change only about the changed derivations and their inputs' outputs.
+ */
+function benchBuilt(
+  pc: { cmd: string; pre: string[] },
+  store: string,
+  root: string,
+  root1: string,
+  nixEnv: NodeJS.ProcessEnv,
+): Record<string, unknown> {
+  const dir = join(benchDir, "s20000-built");
+  const st = join(dir, "st");
+  const marker = join(dir, "built.json");
+  if (!existsSync(marker)) {
+    process.stderr.write("copying the 20k store and registering the unchanged closure's outputs …\n");
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    execFileSync("cp", ["-a", store, st]);
+    const show = JSON.parse(
+      execFileSync("nix", ["show-derivation", "--store", st, "-r", root], {
+        env: nixEnv,
+        maxBuffer: 1 << 30,
+      }).toString(),
+    ) as Record<string, { outputs: Record<string, { path?: string }> }>;
+    // The NAR of an empty regular file: its hash and size are part of the registration.
+    const str = (x: string) => {
+      const b = Buffer.alloc(8 + Math.ceil(x.length / 8) * 8);
+      b.writeUInt32LE(x.length, 0);
+      b.write(x, 8, "latin1");
+      return b;
+    };
+    const nar = Buffer.concat(["nix-archive-1", "(", "type", "regular", "contents", "", ")"].map(str));
+    const narHash = createHash("sha256").update(nar).digest("hex");
+    let reg = "";
+    for (const d of Object.values(show))
+      for (const o of Object.values(d.outputs))
+        if (o.path) {
+          writeFileSync(join(st, o.path), "");
+          reg += `${o.path}\n${narHash}\n${nar.length}\n\n0\n`;
+        }
+    execFileSync("nix-store", ["--store", st, "--load-db"], {
+      env: nixEnv,
+      input: reg,
+    });
+    writeFileSync(marker, JSON.stringify({ root, root1 }));
+  }
+  const primed = mkdtempSync(join(benchDir, "facts-"));
+  // Primed as CI would have it: by a plan of the closure before it was built (every derivation read).
+  measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed }));
+  const cacheFile = readdirSync(primed).find((f) => f.startsWith("plan-facts-"))!;
+  const work = mkdtempSync(join(benchDir, "facts-"));
+  const m: Record<string, Measure[]> = { cold0: [], warm0: [], cold1: [], warm1: [], dryRun1: [] };
+  for (let i = 0; i < runs; i++) {
+    m.cold0!.push(measure(pc.cmd, planArgs(pc, st, root)));
+    m.warm0!.push(measure(pc.cmd, planArgs(pc, st, root, { cacheDir: primed })));
+    m.cold1!.push(measure(pc.cmd, planArgs(pc, st, root1)));
+    copyFileSync(join(primed, cacheFile), join(work, cacheFile));
+    m.warm1!.push(measure(pc.cmd, planArgs(pc, st, root1, { cacheDir: work })));
+    m.dryRun1!.push(
+      measure("nix-store", ["--store", st, "--option", "substituters", "", "-r", "--dry-run", root1], nixEnv),
+    );
+  }
+  rmSync(primed, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
+  const r = (a: number, b: number) => +(a / b).toFixed(3);
+  const c = (k: string) => cpu(m[k]!)!;
+  const j = (k: string) => {
+    const x = JSON.parse(m[k]![0]!.stdout) as { toBuild: number; valid: number; ms: unknown; cache: unknown };
+    return { toBuild: x.toBuild, valid: x.valid, ms: x.ms, cache: x.cache };
+  };
+  return {
+    wallMs: Object.fromEntries(
+      Object.keys(m).map((k) => [k, Math.round(median(m[k]!.map((x) => x.wallMs)))]),
+    ),
+    cpuMs: Object.fromEntries(Object.keys(m).map((k) => [k, c(k)])),
+    cpuRatios: {
+      warmUnchangedOverCold: r(c("warm0"), c("cold0")),
+      warmChangedOverCold: r(c("warm1"), c("cold1")),
+      warmChangedOverDryRun: r(c("warm1"), c("dryRun1")),
+    },
+    runs: { cold0: j("cold0"), warm0: j("warm0"), cold1: j("cold1"), warm1: j("warm1") },
+  };
+}
+
+/**
+ * BENCH_ONLY=scale: the 100,000-derivation closure (generated once, ~2–5 min): a cold plan and a warm
+ * one against `nix show-derivation -r` and `nix-store -r --dry-run` (no substituters), time and peak
+ * RSS. BENCH_RUNS runs each (at most 3), interleaved.
+ */
+function benchScale(pc: { cmd: string; pre: string[] }, nixEnv: NodeJS.ProcessEnv): Record<string, unknown> {
+  const { store, root } = ensureStore(100000);
+  const primed = mkdtempSync(join(benchDir, "facts-"));
+  measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed }));
+  const m: Record<string, Measure[]> = { planCold: [], planWarm: [], showDerivation: [], dryRun: [] };
+  for (let i = 0; i < Math.min(runs, 3); i++) {
+    m.planCold!.push(measure(pc.cmd, planArgs(pc, store, root)));
+    m.planWarm!.push(measure(pc.cmd, planArgs(pc, store, root, { cacheDir: primed })));
+    m.showDerivation!.push(measure("nix", ["show-derivation", "--store", store, "-r", root], nixEnv));
+    m.dryRun!.push(
+      measure(
+        "nix-store",
+        ["--store", store, "--option", "substituters", "", "-r", "--dry-run", root],
+        nixEnv,
+      ),
+    );
+  }
+  rmSync(primed, { recursive: true, force: true });
+  const r = (a: number, b: number) => +(a / b).toFixed(3);
+  const w = (k: string) => Math.round(median(m[k]!.map((x) => x.wallMs)));
+  const c = (k: string) => cpu(m[k]!)!;
+  const rss = (k: string) => +(Math.max(...m[k]!.map((x) => x.maxRssKb ?? 0)) / 1024).toFixed(1);
+  const keys = Object.keys(m);
+  return {
+    n: 100000,
+    wallMs: Object.fromEntries(keys.map((k) => [k, w(k)])),
+    cpuMs: Object.fromEntries(keys.map((k) => [k, c(k)])),
+    peakRssMB: Object.fromEntries(keys.map((k) => [k, rss(k)])),
+    ratios: {
+      coldOverShowDerivation: {
+        wall: r(w("planCold"), w("showDerivation")),
+        cpu: r(c("planCold"), c("showDerivation")),
+      },
+      coldRssOverShowDerivation: r(rss("planCold"), rss("showDerivation")),
+      coldOverDryRun: { wall: r(w("planCold"), w("dryRun")), cpu: r(c("planCold"), c("dryRun")) },
+      warmOverCold: { wall: r(w("planWarm"), w("planCold")), cpu: r(c("planWarm"), c("planCold")) },
+    },
   };
 }
 
@@ -298,7 +435,13 @@ async function main(): Promise<void> {
 
   // BENCH_ONLY=facts: only the facts-cache figures at 20,000 and the start-up table.
   const only = process.env.BENCH_ONLY;
-  for (const n of sizes) {
+  if (only === "scale") {
+    process.stdout.write(
+      `${JSON.stringify({ loadavg: readFileSync("/proc/loadavg", "utf8").trim(), scale: benchScale(pc, nixEnv) }, null, 2)}\n`,
+    );
+    return;
+  }
+  for (const n of only === "startup" ? [] : sizes) {
     if (only === "facts") {
       if (n !== 20000) continue;
       const { store, root } = ensureStore(n);

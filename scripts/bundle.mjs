@@ -17,6 +17,41 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const listInputs = process.argv[2] === "--list-inputs";
 const outdir = resolve(repo, listInputs ? "dist" : (process.argv[2] ?? "dist"));
 const entries = { cli: "src/cli.ts", "hook-recorder": "src/hook-recorder.ts" };
+// commander require()s node:child_process when it loads (for executable subcommands, which we do not
+// use), and child_process brings net, dgram and the stream wraps with it: a proxy that loads it on
+// first use keeps it out of every command's start-up (bench/RESULTS.md, "start-up"). Our own code
+// loads it lazily through src/os/lazy.ts.
+// Node's built-ins are require()d, not imported: an ESM import of a built-in builds its namespace,
+// which runs every lazy getter (node:fs then loads fs/promises, streams, watchers and dir).
+const requireBuiltins = {
+  name: "require-builtins",
+  setup(b) {
+    b.onResolve({ filter: /^node:/ }, (a) =>
+      a.namespace === "file" && !a.importer.includes("/node_modules/") && a.kind === "import-statement"
+        ? { path: a.path, namespace: "builtin" }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "builtin" }, (a) => ({
+      contents: `module.exports = require(${JSON.stringify(a.path)});\n`,
+      loader: "js",
+    }));
+  },
+};
+const lazyChildProcess = {
+  name: "lazy-child-process",
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?child_process$/ }, (a) =>
+      a.importer.includes("/node_modules/commander/")
+        ? { path: "child_process", namespace: "lazy" }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "lazy" }, () => ({
+      contents:
+        'let m;\nmodule.exports = new Proxy({}, { get: (_, k) => (m ??= require("node:" + "child_process"))[k] });\n',
+      loader: "js",
+    }));
+  },
+};
 const options = {
   entryPoints: Object.fromEntries(Object.entries(entries).map(([name, src]) => [name, join(repo, src)])),
   outdir,
@@ -31,6 +66,9 @@ const options = {
   banner: {
     js: 'import { createRequire as __nbRequire } from "node:module";\nconst require = __nbRequire(import.meta.url);',
   },
+  plugins: [requireBuiltins, lazyChildProcess],
+  minifyWhitespace: true,
+  minifySyntax: true,
   legalComments: "none",
   logLevel: "warning",
 };

@@ -13,18 +13,18 @@
  */
 import { realpathSync, statSync } from "node:fs";
 import type { Command } from "commander";
+import { type PlanResult, planClosure } from "../app/plan.js";
 import { type RouteContext, routeContext } from "../app/route-context.js";
-import { openValidity, type ValidityMethod } from "../app/store-validity.js";
+import { openValidity, type ValidityChecker, type ValidityMethod } from "../app/store-validity.js";
 import { userView } from "../app/view.js";
 import { pathOwnedBy } from "../host/cache.js";
-import { followLinksToStorePath, type ReadMode, readClosure } from "../host/closure.js";
+import { followLinksToStorePath, type ReadMode } from "../host/closure.js";
 import { FactsCache } from "../host/facts-cache.js";
 import { type RunAsIdentity, runAs } from "../host/run-as.js";
-import { pathsOnDisk } from "../host/store.js";
+import { isOnDisk } from "../host/store.js";
 import { nixErrorDisplay } from "../nix/display.js";
 import { NixError } from "../nix/errors.js";
 import { excerpt, isKeyMaterialLine } from "../nix/redact.js";
-import { type RouteResult, route } from "../nix/route.js";
 import { formatNixVersion } from "../nix/version.js";
 import { failureText, runProc } from "../os/proc.js";
 import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
@@ -46,305 +46,8 @@ export interface PlanOptions {
   cacheDir?: string;
 }
 
-export interface BuilderSummary {
-  /** A machine's store URI, or "local". */
-  readonly builder: string;
-  count: number;
-  readonly systems: Map<string, number>;
-  readonly features: Map<string, number>;
-}
-
-export interface Unbuildable {
-  readonly drvPath: string;
-  readonly system: string;
-  readonly requiredFeatures: readonly string[];
-  /** "none": Nix fails; "postponed-forever": Nix waits for a machine that never takes it. */
-  readonly kind: "none" | "postponed-forever";
-  /** Plain words: why no machine and not the local machine. */
-  readonly reason: string;
-  /** What Nix prints (the error, or the waiting line). */
-  readonly message: string;
-}
-
-export interface PlanResult {
-  readonly roots: readonly string[];
-  /** Derivations in the closure of the roots. */
-  readonly closure: number;
-  /** Derivations reached whose wanted outputs are all valid (not built, inputs not needed). */
-  readonly valid: number;
-  /** Derivations Nix has to build. */
-  readonly toBuild: number;
-  readonly builders: BuilderSummary[];
-  readonly unbuildable: Unbuildable[];
-  /** Derivations that could be built but depend (transitively) on an unbuildable one. */
-  readonly blocked: number;
-  readonly ms: { read: number; validity: number; route: number };
-  /** The facts cache, when one was used: derivations answered from it and read from the store. */
-  readonly cache: { hits: number; misses: number } | null;
-}
-
-export interface PlanInput {
-  readonly roots: readonly string[];
-  readonly ctx: RouteContext;
-  /** Which of these paths are valid. */
-  readonly valid: (paths: readonly string[]) => Promise<Set<string>>;
-  readonly readMode?: ReadMode;
-  /** plan's facts cache (src/host/facts-cache.ts), when not disabled. */
-  readonly facts?: FactsCache;
-  readonly onProgress?: (stage: string, done: number, total: number | null) => void;
-}
-
-interface Decided {
-  /** The builder's store URI, "local", or null when nothing can build it. */
-  readonly builder: string | null;
-  readonly kind: Unbuildable["kind"];
-  readonly reason: string;
-  /** Nix's message with '<unknown>' where the derivation's path or name goes. */
-  readonly message: string;
-}
-
-/**
- * Put the derivation into a message computed without it: the waiting line and the local-fallback
- * error quote the full path ('<unknown>'); the "Failed to find a machine" text names the base name.
- */
-function nameIn(message: string, drvPath: string): string {
-  if (!message.includes("<unknown>")) return message;
-  const base = drvPath.slice(drvPath.lastIndexOf("/") + 1);
-  return message
-    .replaceAll("'<unknown>'", `'${drvPath}'`)
-    .replaceAll("derivation: <unknown>", `derivation: ${base}`);
-}
-
-function reasonText(r: RouteResult, kind: Unbuildable["kind"]): string {
-  const parts: string[] = [];
-  if (r.machines.length === 0) parts.push("no remote builders are configured");
-  for (const m of r.machines) parts.push(`${m.storeUri}: ${m.reasons.join(", ") || "eligible"}`);
-  parts.push(`local: ${r.local.reasons.join(", ") || "capable"}`);
-  if (kind === "postponed-forever") {
-    const waiting = r.machines.filter((m) => m.rightType).map((m) => m.storeUri);
-    return `postponed forever: only ${waiting.join(", ")} can take it and ${waiting.length === 1 ? "it has" : "they have"} maxJobs 0; ${parts.join("; ")}`;
-  }
-  return parts.join("; ");
-}
-
-/** The core of plan: closure → validity → route each derivation to build (ignoring load). */
-export async function planClosure(input: PlanInput): Promise<PlanResult> {
-  const { ctx } = input;
-  const progress = input.onProgress;
-  const t0 = performance.now();
-  const loc = { storeDir: ctx.store.storeDir, realStoreDir: ctx.store.realStoreDir };
-  // Validity queries go out batch by batch while the next batch is read (one round trip each).
-  const queries: Promise<Set<string>>[] = [];
-  let outputs = 0;
-  const closure = await readClosure(input.roots, {
-    loc,
-    // Small batches: the query of the last one is the only part of validity not hidden by reading.
-    batchSize: 500,
-    mode: input.readMode ?? "sync",
-    ...(input.facts ? { facts: input.facts } : {}),
-    onBatch: (nodes) => {
-      const paths: string[] = [];
-      for (const n of nodes) for (const p of n.outputPaths) if (p !== "") paths.push(p);
-      outputs += paths.length;
-      const q = input.valid(paths);
-      q.catch(() => {}); // awaited below; avoid an unhandled rejection while reading
-      queries.push(q);
-    },
-    ...(progress ? { onProgress: (n: number) => progress("reading derivations", n, null) } : {}),
-  });
-  const t1 = performance.now();
-  progress?.("checking validity", 0, outputs);
-  const validSet = new Set<string>();
-  for (const q of queries) for (const p of await q) validSet.add(p);
-  const t2 = performance.now();
-
-  const nodes = closure.nodes;
-  const edges = closure.edges;
-  const edgeOutputs = closure.edgeOutputs;
-  const N = nodes.length;
-  // Post-order (inputs first) over the closure, iteratively, on ids.
-  const post = new Int32Array(N);
-  let postLen = 0;
-  {
-    const seen = new Uint8Array(N);
-    const stackNode = new Int32Array(N);
-    const stackPos = new Int32Array(N);
-    for (const root of input.roots) {
-      const rid = closure.index.get(root)!;
-      if (seen[rid]) continue;
-      seen[rid] = 1;
-      let sp = 0;
-      stackNode[0] = rid;
-      stackPos[0] = nodes[rid]!.inputStart;
-      while (sp >= 0) {
-        const i = stackPos[sp]!;
-        if (i < nodes[stackNode[sp]!]!.inputEnd) {
-          stackPos[sp] = i + 1;
-          const dep = edges[i]!;
-          if (!seen[dep]) {
-            seen[dep] = 1;
-            sp++;
-            stackNode[sp] = dep;
-            stackPos[sp] = nodes[dep]!.inputStart;
-          }
-        } else {
-          post[postLen++] = stackNode[sp]!;
-          sp--;
-        }
-      }
-    }
-  }
-
-  // Wanted outputs flow from the roots (all outputs) down, as a bit mask over each derivation's
-  // outputs (-1: all). A derivation is built when one of its wanted outputs is not valid; an output
-  // whose path is not known in advance (CA, deferred, impure) counts as not valid.
-  const wanted = new Int32Array(N);
-  for (const r of input.roots) wanted[closure.index.get(r)!] = -1;
-  const build = new Uint8Array(N);
-  let toBuild = 0;
-  let valid = 0;
-  for (let k = postLen - 1; k >= 0; k--) {
-    const id = post[k]!;
-    const w = wanted[id]!;
-    if (w === 0) continue;
-    const node = nodes[id]!;
-    let needed = false;
-    for (let j = 0; j < node.outputPaths.length && !needed; j++) {
-      if (w !== -1 && (j > 30 || (w & (1 << j)) === 0)) continue;
-      const p = node.outputPaths[j]!;
-      if (p === "" || !validSet.has(p)) needed = true;
-    }
-    if (!needed) {
-      valid++;
-      continue;
-    }
-    build[id] = 1;
-    toBuild++;
-    for (let j = node.inputStart; j < node.inputEnd; j++) {
-      const dep = edges[j]!;
-      if (wanted[dep] === -1) continue;
-      const names = nodes[dep]!.outputNames;
-      let mask = wanted[dep]!;
-      const outs = edgeOutputs[j]!;
-      for (let k2 = 0; k2 < outs.length; k2++) {
-        const o = outs[k2]!;
-        const x = names.length === 1 && names[0] === o ? 0 : names.indexOf(o);
-        if (x < 0) continue;
-        mask = x > 30 ? -1 : mask | (1 << x);
-        if (mask === -1) break;
-      }
-      wanted[dep] = mask;
-    }
-  }
-
-  // Route each derivation to build, as if every slot were free. Decisions depend only on
-  // (system, features, preferLocalBuild, builtin) apart from the messages: memoise on that.
-  // System strings and feature lists are interned by the reader, so they key the memo by identity.
-  const memo = new Map<string, Map<readonly string[], (Decided | undefined)[]>>();
-  const summaries = new Map<string, BuilderSummary>();
-  const unbuildable: Unbuildable[] = [];
-  const bad = new Uint8Array(N);
-  let routed = 0;
-  for (let k = 0; k < postLen; k++) {
-    const id = post[k]!;
-    if (!build[id]) continue;
-    const node = nodes[id]!;
-    let bySystem = memo.get(node.system);
-    if (bySystem === undefined) {
-      bySystem = new Map();
-      memo.set(node.system, bySystem);
-    }
-    let slots = bySystem.get(node.requiredFeatures);
-    if (slots === undefined) {
-      slots = [undefined, undefined, undefined, undefined];
-      bySystem.set(node.requiredFeatures, slots);
-    }
-    const slot = (node.preferLocalBuild ? 2 : 0) + (node.isBuiltin ? 1 : 0);
-    let m = slots[slot];
-    if (m === undefined) {
-      // Routed without a path: the messages say '<unknown>' where Nix names the derivation.
-      const r = route({
-        version: ctx.version,
-        drv: {
-          system: node.system,
-          requiredFeatures: node.requiredFeatures,
-          preferLocalBuild: node.preferLocalBuild,
-          isBuiltin: node.isBuiltin,
-        },
-        machines: ctx.machines,
-        local: ctx.local,
-      });
-      const kind = r.decision.kind;
-      const builder = kind === "remote" ? r.decision.storeUri! : kind === "local" ? "local" : null;
-      const unbuildableKind = kind === "postpone" ? "postponed-forever" : "none";
-      m = {
-        builder,
-        kind: unbuildableKind,
-        reason: builder === null ? reasonText(r, unbuildableKind) : "",
-        message: r.decision.message ?? "",
-      };
-      slots[slot] = m;
-    }
-    if (m.builder !== null) {
-      let s = summaries.get(m.builder);
-      if (s === undefined) {
-        s = { builder: m.builder, count: 0, systems: new Map(), features: new Map() };
-        summaries.set(m.builder, s);
-      }
-      s.count++;
-      s.systems.set(node.system, (s.systems.get(node.system) ?? 0) + 1);
-      for (const f of node.requiredFeatures) s.features.set(f, (s.features.get(f) ?? 0) + 1);
-    } else {
-      unbuildable.push({
-        drvPath: node.path,
-        system: node.system,
-        requiredFeatures: node.requiredFeatures,
-        kind: m.kind,
-        reason: m.reason,
-        message: nameIn(m.message, node.path),
-      });
-      bad[id] = 1;
-    }
-    routed++;
-    if (progress && routed % 5000 === 0) progress("routing", routed, toBuild);
-  }
-
-  // Blocked: buildable, but an input (transitively) cannot be built. Post-order sees inputs first.
-  let blocked = 0;
-  for (let k = 0; k < postLen; k++) {
-    const id = post[k]!;
-    if (!build[id] || bad[id]) continue;
-    const node = nodes[id]!;
-    for (let j = node.inputStart; j < node.inputEnd; j++) {
-      if (bad[edges[j]!]) {
-        bad[id] = 2;
-        blocked++;
-        break;
-      }
-    }
-  }
-  const t3 = performance.now();
-
-  const builders = [...summaries.values()].sort((a, b) =>
-    a.builder === "local"
-      ? 1
-      : b.builder === "local"
-        ? -1
-        : b.count - a.count || (a.builder < b.builder ? -1 : 1),
-  );
-  unbuildable.sort((a, b) => (a.drvPath < b.drvPath ? -1 : a.drvPath > b.drvPath ? 1 : 0));
-  return {
-    roots: input.roots,
-    closure: closure.size,
-    valid,
-    toBuild,
-    builders,
-    unbuildable,
-    blocked,
-    ms: { read: t1 - t0, validity: t2 - t1, route: t3 - t2 },
-    cache: input.facts ? { hits: input.facts.stats.hits, misses: input.facts.stats.misses } : null,
-  };
-}
+export type { BuilderSummary, PlanInput, PlanResult, Unbuildable } from "../app/plan.js";
+export { planClosure };
 
 /* ---------- installables ---------- */
 
@@ -526,7 +229,7 @@ const LIST_LIMIT = 50;
 
 export function renderPlan(p: PlanResult, ctx: RouteContext): string {
   let out = `Nix ${formatNixVersion(ctx.version)} rules · user ${ctx.user} · ${ctx.store.description}\n`;
-  out += `${plural(p.closure, "derivation")} in the closure of ${plural(p.roots.length, "root")}: ${p.valid} already built, ${p.toBuild} to build.\n`;
+  out += `${plural(p.closure, "derivation")} looked at from ${plural(p.roots.length, "root")}: ${p.valid} already built, ${p.toBuild} to build.\n`;
   out += "Routing ignores load: each derivation is routed as if every build slot were free.\n\n";
   if (p.builders.length > 0 || p.unbuildable.length > 0) {
     const rows: string[][] = [["builder", "drvs", "systems", "features"]];
@@ -559,7 +262,7 @@ export function renderPlan(p: PlanResult, ctx: RouteContext): string {
   return out;
 }
 
-function progressPrinter(io: Io): PlanInput["onProgress"] {
+function progressPrinter(io: Io): ((stage: string, done: number, total: number | null) => void) | undefined {
   if (!io.isTTY) return undefined;
   let last = 0;
   return (stage, done, total) => {
@@ -620,9 +323,12 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
       : null;
   const roots = await resolveInstallables(args, ctx, io.env, as);
   const onProgress = progressPrinter(io);
-  // Start the store connection now: it comes up while the first derivations are read.
-  const checker = openValidity(ctx.store, opts.validity);
-  checker.catch(() => {});
+  // The store is asked only when the top-down walk needs an answer (none when nothing is on disk).
+  let checker: Promise<ValidityChecker> | null = null;
+  const open = () => {
+    checker ??= openValidity(ctx.store, opts.validity);
+    return checker;
+  };
   let result: PlanResult;
   try {
     result = await planClosure({
@@ -630,7 +336,8 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
       ctx,
       ...(facts ? { facts } : {}),
       // Paths not on disk are not valid: the store is asked only about the others.
-      valid: async (paths) => (await checker).valid(pathsOnDisk(paths, ctx.store)),
+      onDisk: (p) => isOnDisk(p, ctx.store),
+      valid: async (paths) => (await open()).valid(paths),
       ...(opts.read ? { readMode: opts.read } : {}),
       ...(onProgress ? { onProgress } : {}),
     });
@@ -646,7 +353,7 @@ export async function runPlan(opts: PlanOptions, args: readonly string[], io: Io
     }
     throw e;
   } finally {
-    await checker.then(
+    await (checker as Promise<ValidityChecker> | null)?.then(
       (c) => c.close(),
       () => {},
     );

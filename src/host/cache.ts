@@ -15,7 +15,6 @@
  * go to a new file with a random name (O_EXCL, O_NOFOLLOW, 0600) that is then renamed into place.
  * Callers validate the value's shape, so a damaged entry is a miss.
  */
-import { randomBytes } from "node:crypto";
 import {
   closeSync,
   constants,
@@ -31,6 +30,7 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, isAbsolute, join } from "node:path";
+import { crypto } from "../os/lazy.js";
 import { untrustedChain } from "../os/owner.js";
 
 /** Root's cache directory. */
@@ -181,7 +181,7 @@ export function writeCache<T>(name: string, key: string, value: T, scope: CacheS
 export function writePrivateFile(file: string, data: string | Buffer): boolean {
   const tmp = join(
     dirname(file),
-    `.${file.slice(file.lastIndexOf("/") + 1)}.${randomBytes(8).toString("hex")}`,
+    `.${file.slice(file.lastIndexOf("/") + 1)}.${crypto().randomBytes(8).toString("hex")}`,
   );
   let fd: number | undefined;
   try {

@@ -86,6 +86,8 @@ function flat(s: string): string {
 class Interner {
   private readonly strings = new Map<string, string>();
   private readonly lists = new Map<string, readonly string[]>();
+  /** One-element lists (most input edges want ["out"]), keyed without a join. */
+  private readonly singles = new Map<string, readonly string[]>();
   str(s: string): string {
     let v = this.strings.get(s);
     if (v === undefined) {
@@ -96,6 +98,14 @@ class Interner {
   }
   list(xs: readonly string[]): readonly string[] {
     if (xs.length === 0 || Object.isFrozen(xs)) return xs;
+    if (xs.length === 1) {
+      let one = this.singles.get(xs[0]!);
+      if (one === undefined) {
+        one = Object.freeze([this.str(xs[0]!)]);
+        this.singles.set(one[0]!, one);
+      }
+      return one;
+    }
     const key = xs.join("\u0000");
     let v = this.lists.get(key);
     if (v === undefined) {
@@ -129,13 +139,52 @@ function scanFacts(d: DrvScan): DrvFacts {
   };
 }
 
-/** Read one derivation: from the facts cache when it holds it (and it is not a root), else the store. */
-function factsOf(path: string, isRoot: boolean, o: ReadClosureOptions): DrvFacts {
-  const cached = isRoot ? undefined : o.facts?.get(path);
-  if (cached !== undefined) return cached;
-  const f = scanFacts(readScan(path, o.loc));
-  o.facts?.put(path, f);
-  return f;
+/**
+ * One derivation as a node: from the facts cache when it holds it (and it is not a root), walking its
+ * record in the table without building its facts; else read from the store (and recorded).
+ */
+function nodeOf(path: string, isRoot: boolean, o: ReadClosureOptions, g: Builder): DrvNode {
+  const facts = o.facts;
+  const at = isRoot || facts === undefined ? undefined : facts.find(path);
+  if (at === undefined) {
+    const f = scanFacts(readScan(path, o.loc));
+    facts?.put(path, f);
+    return toNode(path, f, g);
+  }
+  const { ints, strings } = facts!.loaded!;
+  const { index, pending, edges, edgeOutputs } = g;
+  const nOut = ints[at + 5]!;
+  const outputPaths: string[] = new Array(nOut);
+  for (let j = 0; j < nOut; j++) {
+    const s = ints[at + 6 + j]!;
+    outputPaths[j] = s === -1 ? "" : strings[s]!;
+  }
+  let p = at + 6 + nOut;
+  const nIn = ints[p++]!;
+  const inputStart = edges.length;
+  for (let j = 0; j < nIn; j++, p += 2) {
+    const dep = strings[ints[p]!]!;
+    let id = index.get(dep);
+    if (id === undefined) {
+      id = index.size;
+      index.set(dep, id);
+      pending.push(dep);
+    }
+    edges.push(id);
+    edgeOutputs.push(facts!.list(ints[p + 1]!));
+  }
+  const flags = ints[at + 2]!;
+  return {
+    path,
+    system: g.intern.str(strings[ints[at + 1]!]!),
+    requiredFeatures: facts!.list(ints[at + 3]!),
+    preferLocalBuild: (flags & 1) !== 0,
+    isBuiltin: (flags & 2) !== 0,
+    outputNames: facts!.list(ints[at + 4]!),
+    outputPaths,
+    inputStart,
+    inputEnd: edges.length,
+  };
 }
 
 function toNode(path: string, d: DrvFacts, g: Builder): DrvNode {
@@ -244,7 +293,7 @@ async function readSyncClosure(roots: readonly string[], o: ReadClosureOptions):
   let batchStart = 0;
   while (nodes.length < pending.length) {
     const p = pending[nodes.length]!;
-    nodes.push(toNode(p, factsOf(p, nodes.length < nRoots, o), g));
+    nodes.push(nodeOf(p, nodes.length < nRoots, o, g));
     if (o.onProgress && nodes.length % every === 0) o.onProgress(nodes.length);
     if (o.onBatch && nodes.length - batchStart >= batchSize) {
       o.onBatch(nodes.slice(batchStart));
@@ -303,6 +352,52 @@ async function readPoolClosure(roots: readonly string[], o: ReadClosureOptions):
     o.onBatch?.(nodes.slice(before));
   }
   return makeClosure(nodes, g);
+}
+
+/** A closure read on demand: nodes[id] is undefined until read(id) (see BuildWalk of src/nix/plan-graph.ts). */
+export interface LazyClosure {
+  readonly nodes: readonly (DrvNode | undefined)[];
+  /** Every derivation numbered so far (read, or an input of one read) by path. */
+  readonly index: Map<string, number>;
+  readonly edges: readonly number[];
+  readonly edgeOutputs: readonly (readonly string[])[];
+  /** Derivations numbered so far. */
+  readonly size: number;
+  /** Derivations read so far (from the store or the facts cache). */
+  readonly read: number;
+  /** Read derivation `id` (numbering its inputs). */
+  load(id: number): DrvNode;
+}
+
+/**
+ * The closure of `roots`, read only where asked (plan's top-down walk): a derivation is read from
+ * the facts cache or the store when load(id) asks for it, the roots always from the store.
+ */
+export function lazyClosure(roots: readonly string[], o: ReadClosureOptions = {}): LazyClosure {
+  const g = start(roots);
+  const nRoots = g.pending.length;
+  const nodes: (DrvNode | undefined)[] = [];
+  const every = o.progressEvery ?? 1000;
+  let read = 0;
+  return {
+    nodes,
+    index: g.index,
+    edges: g.edges,
+    edgeOutputs: g.edgeOutputs,
+    get size() {
+      return g.index.size;
+    },
+    get read() {
+      return read;
+    },
+    load(id) {
+      const n = nodeOf(g.pending[id]!, id < nRoots, o, g);
+      nodes[id] = n;
+      read++;
+      if (o.onProgress && read % every === 0) o.onProgress(read);
+      return n;
+    },
+  };
 }
 
 /** The closure of `roots` (roots included), every derivation read and parsed once. */

@@ -275,11 +275,12 @@ export interface FactsCacheOptions extends CacheScope {
 }
 
 /**
- * The facts cache of one plan run: `get` answers from the file loaded at the start, `put` records
- * what was read from the store, and `save` writes the file when this run learnt something.
+ * The facts cache of one plan run: `get` answers from the file, `put` records what was read from the
+ * store, and `save` writes the file when this run learnt something. The file is loaded at the first
+ * look-up (or when `stats` is read): a plan that reads only its roots (a built closure) never loads it.
  */
 export class FactsCache {
-  readonly stats: FactsCacheStats = {
+  private readonly counters: FactsCacheStats = {
     loaded: 0,
     hits: 0,
     misses: 0,
@@ -287,28 +288,46 @@ export class FactsCache {
     written: false,
     loadMs: 0,
   };
-  private readonly table: Table | null;
+  /** undefined until loaded. */
+  private loadedTable: Table | null | undefined = undefined;
   private readonly fresh = new Map<string, DrvFacts>();
-  private readonly used = new Set<string>();
+  /** used[at] = 1: the record at `at` of the table was used by this run (kept over the cap). */
+  private used: Uint8Array | null = null;
   private readonly file: string | null;
 
   constructor(private readonly opts: FactsCacheOptions) {
-    const t0 = performance.now();
     const dir = opts.dir ?? cacheDir(opts);
     this.file = dir === null ? null : join(dir, `plan-facts-${storeKey(opts.storeDir)}.bin`);
+  }
+
+  /** The counters, once the file is loaded (reading them loads it). */
+  get stats(): FactsCacheStats {
+    void this.table;
+    return this.counters;
+  }
+
+  /** Hits and misses so far, without loading the file. */
+  counts(): { hits: number; misses: number } {
+    return { hits: this.counters.hits, misses: this.counters.misses };
+  }
+
+  private get table(): Table | null {
+    if (this.loadedTable !== undefined) return this.loadedTable;
+    const t0 = performance.now();
     let table: Table | null = null;
-    if (this.file === null) this.stats.unusable = "no safe cache directory";
+    if (this.file === null) this.counters.unusable = "no safe cache directory";
     else {
-      const buf = readOwnFile(this.file, opts.uid ?? process.getuid?.() ?? -1);
-      const t = typeof buf === "string" ? buf : decodeFacts(buf, opts.storeDir);
-      if (typeof t === "string") this.stats.unusable = t;
+      const buf = readOwnFile(this.file, this.opts.uid ?? process.getuid?.() ?? -1);
+      const t = typeof buf === "string" ? buf : decodeFacts(buf, this.opts.storeDir);
+      if (typeof t === "string") this.counters.unusable = t;
       else {
         table = t;
-        this.stats.loaded = t.nodes.size;
+        this.counters.loaded = t.nodes.size;
       }
     }
-    this.table = table;
-    this.stats.loadMs = performance.now() - t0;
+    this.loadedTable = table;
+    this.counters.loadMs = performance.now() - t0;
+    return table;
   }
 
   /** The cache file's path, or null when there is no safe cache directory. */
@@ -316,7 +335,32 @@ export class FactsCache {
     return this.file;
   }
 
-  private list(id: number): readonly string[] {
+  private markUsed(at: number): void {
+    this.used ??= new Uint8Array(this.table!.ints.length);
+    this.used[at] = 1;
+  }
+
+  /** The loaded table (for walking it without materialising a derivation: src/host/closure.ts). */
+  get loaded(): Table | null {
+    return this.table;
+  }
+
+  /**
+   * Where the record of `path` starts in the loaded table's ints (a hit), or undefined (a miss).
+   * The record: path, system, flags (1 preferLocalBuild, 2 builtin), features list, output names
+   * list, output count, output paths (-1: not known in advance), input count, (input, outputs list)
+   * pairs; strings and lists are ids (list(id) gives a list).
+   */
+  find(path: string): number | undefined {
+    const at = this.table?.nodes.get(path);
+    if (at === undefined) return undefined;
+    this.counters.hits++;
+    this.markUsed(at);
+    return at;
+  }
+
+  /** A list of the loaded table, decoded once (frozen, shared). */
+  list(id: number): readonly string[] {
     const t = this.table!;
     let v = t.lists[id];
     if (v === undefined) {
@@ -334,12 +378,9 @@ export class FactsCache {
   }
 
   get(path: string): DrvFacts | undefined {
-    const t = this.table;
-    const at = t?.nodes.get(path);
-    if (t === null || at === undefined) return undefined;
-    this.stats.hits++;
-    this.used.add(path);
-    const { ints, strings } = t;
+    const at = this.find(path);
+    if (at === undefined) return undefined;
+    const { ints, strings } = this.table!;
     let p = at;
     const system = strings[ints[p + 1]!]!;
     const flags = ints[p + 2]!;
@@ -375,10 +416,12 @@ export class FactsCache {
 
   /** Record the facts of a derivation read from the store in this run. */
   put(path: string, facts: DrvFacts): void {
-    this.stats.misses++;
-    // A root is always read, and one the file holds teaches nothing.
-    if (this.table?.nodes.has(path)) {
-      this.used.add(path);
+    this.counters.misses++;
+    // A root is always read, and one the file holds teaches nothing. Roots come before any look-up:
+    // then the file is not loaded, and save() drops those it holds.
+    const at = this.loadedTable?.nodes.get(path);
+    if (at !== undefined) {
+      this.markUsed(at);
       return;
     }
     if (storable(facts, path)) this.fresh.set(path, facts);
@@ -390,15 +433,24 @@ export class FactsCache {
    * MAX_FACTS_ENTRIES, only the derivations of this run. Failing to write only costs time.
    */
   save(): void {
-    if (this.file === null || this.fresh.size === 0) return;
+    // Not loaded: nothing but roots was read, and a root alone is not worth loading the file for.
+    if (this.file === null || this.fresh.size === 0 || this.loadedTable === undefined) return;
     const t = this.table;
+    if (t !== null)
+      for (const path of [...this.fresh.keys()]) {
+        const at = t.nodes.get(path);
+        if (at === undefined) continue;
+        this.markUsed(at);
+        this.fresh.delete(path);
+      }
+    if (this.fresh.size === 0) return;
     const old = t === null ? 0 : t.nodes.size;
     const keepAll = old + this.fresh.size <= (this.opts.maxEntries ?? MAX_FACTS_ENTRIES);
     const self = this;
     function* entries(): Generator<[string, DrvFacts]> {
       if (t !== null)
-        for (const path of t.nodes.keys()) {
-          if (!keepAll && !self.used.has(path)) continue;
+        for (const [path, at] of t.nodes) {
+          if (!keepAll && self.used?.[at] !== 1) continue;
           if (self.fresh.has(path)) continue;
           const f = self.peek(path);
           if (f !== undefined) yield [path, f];
@@ -411,14 +463,14 @@ export class FactsCache {
         ? encodeFacts(this.fresh, this.opts.storeDir, t)
         : encodeFacts(entries(), this.opts.storeDir);
     if (buf.length > MAX_FACTS_BYTES) return;
-    this.stats.written = writePrivateFile(this.file, buf);
+    this.counters.written = writePrivateFile(this.file, buf);
   }
 
   /** get() without counting it as a hit. */
   private peek(path: string): DrvFacts | undefined {
-    const hits = this.stats.hits;
+    const hits = this.counters.hits;
     const f = this.get(path);
-    this.stats.hits = hits;
+    this.counters.hits = hits;
     return f;
   }
 }

@@ -22,7 +22,7 @@
  * nix.conf engine is synchronous) with a deadline.
  */
 
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import {
   closeSync,
   constants,
@@ -40,6 +40,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExistsResult, FileReader, ReadResult } from "../nix/conf.js";
+import { childProcess } from "../os/lazy.js";
 import { errCode, READ_LIMIT, readBounded } from "../os/read.js";
 import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.js";
 
@@ -276,7 +277,10 @@ class HelperChannel {
         throw new Error(`${dir}: not a private directory`);
       const req = join(dir, "req");
       const resp = join(dir, "resp");
-      const mk = spawnSync("mkfifo", ["-m", "600", req, resp], { timeout: 5000, stdio: "ignore" });
+      const mk = childProcess().spawnSync("mkfifo", ["-m", "600", req, resp], {
+        timeout: 5000,
+        stdio: "ignore",
+      });
       if (mk.status !== 0) throw new Error("mkfifo failed");
       const respR = openSync(resp, constants.O_RDONLY | constants.O_NONBLOCK);
       const respW = openSync(resp, constants.O_WRONLY);
@@ -287,7 +291,7 @@ class HelperChannel {
         if (!s.isFIFO() || s.uid !== process.getuid?.()) throw new Error(`${dir}: not our FIFO`);
       }
       const argv = runAsArgv(this.id, [process.execPath, "--no-warnings", "-e", HELPER_SOURCE]);
-      const child = spawn(argv[0]!, argv.slice(1), {
+      const child = childProcess().spawn(argv[0]!, argv.slice(1), {
         env: serviceEnv(this.id),
         cwd: "/",
         stdio: [reqR, respW, "ignore"],

@@ -131,20 +131,21 @@ export function isStorePath(p: string, storeDir: string): boolean {
  */
 export function pathsOnDisk(paths: readonly string[], target: StoreTarget): string[] {
   const out: string[] = [];
-  const prefix = `${target.storeDir}/`;
-  for (const p of paths) {
-    if (!p.startsWith(prefix)) {
-      out.push(p);
-      continue;
-    }
-    // throwIfNoEntry: "not there" (ENOENT, ENOTDIR) is undefined, without the cost of an exception.
-    // Any other error leaves the question to the store.
-    try {
-      if (lstatSync(`${target.realStoreDir}/${p.slice(prefix.length)}`, { throwIfNoEntry: false }))
-        out.push(p);
-    } catch {
-      out.push(p);
-    }
-  }
+  for (const p of paths) if (isOnDisk(p, target)) out.push(p);
   return out;
+}
+
+/**
+ * Whether a store path is on disk under the real store directory (see pathsOnDisk). True for a path
+ * outside the store directory and on any error but "not there" (ENOENT, ENOTDIR): the store answers.
+ */
+export function isOnDisk(p: string, target: StoreTarget): boolean {
+  const dir = target.storeDir;
+  if (!p.startsWith(dir) || p.charCodeAt(dir.length) !== 47) return true;
+  // throwIfNoEntry: "not there" is undefined, without the cost of an exception.
+  try {
+    return lstatSync(target.realStoreDir + p.slice(dir.length), { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return true;
+  }
 }

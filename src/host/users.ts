@@ -12,8 +12,8 @@
  * (`#`) and blank lines are skipped, NIS compat lines (`+`/`-`) and malformed lines are skipped.
  */
 
-import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { childProcess } from "../os/lazy.js";
 
 export interface PasswdEntry {
   readonly name: string;
@@ -207,7 +207,7 @@ function readText(path: string): string {
 
 function getent(db: "passwd" | "group", key?: string): string | null {
   try {
-    return execFileSync("getent", key === undefined ? [db] : [db, key], {
+    return childProcess().execFileSync("getent", key === undefined ? [db] : [db, key], {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "ignore"],
       timeout: 5000,

@@ -10,7 +10,8 @@
  *
  * Running as another user is a thin layer on top (src/host/run-as.ts builds the argv and environment).
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { childProcess } from "./lazy.js";
 
 export interface ProcOptions {
   /** The whole environment of the child (nothing is inherited). Default: this process's. */
@@ -145,7 +146,7 @@ export function startProc(argv: readonly string[], opts: ProcOptions): Proc {
   if (!(opts.deadlineMs > 0)) throw new Error("startProc: a deadline is required");
   const started = Date.now();
   const wantStdin = opts.input !== undefined || opts.stdin === "pipe";
-  const child = spawn(argv[0]!, argv.slice(1), {
+  const child = childProcess().spawn(argv[0]!, argv.slice(1), {
     env: opts.env ?? process.env,
     cwd: opts.cwd ?? "/",
     stdio: [wantStdin ? "pipe" : "ignore", "pipe", "pipe", ...(opts.extraFds ?? [])],

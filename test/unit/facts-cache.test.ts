@@ -338,4 +338,69 @@ describe("plan asks the store only about outputs on disk", {
       s.cleanup();
     }
   });
+  test("top-down: a built derivation's inputs are never asked about; with and without the cache, before and after a change", async () => {
+    const s = makeDrvStore();
+    const dir = mkdtempSync(join(tmpdir(), "nb-facts-topdown-"));
+    try {
+      const d = s.instantiate(
+        `rec { a = mk "a" { }; b = dep [ a ] "b" { }; c = dep [ b ] "c" { }; d = dep [ c ] "d" { };
+          leaf = mk "leaf" { }; d2 = dep [ c leaf ] "d2" { }; }`,
+        ["a", "b", "c", "d", "d2"],
+      );
+      s.build(d.c!);
+      const v = await userView({ env: s.env, builders: "" });
+      const ctx = routeContext(v, { store: s.store });
+      const { isOnDisk } = await import("../../src/host/store.js");
+      const checker = await openValidity(ctx.store, "stdio");
+      try {
+        const run = async (root: string, opts: { disk: boolean; cache: FactsCache | null }) => {
+          const asked: string[] = [];
+          const r = await planClosure({
+            roots: [root],
+            ctx,
+            ...(opts.disk ? { onDisk: (p: string) => isOnDisk(p, ctx.store) } : {}),
+            ...(opts.cache ? { facts: opts.cache } : {}),
+            valid: (p) => {
+              asked.push(...p);
+              return checker.valid(p);
+            },
+          });
+          opts.cache?.save();
+          return { r: { ...r, ms: null, cache: null }, asked };
+        };
+        const cache = () => new FactsCache({ storeDir: "/nix/store", dir });
+        const bare = await run(d.d!, { disk: false, cache: null });
+        assert.equal(bare.r.closure, 2, "d and c are looked at; b and a, below a built c, are not read");
+        assert.equal(bare.r.toBuild, 1, "d");
+        assert.equal(bare.r.valid, 1, "c is built: b and a are not looked at");
+        assert.equal(bare.asked.length, 2, `d's output, then c's: ${bare.asked.join(" ")}`);
+        for (const c of [null, cache(), cache()]) {
+          const x = await run(d.d!, { disk: true, cache: c });
+          assert.deepEqual(x.r, bare.r);
+          assert.equal(x.asked.length, 1, "only c's output is on disk, and only it is asked about");
+          if (c) assert.equal(c.stats.hits + c.stats.misses, 2, "only d and c are read");
+        }
+        // A built root: only it is read, the file is neither needed nor rewritten.
+        const file = join(dir, "plan-facts-nix-store.bin");
+        const before = statSync(file).mtimeMs;
+        const builtRoot = cache();
+        const y = await run(d.c!, { disk: true, cache: builtRoot });
+        assert.equal(y.r.valid, 1);
+        assert.equal(y.r.toBuild, 0);
+        assert.deepEqual(builtRoot.counts(), { hits: 0, misses: 1 });
+        assert.equal(statSync(file).mtimeMs, before);
+        const bare2 = await run(d.d2!, { disk: false, cache: null });
+        assert.equal(bare2.r.toBuild, 2, "d2 and the new leaf");
+        assert.equal(bare2.r.valid, 1);
+        const warm2 = await run(d.d2!, { disk: true, cache: cache() });
+        assert.deepEqual(warm2.r, bare2.r);
+        assert.equal(warm2.asked.length, 1);
+      } finally {
+        await checker.close();
+      }
+    } finally {
+      s.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

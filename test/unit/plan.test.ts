@@ -89,7 +89,7 @@ describe("plan", { skip: SKIP }, () => {
       io,
     );
     assert.equal(code, 0);
-    assert.match(io.stdout, /6 derivations in the closure of 1 root: 0 already built, 6 to build\./);
+    assert.match(io.stdout, /6 derivations looked at from 1 root: 0 already built, 6 to build\./);
     assert.match(io.stdout, /Every derivation to build has a builder\./);
     assert.match(io.stdout, /Routing ignores load/);
   });
