@@ -415,11 +415,13 @@ export type RecentBuild = NonNullable<WatchSnapshot["recentBuilds"]>[number];
  */
 export function readRecentBuilds(
   state: string,
-  opts: { since?: number; limit?: number } = {},
+  opts: { since?: number; limit?: number; spool?: () => BuildEvent[] } = {},
 ): RecentBuild[] {
   let records: BuildRecord[];
   try {
-    records = joinEvents(readEvents(state));
+    // The hook spool's waiting records (src/app/hook-spool.ts readSpoolEvents) are read first.
+    const waiting = opts.spool?.() ?? [];
+    records = joinEvents([...waiting, ...readEvents(state)]);
   } catch {
     return [];
   }
