@@ -29,10 +29,9 @@ import {
 import { join } from "node:path";
 import { type HookTry, ReplyDecoder, RequestDecoder, stripAnsi } from "../nix/hook-protocol.js";
 import {
+  appendEventsSync,
   type BuildEvent,
-  buildsDir,
   DEFAULT_MAX_BYTES,
-  encodeEvent,
   MAX_SIGNALS,
   type TryEvent,
   untrustedDir,
@@ -336,83 +335,6 @@ export function readSpoolEvents(spool: string): BuildEvent[] {
 }
 
 /* ---------- the collector ---------- */
-
-/** builds.1 → builds.2, builds → builds.1 (as builds-store's rotate, synchronously). */
-function rotateSync(dir: string, kept: number): void {
-  for (let i = kept - 2; i >= 0; i--) {
-    try {
-      renameSync(
-        join(dir, i === 0 ? "builds.jsonl" : `builds.${i}.jsonl`),
-        join(dir, `builds.${i + 1}.jsonl`),
-      );
-    } catch {
-      // a missing file is fine
-    }
-  }
-}
-
-function ensurePrivateDir(dir: string): boolean {
-  try {
-    lstatSync(dir);
-  } catch {
-    try {
-      mkdirSync(dir, { mode: 0o700 });
-    } catch {
-      return false;
-    }
-  }
-  return untrustedDir(dir) === null;
-}
-
-/** Append lines to builds.jsonl (rotating at maxBytes); false when any line could not be written. */
-export function appendEventsSync(state: string, events: BuildEvent[], maxBytes = DEFAULT_MAX_BYTES): boolean {
-  if (events.length === 0) return true;
-  const dir = buildsDir(state);
-  if (untrustedDir(state) !== null || !ensurePrivateDir(dir)) return false;
-  const live = join(dir, "builds.jsonl");
-  let ok = true;
-  let fd = -1;
-  const open = (): boolean => {
-    try {
-      fd = openSync(
-        live,
-        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-        0o600,
-      );
-      const st = fstatSync(fd);
-      if (!st.isFile() || st.uid !== euid() || (st.mode & 0o022) !== 0) {
-        closeSync(fd);
-        fd = -1;
-        return false;
-      }
-      if (st.size >= maxBytes) {
-        closeSync(fd);
-        fd = -1;
-        rotateSync(dir, 3);
-        return open();
-      }
-      return true;
-    } catch {
-      fd = -1;
-      return false;
-    }
-  };
-  if (!open()) return false;
-  try {
-    for (const e of events) {
-      const line = Buffer.from(encodeEvent(e));
-      try {
-        if (writeSync(fd, line) !== line.length) ok = false;
-      } catch {
-        ok = false;
-        break;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return ok;
-}
 
 const LOCK = ".collect.lock";
 

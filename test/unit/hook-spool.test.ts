@@ -217,7 +217,7 @@ describe("the spool's reader, collector and signals", () => {
     // Read together (spool first), the running one shows as in progress, nothing twice.
     const all = joinEvents([...readSpoolEvents(spool), ...readEvents(state), ...readSpoolEvents(spool)]);
     assert.deepEqual(
-      all.map((r) => [r.machine, r.result]),
+      all.map((r) => [r.machine, r.result]).sort(),
       [
         ["ssh://b1", "success"],
         ["ssh://b2", "in-progress"],
