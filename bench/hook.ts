@@ -1,6 +1,7 @@
 /**
  * `node --import tsx bench/hook.ts`: the build-hook wrapper's overhead against Nix 2.8's plain hook, in
- * one run (interleaved, median of BENCH_RUNS, default 15). On a shared machine, run it as
+ * one run (interleaved, median of BENCH_RUNS, default 31; `pairedMs` is the median of the differences
+ * of the runs taken side by side, which a drifting load moves less). On a shared machine, run it as
  * `chrt -f 50 node --import tsx bench/hook.ts` (root): the bench and every process it starts (Nix, the
  * hook, the tees) then run before the machine's other work, so the load of others hardly moves the
  * figures. Three figures:
@@ -24,7 +25,7 @@ import { join } from "node:path";
 import { BUILD_REMOTE, encodeHookRequest } from "../test/support/build-remote.js";
 import { runScenario, WRAPPER } from "../test/support/hook-scenario.js";
 
-const runs = Number(process.env.BENCH_RUNS ?? "15");
+const runs = Number(process.env.BENCH_RUNS ?? "31");
 const dir = mkdtempSync(join(tmpdir(), "nb-hookbench-"));
 const state = join(dir, "state");
 mkdirSync(state, { mode: 0o755 });
@@ -87,6 +88,11 @@ function answer(hook: string, argv0: string, extraEnv: Record<string, string> = 
   });
 }
 
+/** The median of b[i] - a[i]. */
+function paired(a: number[], b: number[]): number {
+  return median(a.map((x, i) => b[i]! - x));
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -122,7 +128,7 @@ const left = (readSpool(spool) ?? []).length;
 const plainBuild: number[] = [];
 const wrapBuild: number[] = [];
 const attrs = ["x2"];
-for (let i = 0; i < Math.max(5, Math.floor(runs / 2)); i++) {
+for (let i = 0; i < Math.max(5, Math.floor(runs / 3)); i++) {
   const a = await runScenario({ attrs });
   a.cleanup();
   plainBuild.push(a.ms);
@@ -147,16 +153,22 @@ const result = {
     plainMs: round(pa),
     wrapperMs: round(wa),
     overheadMs: round(wa - pa),
+    pairedMs: round(paired(plainAns, wrapAns)),
     ratio: round(wa / pa, 3),
   },
   /** The wrapper with recording off (bash and exec only): the spool's share (two tees) is the rest. */
-  hookAnswerNoRecorder: { wrapperMs: round(median(bareAns)), overheadMs: round(median(bareAns) - pa) },
+  hookAnswerNoRecorder: {
+    wrapperMs: round(median(bareAns)),
+    overheadMs: round(median(bareAns) - pa),
+    pairedMs: round(paired(plainAns, bareAns)),
+  },
   /** One collector run (Node start-up included) over the spool pairs, per pair; off the hook's path. */
   collector: { pairs, left, ms: round(collectMs), perBuildMs: round(collectMs / Math.max(1, pairs), 2) },
   remoteBuild: {
     plainMs: round(pb),
     wrapperMs: round(wb),
     overheadMs: round(wb - pb),
+    pairedMs: round(paired(plainBuild, wrapBuild)),
     ratio: round(wb / pb, 3),
   },
   samples: {
@@ -210,6 +222,7 @@ if (process.env["BENCH_LAB"] === "1") {
       plainMs: round(pl),
       wrapperMs: round(wl),
       overheadMs: round(wl - pl),
+      pairedMs: round(paired(plainLab, wrapLab)),
       ratio: round(wl / pl, 3),
       plain: plainLab.map((x) => round(x)),
       wrapper: wrapLab.map((x) => round(x)),
