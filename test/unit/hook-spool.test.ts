@@ -216,13 +216,10 @@ describe("the spool's reader, collector and signals", () => {
     assert.equal(stored[0]!.result, "success");
     // Read together (spool first), the running one shows as in progress, nothing twice.
     const all = joinEvents([...readSpoolEvents(spool), ...readEvents(state), ...readSpoolEvents(spool)]);
-    assert.deepEqual(
-      all.map((r) => [r.machine, r.result]).sort(),
-      [
-        ["ssh://b1", "success"],
-        ["ssh://b2", "in-progress"],
-      ],
-    );
+    assert.deepEqual(all.map((r) => [r.machine, r.result]).sort(), [
+      ["ssh://b1", "success"],
+      ["ssh://b2", "in-progress"],
+    ]);
   });
 
   test("a state directory that cannot be written keeps the pair in the spool", () => {
