@@ -61,6 +61,9 @@ function sameForNix(a: ScenarioRun, b: ScenarioRun, what: string): void {
   assert.equal(b.exitCode, a.exitCode, `${what}: exit code`);
   assert.deepEqual(b.built, a.built, `${what}: which derivations were built`);
   assert.deepEqual(normalised(b.lines), normalised(a.lines), `${what}: the client's log lines`);
+  assert.deepEqual(buildingOn(b.lines), buildingOn(a.lines), `${what}: where each derivation was built`);
+  const count = (r: ScenarioRun) => r.lines.filter((l) => /^building '/.test(l)).length;
+  assert.equal(count(b), count(a), `${what}: one building line per build`);
 }
 
 describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
