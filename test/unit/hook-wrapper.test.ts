@@ -227,27 +227,28 @@ describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
     chmodSync(mnt, 0o755);
     execFileSync("fsfreeze", ["-f", mnt]);
     try {
-      // The real collector, started after every hook: it blocks on the frozen file system.
-      const run = await runScenario({
-        wrapper: true,
-        env: {
-          NIX_BUILDERS_HOOK_SPOOL: spool,
-          NIX_BUILDERS_STATE_DIR: mnt,
-          NIX_BUILDERS_HOOK_COLLECT_EVERY: "1",
-          NIX_BUILDERS_NODE: process.execPath,
-        },
-      });
-      run.cleanup();
-      sameForNix(plain, run, "frozen");
-      assert.ok(readdirSync(spool).includes(".collect.lock"), "a collector is stalled");
-    } finally {
-      spawnSync("fsfreeze", ["-u", mnt]);
-    }
-    try {
+      try {
+        // The real collector, started after every hook: it blocks on the frozen file system.
+        const run = await runScenario({
+          wrapper: true,
+          env: {
+            NIX_BUILDERS_HOOK_SPOOL: spool,
+            NIX_BUILDERS_STATE_DIR: mnt,
+            NIX_BUILDERS_HOOK_COLLECT_EVERY: "1",
+            NIX_BUILDERS_NODE: process.execPath,
+          },
+        });
+        run.cleanup();
+        sameForNix(plain, run, "frozen");
+        assert.ok(readdirSync(spool).includes(".collect.lock"), "a collector is stalled");
+      } finally {
+        spawnSync("fsfreeze", ["-u", mnt]);
+      }
       // Thawed: the stalled collector finishes, and every record is there.
       await settle(spool, mnt, 6);
       assert.equal(remoteBuilds(joinEvents(readEvents(mnt))).length, 7, "nothing was lost");
     } finally {
+      spawnSync("fsfreeze", ["-u", mnt]);
       spawnSync("umount", ["-l", mnt]);
       rmSync(dir, { recursive: true, force: true });
     }
