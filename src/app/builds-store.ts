@@ -11,8 +11,17 @@
  * others may write, is neither written nor read (a refusal for the readers, a silent skip for the writer).
  * Only node:fs is imported: the recorder starts once per build-hook process.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
-import * as fsp from "node:fs/promises";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { untrustedDir as untrustedOwnDir } from "../os/owner.js";
 import type { WatchSnapshot } from "./watch/model.js";
@@ -131,147 +140,87 @@ export function untrustedDir(path: string): string | null {
   return untrustedOwnDir(path);
 }
 
-/* ---------- the writer (the recorder) ---------- */
-
-export interface WriterOptions {
-  state: string;
-  maxBytes?: number;
-  /** Pending writes beyond this are dropped (a stalled disk never grows the recorder). */
-  maxPending?: number;
-}
-
-/**
- * An append-only writer that never throws and never blocks its caller: every operation is queued on one
- * promise chain; failures and overflows only count as dropped.
- */
-export class RecordWriter {
-  dropped = 0;
-  written = 0;
-  private chain: Promise<void> = Promise.resolve();
-  private pending = 0;
-  private readonly dir: string;
-  private readonly maxBytes: number;
-  private readonly maxPending: number;
-  private ready: boolean | null = null;
-
-  constructor(private readonly opts: WriterOptions) {
-    this.dir = buildsDir(opts.state);
-    this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-    this.maxPending = opts.maxPending ?? 256;
-  }
-
-  append(e: BuildEvent): void {
-    this.enqueue(() => this.write(encodeEvent(e)));
-  }
-
-  /** One signal file for watch: `{builder, at, reason}`. */
-  signal(builder: string, at: number, reason: string, name: string): void {
-    this.enqueue(async () => {
-      const dir = signalsDir(this.opts.state);
-      if (!(await this.ensureDir(join(this.opts.state, "watch"))) || !(await this.ensureDir(dir))) {
-        this.dropped++;
-        return;
-      }
-      const names = await fsp.readdir(dir);
-      if (names.length >= MAX_SIGNALS) {
-        this.dropped++;
-        return;
-      }
-      const tmp = join(dir, `.${name}.tmp`);
-      const fh = await fsp.open(
-        tmp,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-        0o600,
-      );
-      try {
-        await fh.writeFile(`${JSON.stringify({ builder, at, reason })}\n`);
-      } finally {
-        await fh.close();
-      }
-      await fsp.rename(tmp, join(dir, `${name}.json`));
-    });
-  }
-
-  /** Resolves when every queued operation has finished (or failed). */
-  flush(): Promise<void> {
-    return this.chain;
-  }
-
-  private enqueue(op: () => Promise<void>): void {
-    if (this.pending >= this.maxPending) {
-      this.dropped++;
-      return;
-    }
-    this.pending++;
-    this.chain = this.chain.then(async () => {
-      try {
-        await op();
-      } catch {
-        this.dropped++;
-      } finally {
-        this.pending--;
-      }
-    });
-  }
-
-  private async ensureDir(dir: string): Promise<boolean> {
-    try {
-      await fsp.mkdir(dir, { mode: 0o700 });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") return false;
-    }
-    return untrustedDir(dir) === null;
-  }
-
-  private async write(line: string): Promise<void> {
-    if (this.ready === null) {
-      this.ready = untrustedDir(this.opts.state) === null && (await this.ensureDir(this.dir));
-    }
-    if (!this.ready) {
-      this.dropped++;
-      return;
-    }
-    const live = join(this.dir, "builds.jsonl");
-    try {
-      const st = await fsp.lstat(live);
-      if (st.isFile() && st.size >= this.maxBytes) await rotate(this.dir);
-    } catch {
-      // missing: created below
-    }
-    const fh = await fsp.open(
-      live,
-      constants.O_WRONLY |
-        constants.O_APPEND |
-        constants.O_CREAT |
-        constants.O_NOFOLLOW |
-        constants.O_NONBLOCK,
-      0o600,
-    );
-    try {
-      const st = await fh.stat();
-      if (!st.isFile() || st.uid !== euid() || (st.mode & 0o022) !== 0) {
-        this.dropped++;
-        return;
-      }
-      const { bytesWritten } = await fh.write(line);
-      if (bytesWritten === Buffer.byteLength(line)) this.written++;
-      else this.dropped++;
-    } finally {
-      await fh.close();
-    }
-  }
-}
+/* ---------- the writer ---------- */
 
 /** builds.1 → builds.2, builds → builds.1 (renames: a concurrent appender at worst writes to .1). */
-export async function rotate(dir: string): Promise<void> {
-  for (let i = KEPT_FILES - 2; i >= 0; i--) {
-    const from = join(dir, i === 0 ? "builds.jsonl" : `builds.${i}.jsonl`);
+export function rotate(dir: string, kept = KEPT_FILES): void {
+  for (let i = kept - 2; i >= 0; i--) {
     try {
-      await fsp.rename(from, join(dir, `builds.${i + 1}.jsonl`));
+      renameSync(
+        join(dir, i === 0 ? "builds.jsonl" : `builds.${i}.jsonl`),
+        join(dir, `builds.${i + 1}.jsonl`),
+      );
     } catch {
       // a missing file is fine
     }
   }
+}
+
+function ensurePrivateDir(dir: string): boolean {
+  try {
+    lstatSync(dir);
+  } catch {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch {
+      return false;
+    }
+  }
+  return untrustedDir(dir) === null;
+}
+
+/**
+ * The writer (the spool's collector, src/app/hook-spool.ts): append records to builds.jsonl, rotating it
+ * at maxBytes, each line with one write(2) (O_APPEND: concurrent writers never interleave). Never throws;
+ * false when the directory or file is not ours alone, or any line could not be written.
+ */
+export function appendEventsSync(state: string, events: BuildEvent[], maxBytes = DEFAULT_MAX_BYTES): boolean {
+  if (events.length === 0) return true;
+  const dir = buildsDir(state);
+  if (untrustedDir(state) !== null || !ensurePrivateDir(dir)) return false;
+  const live = join(dir, "builds.jsonl");
+  let ok = true;
+  let fd = -1;
+  const open = (): boolean => {
+    try {
+      fd = openSync(
+        live,
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+        0o600,
+      );
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.uid !== euid() || (st.mode & 0o022) !== 0) {
+        closeSync(fd);
+        fd = -1;
+        return false;
+      }
+      if (st.size >= maxBytes) {
+        closeSync(fd);
+        fd = -1;
+        rotate(dir);
+        return open();
+      }
+      return true;
+    } catch {
+      fd = -1;
+      return false;
+    }
+  };
+  if (!open()) return false;
+  try {
+    for (const e of events) {
+      const line = Buffer.from(encodeEvent(e));
+      try {
+        if (writeSync(fd, line) !== line.length) ok = false;
+      } catch {
+        ok = false;
+        break;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return ok;
 }
 
 /* ---------- the readers ---------- */
@@ -408,11 +357,13 @@ export type RecentBuild = NonNullable<WatchSnapshot["recentBuilds"]>[number];
  */
 export function readRecentBuilds(
   state: string,
-  opts: { since?: number; limit?: number } = {},
+  opts: { since?: number; limit?: number; spool?: () => BuildEvent[] } = {},
 ): RecentBuild[] {
   let records: BuildRecord[];
   try {
-    records = joinEvents(readEvents(state));
+    // The hook spool's waiting records (src/app/hook-spool.ts readSpoolEvents) are read first.
+    const waiting = opts.spool?.() ?? [];
+    records = joinEvents([...waiting, ...readEvents(state)]);
   } catch {
     return [];
   }

@@ -7,7 +7,9 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { atomicWrite, readAll } from "../host/atomic.js";
 import { writePrivateFile } from "../host/cache.js";
+import { probeNix } from "../host/nix.js";
 import { planInstall, planUninstall } from "../nix/hook-conf.js";
+import { atLeast } from "../nix/version.js";
 import { stateDir, untrustedDir } from "./builds-store.js";
 
 /**
@@ -84,6 +86,19 @@ export interface HookResult {
   conf: string;
   wrapper: string;
   restartNeeded: boolean;
+  /**
+   * Nix 2.25 and newer replace a `build-hook` of the system nix.conf at start-up with their own hook
+   * (`2.30.5:src/nix/main.cc`); a value from `NIX_CONFIG` stays. When the installed Nix is one of those,
+   * the line the daemon's environment needs (e.g. a systemd drop-in's `Environment=`).
+   */
+  daemonEnvironment?: string;
+}
+
+/** For Nix ≥ 2.25: `NIX_CONFIG=build-hook = <wrapper> <nix> __build-remote`; undefined otherwise. */
+async function daemonEnvironment(env: NodeJS.ProcessEnv, wrapper: string): Promise<string | undefined> {
+  const p = await probeNix(env["PATH"]);
+  if (!p.install || !atLeast(p.install.version, 2, 25)) return undefined;
+  return `NIX_CONFIG=build-hook = ${wrapper} ${join(p.install.binDir, "nix")} __build-remote`;
 }
 
 export async function installHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath()): Promise<HookResult> {
@@ -95,7 +110,10 @@ export async function installHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath(
     throw new HookRefusal(wrapper, `${wrapper}: contains white space, which build-hook cannot hold`);
   const text = readConf(conf);
   const plan = planInstall(text, wrapper);
-  if (plan.kind === "already") return { action: "already-installed", conf, wrapper, restartNeeded: false };
+  const envLine = await daemonEnvironment(env, wrapper);
+  const extra = envLine ? { daemonEnvironment: envLine } : {};
+  if (plan.kind === "already")
+    return { action: "already-installed", conf, wrapper, restartNeeded: false, ...extra };
   if (plan.kind === "conflict")
     throw new HookRefusal(
       conf,
@@ -111,7 +129,7 @@ export async function installHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath(
     throw new HookRefusal(dir, `${origFile(state)}: cannot be written`);
   if (!existsSync(dirname(conf))) mkdirSync(dirname(conf), { recursive: true, mode: 0o755 });
   await atomicWrite(conf, Buffer.from(plan.text, "latin1"), { backup: false });
-  return { action: "installed", conf, wrapper, restartNeeded: true };
+  return { action: "installed", conf, wrapper, restartNeeded: true, ...extra };
 }
 
 export async function uninstallHook(env: NodeJS.ProcessEnv, wrapper = wrapperPath()): Promise<HookResult> {

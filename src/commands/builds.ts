@@ -14,6 +14,7 @@ import {
   StoreRefusal,
   stateDir,
 } from "../app/builds-store.js";
+import { collectSpool, readSpoolEvents, spoolDir } from "../app/hook-spool.js";
 import { buildingOnLine } from "../nix/hook-protocol.js";
 import { runProc } from "../os/proc.js";
 import { EXIT, type Io, json, Refusal, UsageError } from "./io.js";
@@ -42,8 +43,15 @@ export function parseSince(s: string, now: number): number {
 }
 
 function load(io: Io): BuildRecord[] {
+  const state = stateDir(io.env);
+  const spool = spoolDir(io.env);
   try {
-    return joinEvents(readEvents(stateDir(io.env)));
+    // The spool first: the records of ended hooks move into builds.jsonl (root only: the spool is root's),
+    // then what still waits there (running hooks, or a state directory that cannot be written) is read
+    // before builds.jsonl, so a concurrent collector can only make a record appear twice (joined by id).
+    collectSpool(spool, state);
+    const waiting = readSpoolEvents(spool);
+    return joinEvents([...waiting, ...readEvents(state)]);
   } catch (e) {
     if (e instanceof StoreRefusal) throw new Refusal(e.message, { path: e.path });
     throw e;

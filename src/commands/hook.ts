@@ -24,6 +24,10 @@ function render(r: HookResult, io: Io, asJson: boolean): void {
     "not-installed": `${r.conf}: hook install's lines are not there; nothing changed`,
   }[r.action];
   io.out(`${what}\n`);
+  if (r.daemonEnvironment)
+    io.out(
+      `This Nix (2.25 or newer) replaces a build-hook of the system nix.conf with its own when it starts: give nix-daemon this environment too (a systemd drop-in's Environment=): ${r.daemonEnvironment}\n`,
+    );
   if (r.restartNeeded)
     io.out("The Nix daemon reads nix.conf when it starts: restart it (systemctl restart nix-daemon).\n");
 }

@@ -14,6 +14,7 @@ import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import type { AgentOptions } from "../app/agent-select.js";
 import { readRecentBuilds } from "../app/builds-store.js";
+import { readSpoolEvents, spoolDir, spoolSignals } from "../app/hook-spool.js";
 import { controlRequest } from "../app/watch/control.js";
 import type { BuilderStatus, WatchSnapshot } from "../app/watch/model.js";
 import { DEFAULT_POLICY, type PolicyConfig } from "../app/watch/policy.js";
@@ -265,7 +266,8 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
     // The build-hook wrapper (nix-builders hook) keeps its records in the state directory above
     // watch's (/var/lib/nix-builders) and leaves `cannot build on` signals in <watch state>/signals.
     signalsDir: join(stateDir, "signals"),
-    recentBuilds: () => readRecentBuilds(dirname(stateDir), { limit: 20 }),
+    recentBuilds: () =>
+      readRecentBuilds(dirname(stateDir), { limit: 20, spool: () => readSpoolEvents(spoolDir(io.env)) }),
   });
 
   if (o.once) {
@@ -290,6 +292,14 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
     }
     log(`listening on ${http.url}`);
   }
+  // The build hook's spool (src/app/hook-spool.ts): every new `cannot build on` becomes a signal file,
+  // which the engine takes within a second.
+  const seenSignals = new Set<string>();
+  const signalScan = setInterval(
+    () => spoolSignals(spoolDir(io.env), join(stateDir, "signals"), seenSignals),
+    1000,
+  );
+  signalScan.unref();
   const { startControl } = await import("../app/watch/control.js");
   const control = await startControl(watch, stateDir);
   let stopping: Promise<number> | null = null;
@@ -298,6 +308,7 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
       if (stopping) return;
       log(`${sig}: stopping; restoring the source's full list in ${output}`);
       stopping = (async () => {
+        clearInterval(signalScan);
         await watch.stop({ restore: true });
         await control.close();
         if (http) await http.close();

@@ -151,8 +151,14 @@ function execText(cmd: string, args: string[], env: NodeJS.ProcessEnv): string {
 }
 
 /** The client's log lines as a sorted list: parallel builds interleave differently run to run. */
+/**
+ * The distinct lines, sorted. How often a line repeats is timing: the worker asks the hook again about a
+ * derivation no machine takes each time another build ends, and each decline prints the hook's
+ * "Failed to find a machine" text again. At load 19 a wrapper run and the plain run differed only in
+ * those counts; quieter runs give 3 each, with and without the wrapper.
+ */
 export function normalised(lines: string[]): string[] {
-  return [...lines].sort();
+  return [...new Set(lines)].sort();
 }
 
 /** `building '<drv>' on '<machine>'` lines of the client log: drv → machine (with `<R>`). */

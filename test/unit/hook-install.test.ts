@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { test } from "node:test";
 import { CLI_NODE_ARGS } from "../support/cli.js";
+import { NIX230 } from "../support/nix-versions.js";
 
 const WRAPPER = resolve(import.meta.dirname, "..", "..", "libexec", "build-hook");
 
@@ -84,6 +85,46 @@ test("the saved original is never written or read through a link planted in its 
     const u = cli(["hook", "uninstall"], env);
     assert.equal(u.code, 0, u.err);
     assert.equal(readFileSync(join(conf, "nix.conf"), "utf8"), "max-jobs = 4\n");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("with Nix 2.30 installed: nix.conf's build-hook is replaced at start-up, so install names the daemon's NIX_CONFIG line", {
+  skip: NIX230.skipReason,
+}, () => {
+  const dir = mkdtempSync(join(tmpdir(), "nb-hookinst230-"));
+  try {
+    const conf = join(dir, "etc");
+    const state = join(dir, "state");
+    mkdirSync(conf);
+    mkdirSync(state);
+    chmodSync(state, 0o755);
+    const env = {
+      NIX_CONF_DIR: conf,
+      NIX_BUILDERS_STATE_DIR: state,
+      PATH: `${NIX230.bin}:${process.env["PATH"]}`,
+      NIX_USER_CONF_FILES: "",
+    };
+    const a = cli(["hook", "install", "--json"], env);
+    assert.equal(a.code, 0, a.err);
+    const r = JSON.parse(a.out) as { daemonEnvironment?: string };
+    assert.equal(r.daemonEnvironment, `NIX_CONFIG=build-hook = ${WRAPPER} ${NIX230.nix} __build-remote`);
+    // The real 2.30: the nix.conf line alone is replaced; the printed environment is what it uses.
+    const show = (extra: Record<string, string>) =>
+      spawnSync(
+        NIX230.nix,
+        ["--extra-experimental-features", "nix-command", "config", "show", "build-hook"],
+        {
+          env: { PATH: "/usr/bin:/bin", NIX_CONF_DIR: conf, NIX_USER_CONF_FILES: "", HOME: dir, ...extra },
+          encoding: "utf8",
+        },
+      ).stdout.trim();
+    assert.equal(show({}), `${NIX230.nix} __build-remote`);
+    assert.equal(
+      show({ NIX_CONFIG: r.daemonEnvironment!.slice("NIX_CONFIG=".length) }),
+      `${WRAPPER} ${NIX230.nix} __build-remote`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -8,11 +8,22 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { joinEvents, readEvents, remoteBuilds } from "../../src/app/builds-store.js";
+import { collectSpool, readSpool, spoolSignals } from "../../src/app/hook-spool.js";
+import { takeSignals } from "../../src/app/watch/signals.js";
 import { CLI_NODE_ARGS } from "../support/cli.js";
 import {
   buildingOn,
@@ -36,10 +47,11 @@ function tmpState(): string {
   return d;
 }
 
-/** Wait until the recorders have written an end (or a no-machine try) for every accepted build. */
-async function settle(state: string, accepted: number, ms = 20_000): Promise<void> {
+/** Collect the spool until every accepted build has its end (the tees finish a moment after the hook). */
+async function settle(spool: string, state: string, accepted: number, ms = 20_000): Promise<void> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
+    collectSpool(spool, state);
     const recs = joinEvents(readEvents(state)).filter((r) => r.reply === "accept");
     if (recs.length >= accepted && recs.every((r) => r.result !== "in-progress")) return;
     await new Promise((r) => setTimeout(r, 200));
@@ -50,6 +62,9 @@ function sameForNix(a: ScenarioRun, b: ScenarioRun, what: string): void {
   assert.equal(b.exitCode, a.exitCode, `${what}: exit code`);
   assert.deepEqual(b.built, a.built, `${what}: which derivations were built`);
   assert.deepEqual(normalised(b.lines), normalised(a.lines), `${what}: the client's log lines`);
+  assert.deepEqual(buildingOn(b.lines), buildingOn(a.lines), `${what}: where each derivation was built`);
+  const count = (r: ScenarioRun) => r.lines.filter((l) => /^building '/.test(l)).length;
+  assert.equal(count(b), count(a), `${what}: one building line per build`);
 }
 
 describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
@@ -67,12 +82,29 @@ describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
 
   test("with the wrapper: the same results and log lines, and records that name Nix's builder", async () => {
     const state = tmpState();
-    const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_STATE_DIR: state } });
+    const spool = join(state, "spool");
+    const run = await runScenario({
+      wrapper: true,
+      env: { NIX_BUILDERS_STATE_DIR: state, NIX_BUILDERS_HOOK_SPOOL: spool },
+    });
     try {
       sameForNix(plain, run, "wrapper");
       const on = buildingOn(run.lines);
       assert.equal(on.size, 6, "six derivations went out");
-      await settle(state, on.size);
+      // The wrapper made the spool directory (root's, 0700) and one pair of files per hook process.
+      assert.equal(statSync(spool).mode & 0o777, 0o700);
+      assert.ok((readSpool(spool) ?? []).length >= 7, "a pair per hook");
+      // Signals for watch: the spool's `cannot build on` lines become the files watch takes.
+      const sigDir = join(state, "watch", "signals");
+      mkdirSync(join(state, "watch"), { mode: 0o700 });
+      const seen = new Set<string>();
+      assert.ok(spoolSignals(spool, sigDir, seen) >= 1);
+      assert.equal(spoolSignals(spool, sigDir, seen), 0, "each line signalled once");
+      const sigs = takeSignals(sigDir);
+      assert.ok(sigs.length >= 1);
+      assert.ok(sigs.every((sg) => sg.builder === "ssh://bad.invalid" && sg.reason.includes("bad.invalid")));
+      await settle(spool, state, on.size);
+      assert.deepEqual(readdirSync(spool), [], "the collector emptied the spool");
       const recs = remoteBuilds(joinEvents(readEvents(state)));
       // Exactly the derivations that went out, plus the one no machine could take.
       const expected = new Set([...on.keys(), run.drvs["a1"]!]);
@@ -102,22 +134,13 @@ describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
       );
       // The CLI shows the same, as JSON.
       const out = execFileSync(process.execPath, [...CLI_NODE_ARGS, "builds", "--json"], {
-        env: { ...process.env, NIX_BUILDERS_STATE_DIR: state },
+        env: { ...process.env, NIX_BUILDERS_STATE_DIR: state, NIX_BUILDERS_HOOK_SPOOL: spool },
         encoding: "utf8",
       });
       const j = JSON.parse(out) as { builds: { drv: string; builder: string; result: string }[] };
       assert.equal(j.builds.length, expected.size);
       for (const b of j.builds)
         if (b.drv !== run.drvs["a1"]) assert.equal(b.builder.split(run.dir).join("<R>"), on.get(b.drv));
-      // Signals for watch: one file per `cannot build on`.
-      const sigs = spawnSync("ls", [join(state, "watch", "signals")], { encoding: "utf8" })
-        .stdout.trim()
-        .split("\n");
-      assert.ok(sigs.length >= 1);
-      const sig = JSON.parse(readFileSync(join(state, "watch", "signals", sigs[0]!), "utf8")) as {
-        builder: string;
-      };
-      assert.equal(sig.builder, "ssh://bad.invalid");
     } finally {
       run.cleanup();
       rmSync(state, { recursive: true, force: true });
@@ -137,23 +160,23 @@ describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
     };
   }
 
-  test("fail-open: a read-only state directory", async () => {
-    const fs = tmpfs("ro,mode=0755,size=64k");
+  test("fail-open: a read-only spool", async () => {
+    const fs = tmpfs("ro,mode=0700,size=64k");
     try {
-      const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_STATE_DIR: fs.dir } });
+      const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_HOOK_SPOOL: fs.dir } });
       run.cleanup();
       sameForNix(plain, run, "read-only");
+      assert.deepEqual(readdirSync(fs.dir), []);
     } finally {
       fs.done();
     }
   });
 
-  test("fail-open: a full state directory (a small tmpfs, filled)", async () => {
-    const fs = tmpfs("mode=0755,size=64k");
+  test("fail-open: a full spool (a small tmpfs, filled)", async () => {
+    const fs = tmpfs("mode=0700,size=64k");
     try {
-      mkdirSync(join(fs.dir, "builds"), { mode: 0o700 });
       spawnSync("dd", ["if=/dev/zero", `of=${join(fs.dir, "fill")}`, "bs=4k", "count=1000"]);
-      const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_STATE_DIR: fs.dir } });
+      const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_HOOK_SPOOL: fs.dir } });
       run.cleanup();
       sameForNix(plain, run, "full");
     } finally {
@@ -161,50 +184,78 @@ describe("build-hook wrapper with real Nix 2.8", { skip }, () => {
     }
   });
 
-  test("fail-open: the recorder killed while the hook runs", async () => {
-    // A recorder that reads a little of each copy, then is killed (SIGKILL): the tees lose their reader.
-    const dir = mkdtempSync(join(tmpdir(), "nb-hookrk-"));
-    const rec = join(dir, "rec.mjs");
+  test("fail-open: the collector killed while it holds the lock; the next one takes over", async () => {
+    // A collector that takes the lock as the real one does, then is killed (SIGKILL) at once.
+    const state = tmpState();
+    const spool = join(state, "spool");
+    const rec = join(state, "rec.mjs");
     writeFileSync(
       rec,
-      'import { createReadStream } from "node:fs";\n' +
-        'createReadStream("", { fd: 3 }).once("data", () => process.kill(process.pid, "SIGKILL"));\n' +
-        'process.stdin.once("data", () => {});\n',
+      'import { writeFileSync } from "node:fs";\n' +
+        `try { writeFileSync(${JSON.stringify(join(spool, ".collect.lock"))}, String(process.pid), { flag: "wx" }); } catch {}\n` +
+        'process.kill(process.pid, "SIGKILL");\n',
     );
     try {
-      const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_HOOK_RECORDER: rec } });
+      const run = await runScenario({
+        wrapper: true,
+        env: {
+          NIX_BUILDERS_HOOK_SPOOL: spool,
+          NIX_BUILDERS_STATE_DIR: state,
+          NIX_BUILDERS_HOOK_RECORDER: rec,
+          NIX_BUILDERS_HOOK_COLLECT_EVERY: "1",
+          NIX_BUILDERS_NODE: process.execPath,
+        },
+      });
       run.cleanup();
-      sameForNix(plain, run, "recorder killed");
+      sameForNix(plain, run, "collector killed");
+      assert.ok(readdirSync(spool).includes(".collect.lock"), "a dead collector's lock is left");
+      await settle(spool, state, 6);
+      assert.equal(remoteBuilds(joinEvents(readEvents(state))).length, 7, "nothing was lost");
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(state, { recursive: true, force: true });
     }
   });
 
-  test("fail-open: the state directory's file system frozen (writes stall)", async () => {
+  test("fail-open: the state directory's file system frozen (the collector's writes stall)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "nb-hookfz-"));
     const img = join(dir, "img");
     const mnt = join(dir, "m");
+    const spool = join(dir, "spool");
     mkdirSync(mnt);
     execFileSync("truncate", ["-s", "8M", img]);
     execFileSync("mkfs.ext4", ["-q", img]);
     execFileSync("mount", ["-o", "loop", img, mnt]);
     chmodSync(mnt, 0o755);
-    mkdirSync(join(mnt, "builds"), { mode: 0o700 });
     execFileSync("fsfreeze", ["-f", mnt]);
     try {
-      const run = await runScenario({ wrapper: true, env: { NIX_BUILDERS_STATE_DIR: mnt } });
-      run.cleanup();
-      sameForNix(plain, run, "frozen");
+      try {
+        // The real collector, started after every hook: it blocks on the frozen file system.
+        const run = await runScenario({
+          wrapper: true,
+          env: {
+            NIX_BUILDERS_HOOK_SPOOL: spool,
+            NIX_BUILDERS_STATE_DIR: mnt,
+            NIX_BUILDERS_HOOK_COLLECT_EVERY: "1",
+            NIX_BUILDERS_NODE: process.execPath,
+          },
+        });
+        run.cleanup();
+        sameForNix(plain, run, "frozen");
+        assert.ok(readdirSync(spool).includes(".collect.lock"), "a collector is stalled");
+      } finally {
+        spawnSync("fsfreeze", ["-u", mnt]);
+      }
+      // Thawed: the stalled collector finishes, and every record is there.
+      await settle(spool, mnt, 6);
+      assert.equal(remoteBuilds(joinEvents(readEvents(mnt))).length, 7, "nothing was lost");
     } finally {
       spawnSync("fsfreeze", ["-u", mnt]);
-      // The recorders finish their writes once the file system thaws.
-      await new Promise((r) => setTimeout(r, 1000));
       spawnSync("umount", ["-l", mnt]);
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  test("the recorder is the built one", () => {
-    assert.ok(readFileSync(RECORDER, "utf8").includes("HookSession"));
+  test("the collector is the built one", () => {
+    assert.ok(readFileSync(RECORDER, "utf8").includes("collectSpool"));
   });
 });

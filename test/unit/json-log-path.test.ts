@@ -7,11 +7,24 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { joinEvents } from "../../src/app/builds-store.js";
+import { readSpoolEvents } from "../../src/app/hook-spool.js";
+import { type JsonLogEvent, listenJsonLog } from "../../src/host/json-log.js";
 import { connectDaemon } from "../../src/remote/worker.js";
+import { WRAPPER } from "../support/hook-scenario.js";
 import { startJsonLogReader } from "../support/json-log-reader.js";
 import { NIX230 } from "../support/nix-versions.js";
 
@@ -190,6 +203,129 @@ describe("json-log-path on real Nix 2.30", { skip: NIX230.skipReason }, () => {
     } finally {
       daemon?.kill("SIGKILL");
       await r.close();
+    }
+  });
+
+  test("a real 2.30 daemon with the wrapper: the reader and the wrapper's spool name the same builders", async () => {
+    // A throwaway daemon on a chroot store, max-jobs 0, two machines: one unreachable, one chroot store.
+    // Its own environment gives it json-log-path (the reader's socket) and the wrapper as build-hook:
+    // from 2.25 a build-hook in the system nix.conf is replaced at start-up, NIX_CONFIG is not.
+    const d = join(dir, "d230");
+    const dconf = join(d, "conf");
+    mkdirSync(dconf, { recursive: true });
+    for (const x of ["b1", "bb"]) mkdirSync(join(d, x));
+    copyFileSync("/bin/busybox", join(d, "bb", "busybox"));
+    const b1 = join(d, "b1");
+    writeFileSync(
+      join(dconf, "nix.conf"),
+      [
+        "sandbox = false",
+        "filter-syscalls = false",
+        "build-users-group =",
+        "substituters =",
+        "max-jobs = 0",
+        "fsync-metadata = false",
+        `builders = ssh://bad.invalid x86_64-linux - 1 1 ; ${b1} x86_64-linux - 1 1`,
+        "",
+      ].join("\n"),
+    );
+    const events: JsonLogEvent[] = [];
+    const reader = await listenJsonLog(join(d, "log.sock"), (e) => events.push(e));
+    const sock = join(d, "daemon.sock");
+    const spool = join(d, "spool");
+    const base = { PATH: process.env["PATH"], HOME: d, NIX_CONF_DIR: dconf, NIX_USER_CONF_FILES: "" };
+    let daemon: ChildProcess | undefined;
+    try {
+      daemon = spawn(join(NIX230.bin, "nix-daemon"), ["--store", join(d, "store")], {
+        env: {
+          ...base,
+          NIX_CONFIG: `json-log-path = ${join(d, "log.sock")}\nbuild-hook = ${WRAPPER} ${NIX230.nix} __build-remote`,
+          NIX_DAEMON_SOCKET_PATH: sock,
+          NIX_BUILDERS_HOOK_SPOOL: spool,
+          NIX_BUILDERS_HOOK_COLLECT_EVERY: "0",
+        },
+        stdio: ["ignore", "ignore", "ignore"],
+      });
+      for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((x) => setTimeout(x, 50));
+      // The client runs asynchronously: a reader that stops reading would stop the daemon.
+      const client = (argv: string[]) =>
+        new Promise<{ code: number | null; out: string; err: string }>((res) => {
+          const c = spawn(join(NIX230.bin, argv[0]!), argv.slice(1), {
+            env: { ...base, NIX_REMOTE: `unix://${sock}` },
+            stdio: ["ignore", "pipe", "pipe"],
+          });
+          let out = "";
+          let err = "";
+          c.stdout!.on("data", (b: Buffer) => {
+            out += b.toString();
+          });
+          c.stderr!.on("data", (b: Buffer) => {
+            err += b.toString();
+          });
+          const t = setTimeout(() => c.kill("SIGKILL"), 60_000);
+          c.on("close", (code) => {
+            clearTimeout(t);
+            res({ code, out, err });
+          });
+        });
+      const bb = (await client(["nix-store", "--add", join(d, "bb")])).out.trim();
+      const drv = (name: string, cmd: string) =>
+        `(derivation { name = "${name}"; system = "x86_64-linux"; builder = "\${bb}/busybox"; args = [ "sh" "-c" ${JSON.stringify(cmd)} ]; })`;
+      const expr = `let bb = builtins.storePath "${bb}"; in [ ${drv("j1", "echo j1 > $out")} ${drv("j2", "exit 3")} ]`;
+      const r = await client(["nix-build", "--no-out-link", "--keep-going", "-E", expr]);
+      assert.notEqual(r.code, 0, "j2 fails");
+      const on = new Map<string, string>();
+      for (const m of r.err.matchAll(/building '([^']+)' on '([^']+)'/g)) on.set(m[1]!, m[2]!);
+      assert.equal(on.size, 2, r.err);
+      // The records arrive a moment after the client's answer (and the tees end after the hooks).
+      const ended = () =>
+        joinEvents(readSpoolEvents(spool)).filter((x) => x.reply === "accept" && x.result !== "in-progress")
+          .length;
+      for (let i = 0; i < 100; i++) {
+        if (events.filter((e) => e.kind === "build-stop").length >= 4 && ended() >= 2) break;
+        await new Promise((x) => setTimeout(x, 100));
+      }
+
+      // The reader: activity 105 with the machine for both, as the client's lines say, and both
+      // `cannot build on` messages the hook printed (relayed by the daemon's worker).
+      const remoteStarts = events.filter((e) => e.kind === "build-start" && e.machine !== "");
+      assert.deepEqual(
+        new Map(
+          remoteStarts.map((e) => [
+            e.kind === "build-start" ? e.drv : "",
+            e.kind === "build-start" ? e.machine : "",
+          ]),
+        ),
+        on,
+      );
+      assert.equal(on.get([...on.keys()][0]!), `local://${b1}`, "2.30 renders the machine's store URI");
+      const cannot = events.filter((e) => e.kind === "cannot-build");
+      assert.equal(cannot.length, 2);
+      assert.ok(cannot.every((e) => e.kind === "cannot-build" && e.machine === "ssh://bad.invalid"));
+      assert.equal(events.filter((e) => e.kind === "build-stop" && e.machine !== "").length, 2);
+      assert.ok(
+        events.some((e) => e.kind === "error" && /exit code 3/.test(e.text)),
+        "j2's failure",
+      );
+      // The machine's own build, relayed from the hook (a local-store machine builds in the hook's
+      // process): activity 105 again, with machine "" although nothing was built on this machine.
+      assert.equal(events.filter((e) => e.kind === "build-start" && e.machine === "").length, 2);
+
+      // The wrapper's spool, for the same builds: the same derivations and machines, and what the
+      // reader cannot give without joining records: the result per derivation and the system.
+      const recs = joinEvents(readSpoolEvents(spool)).filter((x) => x.reply === "accept");
+      assert.deepEqual(new Map(recs.map((x) => [x.drv, x.machine])), on);
+      for (const x of recs) {
+        assert.equal(x.system, "x86_64-linux");
+        assert.deepEqual(
+          x.cannotBuild.map((c) => c.machine),
+          ["ssh://bad.invalid"],
+        );
+        assert.equal(x.result, /-j2\.drv$/.test(x.drv) ? "failure" : "success", x.drv);
+      }
+    } finally {
+      daemon?.kill("SIGKILL");
+      await reader.close();
     }
   });
 });
