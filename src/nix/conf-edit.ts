@@ -204,8 +204,10 @@ export interface MachinesFileInput {
   user: string;
   /** `--append`: the system's builders entries, kept first. */
   keep: readonly string[];
-  /** The chosen machines' lines. */
+  /** The chosen machines' lines, copied from the system's builders. */
   lines: readonly string[];
+  /** Whole machine lines given on the command line. */
+  given?: readonly string[];
 }
 
 export function machinesFileText(i: MachinesFileInput): string {
@@ -214,11 +216,15 @@ export function machinesFileText(i: MachinesFileInput): string {
   if (i.keep.length > 0) {
     t += "# The system's builders (--append):\n";
     for (const k of i.keep) t += `${k}\n`;
-    t += "# Added:\n";
-  } else {
-    t += "# Copied from the system's builders:\n";
   }
-  for (const l of i.lines) t += `${l}\n`;
+  if (i.lines.length > 0) {
+    t += "# Copied from the system's builders:\n";
+    for (const l of i.lines) t += `${l}\n`;
+  }
+  if (i.given !== undefined && i.given.length > 0) {
+    t += "# Given on the command line:\n";
+    for (const l of i.given) t += `${l}\n`;
+  }
   return t;
 }
 
