@@ -39,6 +39,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { decodeBytes } from "../nix/bytes.js";
 import type { ExistsResult, FileReader, ReadResult } from "../nix/conf.js";
 import { errCode, READ_LIMIT, readBounded } from "../os/read.js";
 import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.js";
@@ -182,7 +183,7 @@ function read(p) {
       total += n;
       if (total > LIMIT) return { ok: false, code: "EFBIG" };
     }
-    return { ok: true, text: Buffer.concat(chunks).toString("utf8") };
+    return { ok: true, latin1: true, text: Buffer.concat(chunks).toString("latin1") };
   } catch (e) { return { ok: false, code: code(e) }; }
   finally { fs.closeSync(fd); }
 }
@@ -417,8 +418,16 @@ export function helperReader(
       return ch.started;
     },
     close: () => ch.close(),
-    read: (path) =>
-      ask<ReadResult>("read", path, (d) => ({ ok: false, code: d.code, detail: downDetail[d.code] })),
+    read: (path) => {
+      const r = ask<ReadResult & { latin1?: boolean }>("read", path, (d) => ({
+        ok: false,
+        code: d.code,
+        detail: downDetail[d.code],
+      }));
+      // the helper sends the bytes (one char each); decoded here as every read is (src/nix/bytes.ts)
+      if (r.ok && r.latin1) return { ok: true, text: decodeBytes(Buffer.from(r.text, "latin1")) };
+      return r;
+    },
     exists: (path) => ask<ExistsResult>("exists", path, (d) => ({ ok: false, code: d.code })),
     facts: (path) =>
       ask<PathFacts>("facts", path, (d) => ({

@@ -7,16 +7,17 @@
  * `Buffer.from(text, "latin1")`). So lines we do not touch, including non-UTF-8 bytes and `\r`, come back
  * exactly as they were.
  */
+import { decodeBytes, encodeBytes } from "./bytes.js";
 import type { Machine } from "./machines.js";
 
 /** A UTF-8 string (a path, a user-given name) as a byte string. */
 export function toBytes(s: string): string {
-  return Buffer.from(s, "utf8").toString("latin1");
+  return encodeBytes(s).toString("latin1");
 }
 
-/** A byte string, decoded as UTF-8 for display. */
+/** A byte string, decoded as every file is (bytes that are not UTF-8 kept, see src/nix/bytes.ts). */
 export function fromBytes(s: string): string {
-  return Buffer.from(s, "latin1").toString("utf8");
+  return decodeBytes(Buffer.from(s, "latin1"));
 }
 
 /** Split into lines; each keeps nothing of its `\n`. A final `\n` does not open another line. */

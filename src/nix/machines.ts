@@ -6,7 +6,9 @@
  * the first exception kills the build hook. We keep going past errors so that a linter can report every bad
  * row with its file and line, but `error` is exactly what Nix raises.
  */
+
 import { isPublicKeyLine, nixBase64Decode } from "./base64.js";
+import { encodeBytes } from "./bytes.js";
 import { readProblemText, unboundedReadError } from "./conf.js";
 import { strerror } from "./errors.js";
 import { excerpt, looksLikePrivateKey } from "./redact.js";
@@ -146,9 +148,9 @@ export function nixTrim(s: string): string {
   return s.slice(a, b);
 }
 
-/** Byte-wise (UTF-8) comparison, the order of `std::set<std::string>`. */
+/** Byte-wise comparison of the bytes the strings stand for, the order of `std::set<std::string>`. */
 export function byteCompare(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  return Buffer.compare(encodeBytes(a), encodeBytes(b));
 }
 
 function sortedSet(xs: string[]): string[] {
