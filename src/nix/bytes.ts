@@ -9,28 +9,42 @@
  * escaped byte (display only); `--json` keeps it as `\udcXX`.
  */
 
+import { isUtf8 } from "node:buffer";
+
 const ESCAPE_BASE = 0xdc00;
 
 /** Decode bytes as UTF-8, escaping every byte that is not part of a valid sequence (see the module comment). */
 export function decodeBytes(b: Uint8Array): string {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  if (isValidUtf8(buf)) return buf.toString("utf8");
-  let out = "";
+  if (isUtf8(buf)) return buf.toString("utf8"); // native: the usual case costs nothing more
+  const parts: string[] = [];
+  const escaped = new Uint16Array(8192);
+  let nEsc = 0;
+  const flushEscaped = (): void => {
+    if (nEsc > 0) parts.push(String.fromCharCode.apply(null, Array.from(escaped.subarray(0, nEsc))));
+    nEsc = 0;
+  };
   let i = 0;
   let run = 0; // start of the current run of valid sequences
-  while (i < buf.length) {
-    const n = validSequenceLength(buf, i);
+  const len = buf.length;
+  while (i < len) {
+    const n = validSequenceLength(buf, i, len);
     if (n > 0) {
       i += n;
       continue;
     }
-    if (run < i) out += buf.toString("utf8", run, i);
-    out += String.fromCharCode(ESCAPE_BASE + buf[i]!);
+    if (run < i) {
+      flushEscaped();
+      parts.push(buf.toString("utf8", run, i));
+    }
+    escaped[nEsc++] = ESCAPE_BASE + buf[i]!;
+    if (nEsc === escaped.length) flushEscaped();
     i++;
     run = i;
   }
-  if (run < buf.length) out += buf.toString("utf8", run, buf.length);
-  return out;
+  flushEscaped();
+  if (run < len) parts.push(buf.toString("utf8", run, len));
+  return parts.join("");
 }
 
 /** The bytes a decoded string stands for: escaped bytes back as themselves, the rest as UTF-8. */
@@ -57,38 +71,19 @@ export function hasEscapedBytes(s: string): boolean {
   return /[\udc80-\udcff]/.test(s);
 }
 
-function isValidUtf8(buf: Buffer): boolean {
-  // Node 20 has buffer.isUtf8; a quick check for plain ASCII first
-  let ascii = true;
-  for (let i = 0; i < buf.length; i++)
-    if (buf[i]! >= 0x80) {
-      ascii = false;
-      break;
-    }
-  if (ascii) return true;
-  let i = 0;
-  while (i < buf.length) {
-    const n = validSequenceLength(buf, i);
-    if (n === 0) return false;
-    i += n;
-  }
-  return true;
-}
-
-/** Length of the valid UTF-8 sequence at `i` (Unicode's well-formed table), or 0. */
-function validSequenceLength(buf: Buffer, i: number): number {
+/** Length of the valid UTF-8 sequence at `i` (Unicode's well-formed byte sequences), or 0. */
+function validSequenceLength(buf: Buffer, i: number, len: number): number {
   const b0 = buf[i]!;
   if (b0 < 0x80) return 1;
-  const cont = (k: number, lo = 0x80, hi = 0xbf): boolean => {
-    const b = buf[i + k];
-    return b !== undefined && b >= lo && b <= hi;
-  };
-  if (b0 >= 0xc2 && b0 <= 0xdf) return cont(1) ? 2 : 0;
-  if (b0 === 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
-  if ((b0 >= 0xe1 && b0 <= 0xec) || b0 === 0xee || b0 === 0xef) return cont(1) && cont(2) ? 3 : 0;
-  if (b0 === 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0; // no surrogates
-  if (b0 === 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 >= 0xf1 && b0 <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 === 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
+  const b1 = i + 1 < len ? buf[i + 1]! : -1;
+  if (b0 >= 0xc2 && b0 <= 0xdf) return b1 >= 0x80 && b1 <= 0xbf ? 2 : 0;
+  const lo = b0 === 0xe0 ? 0xa0 : b0 === 0xf0 ? 0x90 : 0x80;
+  const hi = b0 === 0xed ? 0x9f : b0 === 0xf4 ? 0x8f : 0xbf;
+  if (b1 < lo || b1 > hi) return 0;
+  const b2 = i + 2 < len ? buf[i + 2]! : -1;
+  if (b2 < 0x80 || b2 > 0xbf) return 0;
+  if (b0 >= 0xe0 && b0 <= 0xef) return 3;
+  if (b0 < 0xf0 || b0 > 0xf4) return 0;
+  const b3 = i + 3 < len ? buf[i + 3]! : -1;
+  return b3 >= 0x80 && b3 <= 0xbf ? 4 : 0;
 }
