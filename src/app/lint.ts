@@ -14,6 +14,7 @@ import { displayedMessage, filterAnsiEscapes } from "../nix/display.js";
 import { strerror } from "../nix/errors.js";
 import {
   type Finding,
+  groupConsequences,
   type KeyFileFacts,
   lintBuildersSource,
   lintBuildUsersGroup,
@@ -416,7 +417,8 @@ export async function lint(opts: LintOptions, env: NodeJS.ProcessEnv, given?: Us
       else await lintMachinesFile(ctx, abs);
     }
   }
-  const findings = normaliseFindings(ctx.findings);
+  // one bad line: its follow-on findings are grouped under it
+  const findings = groupConsequences(normaliseFindings(ctx.findings));
   return {
     findings,
     summary: summarise(findings),
@@ -450,6 +452,8 @@ export function lintJson(r: LintResult): LintJson {
       ...(f.nixMessage === undefined
         ? {}
         : { nixMessage: f.nixMessage, nixDisplayed: lintNixDisplay(f.severity, f.nixMessage) }),
+      ...(f.causedBy === undefined ? {} : { causedBy: f.causedBy }),
+      ...(f.consequences === undefined ? {} : { consequences: f.consequences }),
     })),
     summary: r.summary,
   };

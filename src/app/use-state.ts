@@ -49,6 +49,8 @@ export interface Target {
   forOther: boolean;
   /** The directories from below the home down to confDir, in order: each must be a real directory of U's. */
   chainDirs: string[];
+  /** The user's view computed again (after writing: is our `builders` line the one in force?). */
+  reloadView(): Promise<UserView>;
 }
 
 export async function resolveTarget(opts: TargetOptions, io: Io, command: string): Promise<Target> {
@@ -57,12 +59,13 @@ export async function resolveTarget(opts: TargetOptions, io: Io, command: string
     throw new UsageError(`--user ${opts.user} and --agent (user ${sel.user}) name different users`);
   const name = sel ? sel.user : opts.user;
   if (name === undefined) throw new UsageError(`${command}: say whose configuration: --user NAME or --agent`);
-  const view = await userView({
+  const viewOptions = {
     user: name,
     nixVersion: opts.nixVersion,
     env: io.env,
     ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
-  });
+  };
+  const view = await userView(viewOptions);
   const user = view.user;
   const first = view.client.userFiles[0];
   if (first === undefined)
@@ -107,6 +110,7 @@ export async function resolveTarget(opts: TargetOptions, io: Io, command: string
     machinesFile: path.join(confDir, "machines"),
     forOther,
     chainDirs,
+    reloadView: () => userView(viewOptions),
   };
 }
 
@@ -245,6 +249,7 @@ export interface FileSnapshot {
   uid: number | null;
   gid: number | null;
   mode: number | null;
+  mtimeMs: number | null;
 }
 
 /**
@@ -258,7 +263,7 @@ export function readManaged(t: Target, file: string): FileSnapshot {
       fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") return { bytes: null, uid: null, gid: null, mode: null };
+      if (code === "ENOENT") return { bytes: null, uid: null, gid: null, mode: null, mtimeMs: null };
       if (code === "ELOOP") throw symlinkRefusal(t, file);
       throw e;
     }
@@ -269,7 +274,7 @@ export function readManaged(t: Target, file: string): FileSnapshot {
       const bytes = readAll(fd, MAX_FILE_BYTES);
       if (bytes === null)
         throw new Refusal(`${file}: is larger than ${MAX_FILE_BYTES} bytes`, { path: file });
-      return { bytes, uid: st.uid, gid: st.gid, mode: st.mode & 0o777 };
+      return { bytes, uid: st.uid, gid: st.gid, mode: st.mode & 0o777, mtimeMs: st.mtimeMs };
     } finally {
       fs.closeSync(fd);
     }
@@ -291,6 +296,8 @@ export interface FileRecord {
   mode: number | null;
   /** sha256 of every content `use` has written (or meant to write) there. */
   written: string[];
+  /** The original's modification time (ms since the epoch), put back by reset; absent in older records. */
+  mtimeMs?: number | null;
 }
 
 /** The home directory as it was: an account made again with the same name and uid has another one. */
@@ -314,6 +321,12 @@ export function sha256(b: Buffer): string {
   return createHash("sha256").update(b).digest("hex");
 }
 
+/** The file holds the original bytes, or bytes `use` wrote: reset (or another use) loses nothing. */
+export function isOurs(rec: FileRecord, cur: Buffer): boolean {
+  const original = rec.content === null ? null : Buffer.from(rec.content, "base64");
+  return (original !== null && cur.equals(original)) || rec.written.includes(sha256(cur));
+}
+
 export function homeId(home: string): HomeId | null {
   try {
     const st = fs.statSync(home);
@@ -332,6 +345,7 @@ export function snapshotRecord(file: string, s: FileSnapshot): FileRecord {
     gid: s.gid,
     mode: s.mode,
     written: [],
+    mtimeMs: s.mtimeMs,
   };
 }
 
@@ -456,6 +470,7 @@ function validFileRecord(v: unknown): v is FileRecord {
     numOrNull(v["uid"]) &&
     numOrNull(v["gid"]) &&
     numOrNull(v["mode"]) &&
+    (v["mtimeMs"] === undefined || v["mtimeMs"] === null || typeof v["mtimeMs"] === "number") &&
     Array.isArray(v["written"]) &&
     (v["written"] as unknown[]).every((h) => typeof h === "string")
   );

@@ -22,13 +22,19 @@ export function renderLint(r: LintResult): string {
       lastFile = f.file;
     }
     const where = f.file === null ? "(no file)" : f.line === null ? f.file : `${f.file}:${f.line}`;
-    out += `${where}: ${f.severity}: ${f.message}\n`;
-    out += `  fix: ${f.fix}\n`;
+    // a consequence is shown under its cause, indented: fixing the cause removes it
+    const pad = f.causedBy ? "    " : "";
+    out += f.causedBy
+      ? `${pad}↳ because of it, ${f.severity}: ${f.message}\n`
+      : `${where}: ${f.severity}: ${f.message}\n`;
+    if (!f.causedBy) out += `  fix: ${f.fix}\n`;
     if (f.nixMessage !== undefined) {
       const [first, ...rest] = lintNixDisplay(f.severity, f.nixMessage).split("\n");
-      out += `  Nix says: ${first}\n`;
-      for (const l of rest) out += `            ${l}\n`;
+      out += `${pad}  Nix says: ${first}\n`;
+      for (const l of rest) out += `${pad}            ${l}\n`;
     }
+    if (f.consequences)
+      out += `  ${plural(f.consequences, "finding")} below follow from this one (Nix reads the rest of the line as machines):\n`;
   }
   const s = r.summary;
   out +=

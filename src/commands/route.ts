@@ -60,6 +60,7 @@ export function routeNow(ctx: RouteContext, drv: RouteDrv, procLocks?: string): 
     machines: ctx.machines,
     load: loadMap(load),
     local: ctx.local,
+    stateDir: ctx.store.stateDir,
   });
   return { drvPath: drv.path ?? null, drv, result, load, ctx };
 }
@@ -104,6 +105,7 @@ export function routeJson(r: RouteReport): Record<string, unknown> {
       why: result.hook.why,
       reply: result.hook.reply,
       noMachineMessage: result.hook.noMachineMessage,
+      died: result.hook.died ?? null,
     },
     local: {
       capable: result.local.capable,
@@ -157,7 +159,8 @@ export function renderRoute(r: RouteReport): string {
       out += `Decision: none — Nix fails with:\n${indentLines(nixErrorDisplay(d.message ?? ""), "  ")}\n`;
       break;
   }
-  out += `  the hook is ${result.hook.asked ? `asked (${result.hook.why}) and replies ${result.hook.reply}` : `not asked (${result.hook.why})`}\n`;
+  const replies = result.hook.died !== undefined ? "dies before replying" : `replies ${result.hook.reply}`;
+  out += `  the hook is ${result.hook.asked ? `asked (${result.hook.why}) and ${replies}` : `not asked (${result.hook.why})`}\n`;
   if (!r.load.locksReadable) out += "  warning: /proc/locks is not readable: every slot reads as free\n";
   out += "\n";
   const rows: string[][] = [["machine", "eligible", "load", "free", "score", "why not"]];

@@ -16,27 +16,19 @@ import * as fs from "node:fs";
 import type { Command } from "commander";
 import { agentRestartCommand } from "../agent/index.js";
 import { systemBuilders } from "../app/system-builders.js";
+import { applyUse, buildersInForce, type ConfPlan, previewUse, type UseFile } from "../app/use-files.js";
 import {
   asRefusal,
   checkConfigChain,
-  checkStateMatches,
-  ensureChainDirs,
-  ensureStateDir,
   legacyMessage,
   legacyStateFile,
-  newState,
   printRefusal,
-  readManaged,
-  readState,
   resolveTarget,
-  sha256,
-  stateLocation,
   type Target,
   type TargetOptions,
-  writeState,
 } from "../app/use-state.js";
 import type { UserView } from "../app/view.js";
-import { type AtomicWriteResult, acquireLock, atomicWrite, managedTarget } from "../host/atomic.js";
+import { managedTarget } from "../host/atomic.js";
 import { withUserCreds } from "../host/user-creds.js";
 import {
   buildersEntries,
@@ -47,7 +39,6 @@ import {
   selectMachines,
   setConfSetting,
   toBytes,
-  unifiedDiff,
 } from "../nix/conf-edit.js";
 import { type Machine, parseMachineRow } from "../nix/machines.js";
 import { formatOrigin } from "../nix/origin.js";
@@ -63,14 +54,6 @@ export interface UseOptions extends TargetOptions {
   json?: boolean;
 }
 
-interface FileResult {
-  path: string;
-  status: "written" | "unchanged" | "managed" | "would-write";
-  created: boolean;
-  backup: string | null;
-  diff: string;
-}
-
 /** A system machines file (root's, e.g. /etc/nix/machines), for copying its lines byte for byte. */
 function readLatin1(file: string): string | null {
   try {
@@ -81,12 +64,20 @@ function readLatin1(file: string): string | null {
   }
 }
 
+/** Where a machine line given whole on the command line comes from. */
+const COMMAND_LINE = "command line";
+
+interface Chosen {
+  lines: string[];
+  machines: Machine[];
+  /** Per line: `file:line` of the system's builders, or COMMAND_LINE. */
+  from: string[];
+  unmatched: string[];
+  notes: string[];
+}
+
 /** Choose the machine lines: NAMEs from the system's builders, or whole machine lines given literally. */
-function chooseLines(
-  names: readonly string[],
-  sys: ReturnType<typeof systemBuilders>,
-  v: UserView,
-): { lines: string[]; machines: Machine[]; from: string[]; unmatched: string[]; notes: string[] } {
+function chooseLines(names: readonly string[], sys: ReturnType<typeof systemBuilders>, v: UserView): Chosen {
   const literal = names.filter((n) => /[ \t]/.test(n.trim()));
   const byName = names.filter((n) => !/[ \t]/.test(n.trim()));
   const sel = selectMachines(sys.result.machines, byName);
@@ -118,7 +109,7 @@ function chooseLines(
       continue;
     }
     lines.push(toBytes(l.trim()));
-    from.push("command line");
+    from.push(COMMAND_LINE);
     machines.push(r.machine);
   }
   return { lines, machines, from, unmatched, notes };
@@ -151,6 +142,95 @@ export async function runUse(names: string[], opts: UseOptions, io: Io): Promise
   }
 }
 
+/** The reply when a NAME matches none of the system's builders. */
+function noMatch(
+  t: Target,
+  sys: ReturnType<typeof systemBuilders>,
+  unmatched: string[],
+  opts: UseOptions,
+  io: Io,
+): number {
+  if (opts.json) {
+    io.out(json({ ok: false, user: t.user.name, error: "no-match", unmatched }));
+    return EXIT.errors;
+  }
+  const avail = sys.result.machines.map(
+    (m) =>
+      `  ${m.storeUri}  (${formatOrigin({ kind: "file", file: m.origin.file ?? "builders", line: m.origin.line ?? 0 })})`,
+  );
+  io.err(
+    `nix-builders use: no builder matches: ${unmatched.join(", ")}\n` +
+      `The system's builders (${sys.where}: builders = ${sys.value || '""'}):\n` +
+      (avail.length ? avail.join("\n") : "  (none)") +
+      "\n",
+  );
+  return EXIT.errors;
+}
+
+/** Settings applied after nix.conf that would override what use writes. */
+function overrideWarnings(t: Target): string[] {
+  const out: string[] = [];
+  for (const o of t.sel?.overrides ?? []) {
+    if (o.name === "builders" || o.name === "extra-builders")
+      out.push(
+        `the agent configuration sets nixSettings.${o.name} (${formatOrigin(o.origin)}), which Nix applies after nix.conf: remove it, or the agent keeps using those builders`,
+      );
+  }
+  if (t.view.env["NIX_CONFIG"]?.match(/(^|\n)\s*(extra-)?builders\s*=/))
+    out.push("NIX_CONFIG in the environment sets builders, which Nix applies after nix.conf");
+  if (t.view.env["NIX_USER_CONF_FILES"] !== undefined)
+    out.push(`NIX_USER_CONF_FILES is set; writing its first file, ${t.confFile}`);
+  return out;
+}
+
+/** The files are store-managed (NixOS, nix-darwin, home-manager): what to configure instead, or null. */
+function managedReply(
+  t: Target,
+  chosen: Chosen,
+  append: boolean,
+): { extra: Record<string, unknown>; text: string } | null {
+  const managed = withUserCreds(t.creds, () =>
+    [t.confFile, t.machinesFile]
+      .map((f) => ({ f, target: managedTarget(f) }))
+      .filter((x) => x.target !== null),
+  );
+  if (managed.length === 0) return null;
+  const snippet = nixosSnippet({
+    machines: chosen.machines,
+    lines: chosen.lines.map(fromBytes),
+    agent: t.sel !== null || t.user.name.includes("hercules"),
+    append,
+  });
+  const text =
+    managed.map((m) => `${m.f} is managed by Nix (a link to ${m.target}); nothing was written.\n`).join("") +
+    "Set this in the system configuration instead (NixOS, or nix-darwin), then rebuild:\n\n" +
+    snippet;
+  return { extra: { managed: managed.map((m) => ({ path: m.f, target: m.target })), nixos: snippet }, text };
+}
+
+function renderUse(
+  t: Target,
+  chosen: Chosen,
+  files: UseFile[],
+  opts: UseOptions,
+  restart: string | null,
+): string {
+  let text = `${t.user.name}'s builds ${opts.dryRun ? "would use" : "use"}${opts.append ? " the system's builders and" : ""}:\n`;
+  chosen.machines.forEach((m, i) => {
+    text += `  ${m.storeUri}  (${m.systemTypes.join(",")}; from ${chosen.from[i]})\n`;
+  });
+  for (const r of files) {
+    text += `\n${r.path}: ${r.status === "written" ? (r.created ? "created" : "written") : r.status}`;
+    text += r.backup ? ` (backup: ${r.backup})\n` : "\n";
+    if (r.diff) text += r.diff;
+  }
+  if (!files.some((r) => r.status === "written" || r.status === "would-write"))
+    text += "\nNothing to change: the files already say this.\n";
+  if (restart && !opts.dryRun)
+    text += `\nThe agent reads nix.conf only when it starts: restart it (${restart}).\n`;
+  return `${text}Check it: nix-builders verify ${t.sel ? "--agent" : `--user ${t.user.name}`}\n`;
+}
+
 async function useFor(t: Target, names: string[], opts: UseOptions, io: Io): Promise<number> {
   const v = t.view;
   const warnings: string[] = [];
@@ -165,158 +245,47 @@ async function useFor(t: Target, names: string[], opts: UseOptions, io: Io): Pro
 
   const sys = systemBuilders(v);
   const chosen = chooseLines(names, sys, v);
-  if (chosen.unmatched.length > 0) {
-    const avail = sys.result.machines.map(
-      (m) =>
-        `  ${m.storeUri}  (${formatOrigin({ kind: "file", file: m.origin.file ?? "builders", line: m.origin.line ?? 0 })})`,
-    );
-    const msg =
-      `no builder matches: ${chosen.unmatched.join(", ")}\n` +
-      `The system's builders (${sys.where}: builders = ${sys.value || '""'}):\n` +
-      (avail.length ? avail.join("\n") : "  (none)") +
-      "\n";
-    if (opts.json) {
-      io.out(json({ ok: false, user: t.user.name, error: "no-match", unmatched: chosen.unmatched }));
-      return EXIT.errors;
-    }
-    io.err(`nix-builders use: ${msg}`);
-    return EXIT.errors;
-  }
+  if (chosen.unmatched.length > 0) return noMatch(t, sys, chosen.unmatched, opts, io);
   warnings.push(...chosen.notes);
 
+  // Not trusted: refused, but a dry run still shows what would be written, with the refusal.
   const untrusted = v.storeMode === "daemon" && !v.trusted;
-  if (untrusted && !opts.force) {
-    const msg = `refusing: ${trustFix(v)}`;
-    return report(EXIT.errors, { refused: "local-untrusted", message: msg }, `nix-builders use: ${msg}\n`);
-  }
-  if (untrusted) warnings.push(`written with --force, but ${trustFix(v).replace(/ --force writes.*$/, "")}`);
-
-  // Settings that would override what we write.
-  for (const o of t.sel?.overrides ?? []) {
-    if (o.name === "builders" || o.name === "extra-builders")
-      warnings.push(
-        `the agent configuration sets nixSettings.${o.name} (${formatOrigin(o.origin)}), which Nix applies after nix.conf: remove it, or the agent keeps using those builders`,
-      );
-  }
-  if (v.env["NIX_CONFIG"]?.match(/(^|\n)\s*(extra-)?builders\s*=/))
-    warnings.push("NIX_CONFIG in the environment sets builders, which Nix applies after nix.conf");
-  if (v.env["NIX_USER_CONF_FILES"] !== undefined)
-    warnings.push(`NIX_USER_CONF_FILES is set; writing its first file, ${t.confFile}`);
+  const refusal = untrusted && !opts.force ? `refusing: ${trustFix(v)}` : null;
+  if (refusal && !opts.dryRun)
+    return report(
+      EXIT.errors,
+      { refused: "local-untrusted", message: refusal },
+      `nix-builders use: ${refusal}\n`,
+    );
+  if (untrusted && opts.force)
+    warnings.push(`written with --force, but ${trustFix(v).replace(/ --force writes.*$/, "")}`);
+  warnings.push(...overrideWarnings(t));
 
   const keep = opts.append ? buildersEntries(sys.value).map(toBytes) : [];
-  // With --append the system's machines are already in through `keep`; only literal lines are added.
-  const lines = opts.append
-    ? chosen.lines.filter((_l, i) => chosen.from[i] === "command line")
-    : chosen.lines;
-  if (opts.append && lines.length < chosen.lines.length)
+  const given = chosen.lines.filter((_l, i) => chosen.from[i] === COMMAND_LINE);
+  // With --append the system's machines are already in through `keep`; only given lines are added.
+  const copied = opts.append ? [] : chosen.lines.filter((_l, i) => chosen.from[i] !== COMMAND_LINE);
+  if (opts.append && given.length < chosen.lines.length)
     warnings.push(
       "--append: the chosen builders are already among the system's builders; the file only includes the system's list",
     );
-  const machinesText = machinesFileText({ user: t.user.name, keep, lines });
-  const buildersValue = `@${toBytes(t.machinesFile)}`;
-
-  const plan = (confOld: string | null) =>
-    setConfSetting(confOld ?? "", "builders", buildersValue, {
+  const machinesText = machinesFileText({ user: t.user.name, keep, lines: copied, given });
+  const plan: ConfPlan = (confOld) =>
+    setConfSetting(confOld ?? "", "builders", `@${toBytes(t.machinesFile)}`, {
       disable: ["extra-builders"],
       comment: "set by nix-builders use (nix-builders reset puts back what was here before)",
     });
 
-  // Managed by NixOS / nix-darwin / home-manager: write nothing, say what to configure instead.
-  const managed = withUserCreds(t.creds, () =>
-    [t.confFile, t.machinesFile]
-      .map((f) => ({ f, target: managedTarget(f) }))
-      .filter((x) => x.target !== null),
-  );
-  if (managed.length > 0) {
-    const snippet = nixosSnippet({
-      machines: chosen.machines,
-      lines: chosen.lines.map(fromBytes),
-      agent: t.sel !== null || t.user.name.includes("hercules"),
-      append: Boolean(opts.append),
-    });
-    const text =
-      managed
-        .map((m) => `${m.f} is managed by Nix (a link to ${m.target}); nothing was written.\n`)
-        .join("") +
-      "Set this in the system configuration instead (NixOS, or nix-darwin), then rebuild:\n\n" +
-      snippet;
-    return report(
-      EXIT.errors,
-      { managed: managed.map((m) => ({ path: m.f, target: m.target })), nixos: snippet },
-      text,
-    );
-  }
+  const managed = managedReply(t, chosen, Boolean(opts.append));
+  if (managed) return report(EXIT.errors, managed.extra, managed.text);
 
   // The user's config chain: real directories and files of the user's own, or a one-line refusal.
   checkConfigChain(t);
   const legacy = legacyStateFile(t);
   if (legacy) warnings.push(legacyMessage(legacy, t));
-  const results: FileResult[] = [];
-  const latin1 = (b: Buffer | null) => (b === null ? null : b.toString("latin1"));
-  let edit = plan(latin1(readManaged(t, t.confFile).bytes));
-
-  if (opts.dryRun) {
-    const mOld = latin1(readManaged(t, t.machinesFile).bytes);
-    const cOld = latin1(readManaged(t, t.confFile).bytes);
-    for (const [f, o, n] of [
-      [t.machinesFile, mOld, machinesText],
-      [t.confFile, cOld, edit.text],
-    ] as const) {
-      const diff = fromBytes(unifiedDiff(o, n, { old: f, new: f }));
-      results.push({
-        path: f,
-        status: diff ? "would-write" : "unchanged",
-        created: o === null,
-        backup: null,
-        diff,
-      });
-    }
-  } else {
-    const loc = stateLocation(t, io.env);
-    ensureStateDir(loc);
-    const lock = await acquireLock(loc.dir);
-    try {
-      let state = readState(loc);
-      if (state) checkStateMatches(state, t, loc);
-      // Again under the lock: what we record and write is what is there now.
-      checkConfigChain(t);
-      const mSnap = readManaged(t, t.machinesFile);
-      const cSnap = readManaged(t, t.confFile);
-      edit = plan(latin1(cSnap.bytes));
-      const wantMachines = Buffer.from(machinesText, "latin1");
-      const wantConf = Buffer.from(edit.text, "latin1");
-      state ??= newState(t, mSnap, cSnap);
-      // Record what we are about to write before writing it: reset then knows these bytes are ours.
-      for (const [rec, b] of [
-        [state.files.machines, wantMachines],
-        [state.files.conf, wantConf],
-      ] as const) {
-        const h = sha256(b);
-        if (!rec.written.includes(h)) rec.written.push(h);
-      }
-      writeState(loc, state);
-      ensureChainDirs(t);
-      for (const [f, b, snap] of [
-        [t.machinesFile, wantMachines, mSnap],
-        [t.confFile, wantConf, cSnap],
-      ] as const) {
-        const r: AtomicWriteResult = await atomicWrite(f, b, {
-          as: t.creds,
-          noFollow: true,
-          mode: snap.mode ?? 0o644,
-          ...(snap.gid !== null ? { gid: snap.gid } : {}),
-        });
-        const diff = fromBytes(unifiedDiff(latin1(snap.bytes), b.toString("latin1"), { old: f, new: f }));
-        if (r.status === "written")
-          results.push({ path: f, status: "written", created: r.created, backup: r.backup, diff });
-        else if (r.status === "unchanged")
-          results.push({ path: f, status: "unchanged", created: false, backup: null, diff: "" });
-        else results.push({ path: f, status: "managed", created: false, backup: null, diff: "" });
-      }
-    } finally {
-      lock.release();
-    }
-  }
+  const { files, edit } = opts.dryRun
+    ? previewUse(t, machinesText, plan)
+    : await applyUse(t, io.env, machinesText, plan);
 
   for (const c of edit.changes)
     if (c.includes("extra-builders"))
@@ -327,32 +296,28 @@ async function useFor(t: Target, names: string[], opts: UseOptions, io: Io): Pro
     warnings.push(
       `${t.confFile} has include lines after 'builders' (lines ${edit.laterIncludes.join(", ")}); a builders line in them would win`,
     );
+  // Written: is our line the one Nix uses now? (A later include can set builders again.)
+  const overridden = opts.dryRun ? null : await buildersInForce(t);
 
-  const changed = results.some((r) => r.status === "written" || r.status === "would-write");
+  const changed = files.some((r) => r.status === "written" || r.status === "would-write");
   const restart = t.sel && changed ? (agentRestartCommand(t.sel.agent) ?? "restart the agent") : null;
-  let text = `${t.user.name}'s builds ${opts.dryRun ? "would use" : "use"}${opts.append ? " the system's builders and" : ""}:\n`;
-  chosen.machines.forEach((m, i) => {
-    text += `  ${m.storeUri}  (${m.systemTypes.join(",")}; from ${chosen.from[i]})\n`;
-  });
-  for (const r of results) {
-    text += `\n${r.path}: ${r.status === "written" ? (r.created ? "created" : "written") : r.status}`;
-    text += r.backup ? ` (backup: ${r.backup})\n` : "\n";
-    if (r.diff) text += r.diff;
-  }
-  if (!changed) text += "\nNothing to change: the files already say this.\n";
-  if (restart && !opts.dryRun)
-    text += `\nThe agent reads nix.conf only when it starts: restart it (${restart}).\n`;
-  text += `Check it: nix-builders verify ${t.sel ? "--agent" : `--user ${t.user.name}`}\n`;
+  let text = renderUse(t, chosen, files, opts, restart);
+  if (refusal) text += `\nnix-builders use: ${refusal}\n`;
+  if (overridden) text += `\nnix-builders use: ${overridden}\n`;
+  const failed = refusal ?? overridden;
+  const machines = chosen.machines.map((m, i) => ({
+    storeUri: m.storeUri,
+    systems: m.systemTypes,
+    from: chosen.from[i],
+  }));
   return report(
-    untrusted || warnings.length > 0 ? EXIT.warnings : EXIT.ok,
+    failed ? EXIT.errors : untrusted || warnings.length > 0 ? EXIT.warnings : EXIT.ok,
     {
       dryRun: Boolean(opts.dryRun),
-      machines: chosen.machines.map((m, i) => ({
-        storeUri: m.storeUri,
-        systems: m.systemTypes,
-        from: chosen.from[i],
-      })),
-      files: results,
+      ...(refusal ? { refused: "local-untrusted", message: refusal } : {}),
+      ...(overridden ? { overridden: overridden } : {}),
+      machines,
+      files,
       restart,
     },
     text,

@@ -14,8 +14,10 @@
  * The lock is a kernel flock(2) lock: we open the lock file and let util-linux's `flock -x FD` (Node has no
  * flock binding) take the lock on our open file description; it then belongs to our process and the kernel
  * drops it when we close the fd or die, kill -9 included. So a crashed holder can never block the next run.
- * The lock file is left in place on purpose (deleting it would reintroduce the classic unlink race); it
- * holds the pid of the last holder for error messages.
+ * The lock file is normally left in place; `releaseAndRemove` deletes it without the classic unlink race,
+ * because every holder checks, once locked, that the path still names the file it locked (else it starts
+ * over). It holds the pid of the last holder for error messages. A caller that serialises the writers of
+ * a file itself (`use`/`reset`, under their record's lock) passes `unlocked`: no lock file in that directory.
  *
  * Root writing into a user's directory passes `opts.as` (that user): then every path-based step, the lock
  * file included, runs with the user's credentials (host/user-creds.ts), the new file is the user's, and
@@ -52,6 +54,13 @@ export interface AtomicWriteOptions {
   readonly noFollow?: boolean;
   /** Largest old file we read (default 16 MiB); a bigger one is an UnsafeFileError. */
   readonly maxBytes?: number;
+  /**
+   * The caller already serialises every writer of this file (use/reset hold their record's lock): take no
+   * lock in the file's directory, so no lock file is left there.
+   */
+  readonly unlocked?: boolean;
+  /** Give the written file this modification time, in ms since the epoch (reset puts the original's back). */
+  readonly mtimeMs?: number;
 }
 
 export const MAX_FILE_BYTES = 16 * 1024 * 1024;
@@ -174,6 +183,11 @@ function resolveTarget(file: string, noFollow = false): string {
 export interface HeldLock {
   readonly path: string;
   release(): void;
+  /**
+   * Unlink the lock file, then release. Safe because every holder checks, once locked, that the path
+   * still names the file it locked (else it locks again): a waiter on the unlinked file starts over.
+   */
+  releaseAndRemove(): void;
 }
 
 async function runFlock(fd: number, timeoutMs: number): Promise<"locked" | "timeout"> {
@@ -198,6 +212,15 @@ async function runFlock(fd: number, timeoutMs: number): Promise<"locked" | "time
  * lock file is opened (and created) with that user's credentials; flock(2) itself needs no rights.
  */
 export async function acquireLock(dir: string, timeoutMs = 30_000, as?: Creds): Promise<HeldLock> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const held = await lockOnce(dir, Math.max(0, deadline - Date.now()), as);
+    if (held !== null) return held;
+  }
+}
+
+/** One attempt: the held lock, or null when the lock file was removed while we waited (try again). */
+async function lockOnce(dir: string, timeoutMs: number, as?: Creds): Promise<HeldLock | null> {
   const lockPath = path.join(dir, LOCK_NAME);
   // O_NOFOLLOW: never let a planted symlink make us truncate some other file. Read-only is enough for
   // flock(2), so a lock file created by another user (e.g. root, in the agent's home) still works.
@@ -236,6 +259,19 @@ export async function acquireLock(dir: string, timeoutMs = 30_000, as?: Creds): 
       }
       throw new LockTimeoutError(lockPath, holder);
     }
+    // The holder before us may have removed the lock file (releaseAndRemove): then ours is stale.
+    const mine = fs.fstatSync(fd);
+    const now = creds(as, () => {
+      try {
+        return fs.lstatSync(lockPath);
+      } catch {
+        return null;
+      }
+    });
+    if (now === null || now.ino !== mine.ino || now.dev !== mine.dev) {
+      fs.closeSync(fd);
+      return null;
+    }
     if (writable) {
       fs.ftruncateSync(fd, 0);
       fs.writeSync(fd, `${process.pid}\n`, 0);
@@ -245,12 +281,17 @@ export async function acquireLock(dir: string, timeoutMs = 30_000, as?: Creds): 
     throw e;
   }
   let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    fs.closeSync(fd); // closing the last reference drops the flock
+  };
   return {
     path: lockPath,
-    release() {
-      if (released) return;
-      released = true;
-      fs.closeSync(fd); // closing the last reference drops the flock
+    release,
+    releaseAndRemove() {
+      if (!released) creds(as, () => fs.rmSync(lockPath, { force: true }));
+      release();
     },
   };
 }
@@ -364,27 +405,25 @@ export async function atomicWrite(
   const base = path.basename(target);
   const data = typeof content === "string" ? Buffer.from(content, "utf8") : Buffer.from(content);
 
-  return withLock(
-    dir,
-    () =>
-      creds(opts.as, () => {
-        removeStaleTemps(dir, base);
-        const old = openOld(target, opts.maxBytes ?? MAX_FILE_BYTES);
-        if (old && opts.as && old.st.uid !== opts.as.uid) {
-          fs.closeSync(old.fd);
-          throw new UnsafeFileError(
-            target,
-            `owned by uid ${old.st.uid}, not by ${opts.as.name}; a file's owner is never changed`,
-          );
-        }
-        try {
-          return writeLocked(target, dir, base, data, old, opts);
-        } finally {
-          if (old) fs.closeSync(old.fd);
-        }
-      }),
-    opts.lockTimeoutMs,
-    opts.as,
+  const locked = <T>(fn: () => T): Promise<T> =>
+    opts.unlocked ? Promise.resolve().then(fn) : withLock(dir, fn, opts.lockTimeoutMs, opts.as);
+  return locked(() =>
+    creds(opts.as, () => {
+      removeStaleTemps(dir, base);
+      const old = openOld(target, opts.maxBytes ?? MAX_FILE_BYTES);
+      if (old && opts.as && old.st.uid !== opts.as.uid) {
+        fs.closeSync(old.fd);
+        throw new UnsafeFileError(
+          target,
+          `owned by uid ${old.st.uid}, not by ${opts.as.name}; a file's owner is never changed`,
+        );
+      }
+      try {
+        return writeLocked(target, dir, base, data, old, opts);
+      } finally {
+        if (old) fs.closeSync(old.fd);
+      }
+    }),
   );
 }
 
@@ -452,6 +491,10 @@ function writeLocked(
       fs.fchmodSync(old.fd, mode);
       metadataFixed = true;
     }
+    if (opts.mtimeMs !== undefined && Math.abs(old.st.mtimeMs - opts.mtimeMs) >= 0.001) {
+      fs.futimesSync(old.fd, old.st.atime, opts.mtimeMs / 1000);
+      metadataFixed = true;
+    }
     return { status: "unchanged", path: target, metadataFixed } as const;
   }
 
@@ -467,6 +510,7 @@ function writeLocked(
     while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
     chownFd(fd, uid, gid, opts);
     fs.fchmodSync(fd, mode); // after chown: chown may clear setuid/setgid bits
+    if (opts.mtimeMs !== undefined) fs.futimesSync(fd, new Date(), opts.mtimeMs / 1000);
     fs.fsyncSync(fd);
   } catch (e) {
     fs.closeSync(fd);
@@ -507,37 +551,41 @@ function chownFd(fd: number, uid: number, gid: number, opts: AtomicWriteOptions)
 /**
  * Move `file` aside to a fresh `<file>.nix-builders.<ISO time>.bak` (a rename: atomic, the bytes, owner and
  * mode stay as they were), under the directory's lock. Returns the backup path, or null when there is no
- * file. Refuses a symlink or anything but a regular file.
+ * file. Refuses a symlink or anything but a regular file. With `remove`, the file is unlinked instead (the
+ * caller knows its bytes are kept elsewhere) and the file's own path is returned.
  */
 export async function moveAside(
   file: string,
-  opts: Pick<AtomicWriteOptions, "as" | "lockTimeoutMs" | "now"> = {},
+  opts: Pick<AtomicWriteOptions, "as" | "lockTimeoutMs" | "now" | "unlocked"> & { remove?: boolean } = {},
 ): Promise<string | null> {
   const dir = path.dirname(file);
-  return withLock(
-    dir,
-    () =>
-      creds(opts.as, () => {
-        let st: fs.Stats;
-        try {
-          st = fs.lstatSync(file);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-          throw e;
-        }
-        if (st.isSymbolicLink()) throw new UnsafeFileError(file, "is a symbolic link; refusing to move it");
-        if (!st.isFile()) throw new UnsafeFileError(file, "is not a regular file");
-        if (opts.as && st.uid !== opts.as.uid)
-          throw new UnsafeFileError(
-            file,
-            `owned by uid ${st.uid}, not by ${opts.as.name}; refusing to move it`,
-          );
-        const dest = uniqueBackupPath(file, (opts.now ?? (() => new Date()))());
-        fs.renameSync(file, dest);
+  const locked = <T>(fn: () => T): Promise<T> =>
+    opts.unlocked ? Promise.resolve().then(fn) : withLock(dir, fn, opts.lockTimeoutMs, opts.as);
+  return locked(() =>
+    creds(opts.as, () => {
+      let st: fs.Stats;
+      try {
+        st = fs.lstatSync(file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw e;
+      }
+      if (st.isSymbolicLink()) throw new UnsafeFileError(file, "is a symbolic link; refusing to move it");
+      if (!st.isFile()) throw new UnsafeFileError(file, "is not a regular file");
+      if (opts.as && st.uid !== opts.as.uid)
+        throw new UnsafeFileError(
+          file,
+          `owned by uid ${st.uid}, not by ${opts.as.name}; refusing to move it`,
+        );
+      if (opts.remove) {
+        fs.unlinkSync(file);
         fsyncDir(dir);
-        return dest;
-      }),
-    opts.lockTimeoutMs,
-    opts.as,
+        return file;
+      }
+      const dest = uniqueBackupPath(file, (opts.now ?? (() => new Date()))());
+      fs.renameSync(file, dest);
+      fsyncDir(dir);
+      return dest;
+    }),
   );
 }

@@ -158,6 +158,41 @@ function kind(st) {
   if (st.isSocket()) return "a socket";
   return "not a file";
 }
+// src/nix/bytes.ts decodeBytes: UTF-8, and each byte outside a valid sequence as U+DC00 + byte
+function seqLen(b, i) {
+  const b0 = b[i];
+  if (b0 < 0x80) return 1;
+  const b1 = i + 1 < b.length ? b[i + 1] : -1;
+  if (b0 >= 0xc2 && b0 <= 0xdf) return b1 >= 0x80 && b1 <= 0xbf ? 2 : 0;
+  const lo = b0 === 0xe0 ? 0xa0 : b0 === 0xf0 ? 0x90 : 0x80;
+  const hi = b0 === 0xed ? 0x9f : b0 === 0xf4 ? 0x8f : 0xbf;
+  if (b1 < lo || b1 > hi) return 0;
+  const b2 = i + 2 < b.length ? b[i + 2] : -1;
+  if (b2 < 0x80 || b2 > 0xbf) return 0;
+  if (b0 >= 0xe0 && b0 <= 0xef) return 3;
+  if (b0 < 0xf0 || b0 > 0xf4) return 0;
+  const b3 = i + 3 < b.length ? b[i + 3] : -1;
+  return b3 >= 0x80 && b3 <= 0xbf ? 4 : 0;
+}
+function decode(b) {
+  if (require("buffer").isUtf8(b)) return b.toString("utf8");
+  const parts = [];
+  let esc = [];
+  const flush = () => { if (esc.length) parts.push(String.fromCharCode.apply(null, esc)); esc = []; };
+  let i = 0, run = 0;
+  while (i < b.length) {
+    const n = seqLen(b, i);
+    if (n > 0) { i += n; continue; }
+    if (run < i) { flush(); parts.push(b.toString("utf8", run, i)); }
+    esc.push(0xdc00 + b[i]);
+    if (esc.length === 8192) flush();
+    i++;
+    run = i;
+  }
+  flush();
+  if (run < b.length) parts.push(b.toString("utf8", run, b.length));
+  return parts.join("");
+}
 function read(p) {
   let st;
   try { st = fs.statSync(p); } catch (e) { return { ok: false, code: code(e) }; }
@@ -183,7 +218,7 @@ function read(p) {
       total += n;
       if (total > LIMIT) return { ok: false, code: "EFBIG" };
     }
-    return { ok: true, text: Buffer.concat(chunks).toString("utf8") };
+    return { ok: true, text: decode(Buffer.concat(chunks)) };
   } catch (e) { return { ok: false, code: code(e) }; }
   finally { fs.closeSync(fd); }
 }

@@ -7,16 +7,17 @@
  * `Buffer.from(text, "latin1")`). So lines we do not touch, including non-UTF-8 bytes and `\r`, come back
  * exactly as they were.
  */
+import { decodeBytes, encodeBytes } from "./bytes.js";
 import type { Machine } from "./machines.js";
 
 /** A UTF-8 string (a path, a user-given name) as a byte string. */
 export function toBytes(s: string): string {
-  return Buffer.from(s, "utf8").toString("latin1");
+  return encodeBytes(s).toString("latin1");
 }
 
-/** A byte string, decoded as UTF-8 for display. */
+/** A byte string, decoded as every file is (bytes that are not UTF-8 kept, see src/nix/bytes.ts). */
 export function fromBytes(s: string): string {
-  return Buffer.from(s, "latin1").toString("utf8");
+  return decodeBytes(Buffer.from(s, "latin1"));
 }
 
 /** Split into lines; each keeps nothing of its `\n`. A final `\n` does not open another line. */
@@ -204,8 +205,10 @@ export interface MachinesFileInput {
   user: string;
   /** `--append`: the system's builders entries, kept first. */
   keep: readonly string[];
-  /** The chosen machines' lines. */
+  /** The chosen machines' lines, copied from the system's builders. */
   lines: readonly string[];
+  /** Whole machine lines given on the command line. */
+  given?: readonly string[];
 }
 
 export function machinesFileText(i: MachinesFileInput): string {
@@ -214,11 +217,15 @@ export function machinesFileText(i: MachinesFileInput): string {
   if (i.keep.length > 0) {
     t += "# The system's builders (--append):\n";
     for (const k of i.keep) t += `${k}\n`;
-    t += "# Added:\n";
-  } else {
-    t += "# Copied from the system's builders:\n";
   }
-  for (const l of i.lines) t += `${l}\n`;
+  if (i.lines.length > 0) {
+    t += "# Copied from the system's builders:\n";
+    for (const l of i.lines) t += `${l}\n`;
+  }
+  if (i.given !== undefined && i.given.length > 0) {
+    t += "# Given on the command line:\n";
+    for (const l of i.given) t += `${l}\n`;
+  }
   return t;
 }
 

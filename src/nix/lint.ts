@@ -33,6 +33,14 @@ export interface Finding {
   fix: string;
   /** What Nix itself prints (without `error: ` / `warning: `), when it says anything. */
   nixMessage?: string;
+  /** This finding only follows from another one on the same line (see `groupConsequences`). */
+  causedBy?: { id: string; file: string | null; line: number | null };
+  /** How many findings follow from this one (they come right after it). */
+  consequences?: number;
+  /** Internal, never printed: the machine row the finding is about. */
+  row?: string;
+  /** Internal, never printed: the rows this finding makes into machines that the user did not mean. */
+  bogusRows?: readonly string[];
 }
 
 export type LintSummary = Summary;
@@ -682,6 +690,51 @@ function legacyFinding(
   }
 }
 
+/** The cause of machines nobody meant: a comment's tails (2.8 splits on `;` first), or a row read as a path store. */
+function withBogusRows(f: Finding, w: BuildersWarning): Finding {
+  const rows = w.code === "semicolon-in-comment" ? (w.tails ?? []) : [w.row];
+  return rows.length > 0 ? { ...f, bogusRows: rows } : f;
+}
+
+/**
+ * One bad line, its follow-on findings grouped: a finding about a row that another finding on the same
+ * line says Nix reads as a machine nobody meant (the text after a `;` in a comment, a row with space
+ * before `@`) follows from that one. It gets `causedBy` and moves right after its cause, which counts
+ * them in `consequences`. The rest keep their order.
+ */
+export function groupConsequences(findings: readonly Finding[]): Finding[] {
+  const causes = findings.filter((f) => f.bogusRows !== undefined && f.bogusRows.length > 0);
+  if (causes.length === 0) return findings.map(withoutTags);
+  const under = new Map<Finding, Finding[]>();
+  const followers = new Set<Finding>();
+  for (const f of findings) {
+    if (f.row === undefined || f.bogusRows !== undefined) continue;
+    const cause = causes.find((c) => c.file === f.file && c.line === f.line && c.bogusRows!.includes(f.row!));
+    if (cause === undefined) continue;
+    followers.add(f);
+    under.set(cause, [...(under.get(cause) ?? []), f]);
+  }
+  const out: Finding[] = [];
+  for (const f of findings) {
+    if (followers.has(f)) continue;
+    const list = under.get(f);
+    if (list === undefined) {
+      out.push(f);
+      continue;
+    }
+    out.push({ ...f, consequences: list.length });
+    for (const c of list) out.push({ ...c, causedBy: { id: f.id, file: f.file, line: f.line } });
+  }
+  return out.map(withoutTags);
+}
+
+/** The finding without the internal `row` / `bogusRows` tags. */
+function withoutTags(f: Finding): Finding {
+  if (f.row === undefined && f.bogusRows === undefined) return f;
+  const { row: _row, bogusRows: _rows, ...rest } = f;
+  return rest;
+}
+
 function isLegacyWarning(w: BuildersWarning): "semicolon-in-comment" | "space-before-at" | null {
   if (w.code === "semicolon-in-comment") return "semicolon-in-comment";
   if (w.code === "not-an-include") return "space-before-at";
@@ -833,16 +886,17 @@ export function lintMachines(input: MachinesLintInput): Finding[] {
       out.push(legacyFinding("blank-entry", version, { file: p.file, line: p.line }, p.row, p.message));
       continue;
     }
-    out.push(problemFinding(p, isFirst));
+    out.push({ ...problemFinding(p, isFirst), row: p.row });
   }
   for (const w of machines.warnings) {
     const legacy = isLegacyWarning(w);
     if (legacy) {
-      if (!head) out.push(legacyFinding(legacy, version, { file: w.file, line: w.line }, w.row));
+      if (!head)
+        out.push(withBogusRows(legacyFinding(legacy, version, { file: w.file, line: w.line }, w.row), w));
       continue;
     }
     const f = machineWarningFinding(w, version);
-    if (f) out.push(f);
+    if (f) out.push({ ...f, row: w.row });
   }
   if (head && input.machines28) {
     const m28 = input.machines28;
@@ -1079,127 +1133,133 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
     else users.set(m.sshKey, { first: m, count: 1 });
   }
   for (const [path, { first: m, count }] of users) {
-    const f = byPath.get(path)!;
-    const where = m.origin;
-    const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
-    const shown = `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`;
-    // ssh expands `~` before it opens the key, and its messages name the expanded path
-    const sshName = f.path.startsWith("~") && f.resolved ? f.resolved : f.path;
-    const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
-    if (f.inStore) {
-      out.push(
-        finding(
-          "key-in-store",
-          "error",
-          where,
-          `ssh key ${shown} is in the Nix store: it is world-readable there (so leaked to every user and every cache it is copied to), and ssh run by the store's owner refuses it as an unprotected private key`,
-          'keep the key outside the store (e.g. /etc/nix/builder_ed25519, mode 0600, owned by root) and write that path in column 3; NixOS: `sshKey = "/etc/nix/..."` as a string, not a path literal',
-        ),
-      );
-    }
-    if (!f.exists) {
-      out.push(
-        finding(
-          "key-missing",
-          "error",
-          where,
-          `ssh key ${shown} does not exist: ssh warns and tries ${hookUser.name}'s default keys instead, which the builder usually does not accept`,
-          `create the key (\`ssh-keygen -t ed25519 -N '' -f ${f.resolved ?? f.path}\`) and authorise its .pub on the builder, or fix the path`,
-          `Warning: Identity file ${sshName} not accessible: No such file or directory.`,
-        ),
-      );
-      continue;
-    }
-    if (f.isFile === false) {
-      out.push(
-        finding(
-          "key-not-a-file",
-          "error",
-          where,
-          `ssh key ${shown} is not a regular file`,
-          "point column 3 at the private key file",
-        ),
-      );
-      continue;
-    }
-    if (f.readableByHookUser === false) {
-      out.push(
-        finding(
-          "key-unreadable",
-          "error",
-          where,
-          `ssh key ${shown} is not readable by ${hookUser.name}; ${runs}, so this key is never offered`,
-          hookUser.uid === 0
-            ? `make the key readable by root (it normally is; check ACLs and the file system)`
-            : `give ${hookUser.name} read access: \`chown ${hookUser.name} ${f.resolved ?? f.path} && chmod 600 ${f.resolved ?? f.path}\``,
-          `Load key "${sshName}": Permission denied`,
-        ),
-      );
-    } else if (f.readableByHookUser === null) {
-      out.push(
-        finding(
-          "key-unchecked",
-          "info",
-          where,
-          `could not check whether ${hookUser.name} can read ssh key ${shown} (run the lint as root to check)`,
-          `run \`sudo nix-builders lint\``,
-        ),
-      );
-    }
-    const pub = f.path.endsWith(".pub");
-    if (f.loadError || pub) {
-      // not a private key at all (a .pub, a certificate, …): that is the fix; its mode does not matter
-      // (ssh-keygen refuses a 0644 .pub on its mode before parsing it, so loadError may be unknown here)
-      const tooOpen = f.mode !== null && (f.mode & 0o077) !== 0;
-      const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
-      out.push(
-        finding(
-          "key-invalid",
-          "error",
-          where,
-          pub
-            ? `ssh key ${shown} is a public key (.pub): ssh needs the private half, so authentication fails${f.loadError ? ` (${f.loadError})` : ""}`
-            : `ssh key ${shown} is not a private key ssh can load (${f.loadError})`,
-          pub
-            ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
-            : "point column 3 at the private key (the file without .pub)",
-          f.loadError
-            ? `Load key "${sshName}": ${f.loadError}`
-            : tooOpen && ownedByHook
-              ? `Permissions ${fmtMode(f.mode!)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+    const start = out.length;
+    try {
+      const f = byPath.get(path)!;
+      const where = m.origin;
+      const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
+      const shown = `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`;
+      // ssh expands `~` before it opens the key, and its messages name the expanded path
+      const sshName = f.path.startsWith("~") && f.resolved ? f.resolved : f.path;
+      const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
+      if (f.inStore) {
+        out.push(
+          finding(
+            "key-in-store",
+            "error",
+            where,
+            `ssh key ${shown} is in the Nix store: it is world-readable there (so leaked to every user and every cache it is copied to), and ssh run by the store's owner refuses it as an unprotected private key`,
+            'keep the key outside the store (e.g. /etc/nix/builder_ed25519, mode 0600, owned by root) and write that path in column 3; NixOS: `sshKey = "/etc/nix/..."` as a string, not a path literal',
+          ),
+        );
+      }
+      if (!f.exists) {
+        out.push(
+          finding(
+            "key-missing",
+            "error",
+            where,
+            `ssh key ${shown} does not exist: ssh warns and tries ${hookUser.name}'s default keys instead, which the builder usually does not accept`,
+            `create the key (\`ssh-keygen -t ed25519 -N '' -f ${f.resolved ?? f.path}\`) and authorise its .pub on the builder, or fix the path`,
+            `Warning: Identity file ${sshName} not accessible: No such file or directory.`,
+          ),
+        );
+        continue;
+      }
+      if (f.isFile === false) {
+        out.push(
+          finding(
+            "key-not-a-file",
+            "error",
+            where,
+            `ssh key ${shown} is not a regular file`,
+            "point column 3 at the private key file",
+          ),
+        );
+        continue;
+      }
+      if (f.readableByHookUser === false) {
+        out.push(
+          finding(
+            "key-unreadable",
+            "error",
+            where,
+            `ssh key ${shown} is not readable by ${hookUser.name}; ${runs}, so this key is never offered`,
+            hookUser.uid === 0
+              ? `make the key readable by root (it normally is; check ACLs and the file system)`
+              : `give ${hookUser.name} read access: \`chown ${hookUser.name} ${f.resolved ?? f.path} && chmod 600 ${f.resolved ?? f.path}\``,
+            `Load key "${sshName}": Permission denied`,
+          ),
+        );
+      } else if (f.readableByHookUser === null) {
+        out.push(
+          finding(
+            "key-unchecked",
+            "info",
+            where,
+            `could not check whether ${hookUser.name} can read ssh key ${shown} (run the lint as root to check)`,
+            `run \`sudo nix-builders lint\``,
+          ),
+        );
+      }
+      const pub = f.path.endsWith(".pub");
+      if (f.loadError || pub) {
+        // not a private key at all (a .pub, a certificate, …): that is the fix; its mode does not matter
+        // (ssh-keygen refuses a 0644 .pub on its mode before parsing it, so loadError may be unknown here)
+        const tooOpen = f.mode !== null && (f.mode & 0o077) !== 0;
+        const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
+        out.push(
+          finding(
+            "key-invalid",
+            "error",
+            where,
+            pub
+              ? `ssh key ${shown} is a public key (.pub): ssh needs the private half, so authentication fails${f.loadError ? ` (${f.loadError})` : ""}`
+              : `ssh key ${shown} is not a private key ssh can load (${f.loadError})`,
+            pub
+              ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
+              : "point column 3 at the private key (the file without .pub)",
+            f.loadError
+              ? `Load key "${sshName}": ${f.loadError}`
+              : tooOpen && ownedByHook
+                ? `Permissions ${fmtMode(f.mode!)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
+                : undefined,
+          ),
+        );
+        continue;
+      }
+      if (f.mode !== null && (f.mode & 0o077) !== 0 && !f.inStore) {
+        const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
+        out.push(
+          finding(
+            "key-permissions",
+            ownedByHook ? "error" : "warning",
+            where,
+            ownedByHook
+              ? `ssh key ${shown} has mode ${fmtMode(f.mode)}: it is accessible by group or others, and ssh (run by its owner ${hookUser.name}) ignores such a key`
+              : `ssh key ${shown} has mode ${fmtMode(f.mode)}: other users can read this private key (ssh still uses it, because ${hookUser.name} does not own it)`,
+            `chmod 600 ${f.resolved ?? f.path}`,
+            ownedByHook
+              ? `Permissions ${fmtMode(f.mode)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
               : undefined,
-        ),
-      );
-      continue;
-    }
-    if (f.mode !== null && (f.mode & 0o077) !== 0 && !f.inStore) {
-      const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
-      out.push(
-        finding(
-          "key-permissions",
-          ownedByHook ? "error" : "warning",
-          where,
-          ownedByHook
-            ? `ssh key ${shown} has mode ${fmtMode(f.mode)}: it is accessible by group or others, and ssh (run by its owner ${hookUser.name}) ignores such a key`
-            : `ssh key ${shown} has mode ${fmtMode(f.mode)}: other users can read this private key (ssh still uses it, because ${hookUser.name} does not own it)`,
-          `chmod 600 ${f.resolved ?? f.path}`,
-          ownedByHook
-            ? `Permissions ${fmtMode(f.mode)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
-            : undefined,
-        ),
-      );
-    }
-    if (f.passphrase === true) {
-      out.push(
-        finding(
-          "key-passphrase",
-          "error",
-          where,
-          `ssh key ${shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
-          `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${f.resolved ?? f.path}\` removes it), readable only by ${hookUser.name}`,
-          `Load key "${sshName}": incorrect passphrase supplied to decrypt private key`,
-        ),
-      );
+          ),
+        );
+      }
+      if (f.passphrase === true) {
+        out.push(
+          finding(
+            "key-passphrase",
+            "error",
+            where,
+            `ssh key ${shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
+            `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${f.resolved ?? f.path}\` removes it), readable only by ${hookUser.name}`,
+            `Load key "${sshName}": incorrect passphrase supplied to decrypt private key`,
+          ),
+        );
+      }
+    } finally {
+      // the findings of this key are about the first machine that names it
+      for (let i = start; i < out.length; i++) out[i] = { ...out[i]!, row: m.row };
     }
   }
   return out;

@@ -6,7 +6,9 @@
  * the first exception kills the build hook. We keep going past errors so that a linter can report every bad
  * row with its file and line, but `error` is exactly what Nix raises.
  */
+
 import { isPublicKeyLine, nixBase64Decode } from "./base64.js";
+import { encodeBytes } from "./bytes.js";
 import { readProblemText, unboundedReadError } from "./conf.js";
 import { strerror } from "./errors.js";
 import { excerpt, looksLikePrivateKey } from "./redact.js";
@@ -78,6 +80,11 @@ export interface BuildersWarning {
   line: number | null;
   row: string;
   suggestion?: string;
+  /**
+   * `semicolon-in-comment` (2.8 splitting): the rows after the `;` on that line, still comment to the
+   * reader but machines to Nix. Their own findings follow from this one.
+   */
+  tails?: string[];
 }
 
 export interface ParseBuildersInput {
@@ -141,9 +148,9 @@ export function nixTrim(s: string): string {
   return s.slice(a, b);
 }
 
-/** Byte-wise (UTF-8) comparison, the order of `std::set<std::string>`. */
+/** Byte-wise comparison of the bytes the strings stand for, the order of `std::set<std::string>`. */
 export function byteCompare(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  return Buffer.compare(encodeBytes(a), encodeBytes(b));
 }
 
 function sortedSet(xs: string[]): string[] {
@@ -302,21 +309,27 @@ function expand28(ctx: Ctx, text: string, src: Source): void {
   let lineIdx = 0;
   let start = 0;
   let startLine = 0;
+  // the `semicolon-in-comment` warning of this line, once a comment has been split: later pieces are its tails
+  let inComment: BuildersWarning | null = null;
   const flush = (end: number): void => {
     const raw = text.slice(start, end);
     if (raw === "") return;
     const hash = raw.indexOf("#");
     const piece = hash >= 0 ? raw.slice(0, hash) : raw;
     const where: Where = { file: src.file, line: lineOf(src, startLine) };
+    if (inComment !== null && piece !== "") inComment.tails!.push(piece);
     if (hash >= 0 && end < text.length && text[end] === ";") {
       // the text after this `;` is still in the comment for the user, but 2.8 parses it as a row
-      ctx.warnings.push({
+      const w: BuildersWarning = {
         code: "semicolon-in-comment",
         message:
           "Nix 2.8 splits on ';' before removing comments: the text after ';' in this comment is read as a machine (fixed in Nix 2.29)",
         ...where,
         row: raw,
-      });
+        tails: [],
+      };
+      ctx.warnings.push(w);
+      inComment ??= w;
     }
     if (piece === "") return;
     if (piece[0] === "@") {
@@ -338,7 +351,10 @@ function expand28(ctx: Ctx, text: string, src: Source): void {
     const c = text[i];
     if (c === "\n" || c === ";") {
       flush(i);
-      if (c === "\n") lineIdx++;
+      if (c === "\n") {
+        lineIdx++;
+        inComment = null;
+      }
       start = i + 1;
       startLine = lineIdx;
     }

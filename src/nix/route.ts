@@ -9,7 +9,7 @@
  * See docs/routing.md for the rules and the version differences. Nothing here does I/O.
  */
 
-import { renderStoreUri } from "./store-uri.js";
+import { overlongSlotName, renderStoreUri } from "./store-uri.js";
 import { NIX_2_8, NIX_LATEST, type NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
 
@@ -64,6 +64,8 @@ export interface RouteInput {
   readonly buildMode?: "normal" | "repair" | "check";
   /** Store URIs the hook has disabled after a failed connection (in the same hook process). */
   readonly disabled?: ReadonlySet<string>;
+  /** Nix's state directory, for the slot lock file paths in messages. Default /nix/var/nix. */
+  readonly stateDir?: string;
 }
 
 export type DecisionKind = "remote" | "local" | "postpone" | "none";
@@ -115,6 +117,8 @@ export interface HookOutcome {
   readonly canBuildLocally: boolean;
   /** The "Failed to find a machine" text, with the log level Nix prints it at. */
   readonly noMachineMessage: { readonly text: string; readonly level: "warn" | "chatty" } | null;
+  /** The error the hook dies of before replying (then `reply` is null), e.g. a slot lock file name too long. */
+  readonly died?: string;
 }
 
 export interface RouteResult {
@@ -300,6 +304,8 @@ interface HookRun {
   rows: MachineRow[];
   best: RouteMachine | null;
   rightType: boolean;
+  /** The error the hook dies of while weighing the machines (it opens each candidate's slot lock files). */
+  died: string | null;
 }
 
 function runHookSelection(input: RouteInput, rules: RouteRules): HookRun {
@@ -310,6 +316,8 @@ function runHookSelection(input: RouteInput, rules: RouteRules): HookRun {
   let bestLoad = 0;
   let bestScore = 0;
   let rightType = false;
+  let died: string | null = null;
+  const version = versionOf(input.version);
   for (const m of input.machines) {
     const reasons: string[] = [];
     if (input.disabled?.has(m.storeUri))
@@ -326,12 +334,21 @@ function runHookSelection(input: RouteInput, rules: RouteRules): HookRun {
     const maxJobs = Math.max(0, Math.trunc(m.maxJobs));
     const load = Math.min(Math.max(0, Math.trunc(input.load?.get(m.storeUri) ?? 0)), maxJobs);
     const freeSlots = maxJobs - load;
+    // The hook opens the slot lock files of every machine of the right type (2.8 and 2.30
+    // build-remote.cc): a name over NAME_MAX bytes throws, and the hook dies without replying.
+    const overlong = typeOk && maxJobs > 0 ? overlongSlotName(m.storeUri, version) : null;
+    if (overlong !== null) {
+      reasons.push(
+        `its slot lock file name is ${new TextEncoder().encode(overlong).length} bytes, over the 255 a file name may have: the hook dies opening it`,
+      );
+      died ??= `opening lock file '${input.stateDir ?? "/nix/var/nix"}/current-load/${overlong}': File name too long`;
+    }
     if (maxJobs === 0) reasons.push("maxJobs is 0: never chosen");
     else if (freeSlots === 0) reasons.push(`no free slot (${load}/${maxJobs} busy)`);
     let sc: number | null = null;
     if (typeOk) {
       rightType = true;
-      if (freeSlots > 0) {
+      if (freeSlots > 0 && overlong === null) {
         sc = score(rules, load, m.speedFactor);
         let better = false;
         if (best === null) better = true;
@@ -351,7 +368,7 @@ function runHookSelection(input: RouteInput, rules: RouteRules): HookRun {
     }
     rows.push({
       storeUri: m.storeUri,
-      eligible: typeOk && freeSlots > 0,
+      eligible: typeOk && freeSlots > 0 && overlong === null,
       rightType: typeOk,
       reasons,
       load,
@@ -359,7 +376,7 @@ function runHookSelection(input: RouteInput, rules: RouteRules): HookRun {
       score: sc,
     });
   }
-  return { rows, best, rightType };
+  return { rows, best, rightType, died };
 }
 
 /** Nix's decision for one derivation. */
@@ -393,9 +410,14 @@ export function route(input: RouteInput): RouteResult {
   const couldBuildLocally = local.maxJobs > 0 && hookPlatformOk && check.missingFeatures.length === 0;
   const hookCanBuildLocally = amWilling && hookPlatformOk && check.missingFeatures.length === 0;
 
-  const runHook = (): { reply: HookReply; sel: HookRun; noMachine: HookOutcome["noMachineMessage"] } => {
+  const runHook = (): {
+    reply: HookReply | null;
+    sel: HookRun;
+    noMachine: HookOutcome["noMachineMessage"];
+  } => {
     const sel = runHookSelection(input, rules);
     if (input.machines.length === 0) return { reply: "decline-permanently", sel, noMachine: null };
+    if (sel.died !== null) return { reply: null, sel, noMachine: null };
     if (sel.best !== null) return { reply: "accept", sel, noMachine: null };
     if (sel.rightType && !hookCanBuildLocally) return { reply: "postpone", sel, noMachine: null };
     const quiet = rules.messageLevelFromMaxJobs ? couldBuildLocally : hookCanBuildLocally;
@@ -434,7 +456,10 @@ export function route(input: RouteInput): RouteResult {
       reply: h.reply,
       canBuildLocally: hookCanBuildLocally,
       noMachineMessage: h.noMachine,
+      ...(h.sel.died !== null ? { died: h.sel.died } : {}),
     };
+    // The hook died: the parent reads EOF instead of a reply and the build fails (no local fallback).
+    if (h.reply === null) return result({ kind: "none", message: h.sel.died ?? "" }, hook, h.sel.rows);
     if (h.reply === "accept") {
       const uri = h.sel.best!.storeUri;
       const printed = renderStoreUri(uri, versionOf(input.version)) ?? uri;

@@ -378,6 +378,23 @@ export function slotStem(uri: string, version: NixVersion): string | null {
   return r === null ? null : lockFileName(r);
 }
 
+/** Longest file name (bytes) Linux file systems take (NAME_MAX); a longer one fails with ENAMETOOLONG. */
+export const NAME_MAX = 255;
+
+/**
+ * The name of a machine's first slot lock file (`<stem>-0`) when it is longer than a file name may be,
+ * else null. The hook opens that file for every machine of the right type with a slot, so it dies with
+ * `opening lock file '…': File name too long`. The threshold depends on the version: 2.23+ names the
+ * file after the rendered URI (parameters sorted and re-encoded). Null too when the version cannot parse
+ * the URI (its hook never gets to the lock).
+ */
+export function overlongSlotName(uri: string, version: NixVersion): string | null {
+  const stem = slotStem(uri, version);
+  if (stem === null) return null;
+  const name = `${stem}-0`;
+  return new TextEncoder().encode(name).length > NAME_MAX ? name : null;
+}
+
 /**
  * The machines-file URIs that Nix prints as `printed` (in `building '…' on '…'`, `# accept`,
  * `cannot build on '…'`): the ones written that way, or (2.23+) rendered that way. Several rows can

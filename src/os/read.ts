@@ -8,6 +8,7 @@
  * imports nothing of the project but src/nix's types. src/host/fs-reader.ts builds the readers on it.
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats, statSync } from "node:fs";
+import { decodeBytes } from "../nix/bytes.js";
 import type { ReadResult } from "../nix/conf.js";
 
 /** The most we read of any file Nix reads (a real nix.conf or machines file is a few KiB). */
@@ -72,7 +73,8 @@ export function readBounded(path: string, limit = READ_LIMIT): ReadResult {
       total += n;
       if (total > limit) return { ok: false, code: "EFBIG" };
     }
-    return { ok: true, text: Buffer.concat(chunks).toString("utf8") };
+    // bytes kept: what is not UTF-8 is escaped, never replaced (src/nix/bytes.ts)
+    return { ok: true, text: decodeBytes(Buffer.concat(chunks)) };
   } catch (e) {
     return { ok: false, code: errCode(e) };
   } finally {

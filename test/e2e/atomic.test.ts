@@ -253,6 +253,30 @@ function runTests(): void {
     });
   });
 
+  describe("lock removal", () => {
+    it("releaseAndRemove: a waiter on the removed lock file starts over, so two holders never overlap", async () => {
+      const d = sub("lockremove");
+      const lockPath = path.join(d, LOCK_NAME);
+      const a = await acquireLock(d);
+      // B opens the lock file now and waits on it; A removes the file and releases.
+      let bHeld = false;
+      const b = acquireLock(d, 10_000).then((l) => {
+        bHeld = true;
+        return l;
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(bHeld, false, "B waits while A holds the lock");
+      a.releaseAndRemove();
+      const bl = await b;
+      // B holds the file that is at the path now (it started over on a new one), so C must wait for B.
+      assert.ok(fs.existsSync(lockPath), "B made the lock file again");
+      await assert.rejects(acquireLock(d, 300), LockTimeoutError);
+      bl.releaseAndRemove();
+      assert.equal(fs.existsSync(lockPath), false);
+      (await acquireLock(d, 1000)).release();
+    });
+  });
+
   describe("crash safety", () => {
     it("kill -9 at random points (60 rounds): the target is always old or new, never partial or missing", async () => {
       const d = sub("crash");

@@ -35,8 +35,8 @@ export interface RunBuildRemoteOptions {
   builders: string;
   /** The derivation's system (`drv.system`). */
   system: string;
-  /** requiredSystemFeatures. */
-  features?: string[];
+  /** requiredSystemFeatures (a Buffer: exactly those bytes, e.g. not UTF-8). */
+  features?: (string | Buffer)[];
   /** 1 when the local machine has a free build slot; default false. */
   amWilling?: boolean;
   /** A syntactically valid store path; default a fixed fake `.drv`. */
@@ -98,7 +98,7 @@ export function wireString(s: string | Buffer): Buffer {
   return Buffer.concat([wireU64(data.length), data, Buffer.alloc(pad)]);
 }
 
-export function wireStrings(ss: readonly string[]): Buffer {
+export function wireStrings(ss: readonly (string | Buffer)[]): Buffer {
   return Buffer.concat([wireU64(ss.length), ...ss.map((s) => wireString(s))]);
 }
 
@@ -156,7 +156,13 @@ export function encodeHookRequest(opts: RunBuildRemoteOptions): Buffer {
   parts.push(wireU64(opts.amWilling ? 1 : 0));
   parts.push(wireString(opts.system));
   parts.push(wireString(opts.drvPath ?? DEFAULT_DRV_PATH));
-  parts.push(wireStrings([...new Set(opts.features ?? [])].sort()));
+  // a std::set<std::string>: unique, in byte order
+  const feats = new Map<string, Buffer>();
+  for (const f of opts.features ?? []) {
+    const b = typeof f === "string" ? Buffer.from(f, "utf8") : f;
+    feats.set(b.toString("hex"), b);
+  }
+  parts.push(wireStrings([...feats.values()].sort(Buffer.compare)));
   return Buffer.concat(parts);
 }
 

@@ -184,4 +184,24 @@ describe("route command", { skip: SKIP }, () => {
     assert.equal(json.decision.kind, "none");
     assert.ok(typeof json.decision.message === "string" && json.decision.message.length > 0);
   });
+
+  test("a store URI too long for the slot lock file: not remote; Nix's hook error, exit 2 (issue 16 item 1)", async () => {
+    const long = `${m1}?${"x".repeat(300)}=1`;
+    const { code, json } = await route({ drv: drvs.plain, builders: `${long} x86_64-linux - 1 1` });
+    assert.equal(code, 2);
+    assert.equal(json.decision.kind, "none");
+    assert.match(json.decision.message, /^opening lock file '.*\/current-load\/.*-0': File name too long$/);
+    assert.equal(json.hook.died, json.decision.message);
+    const io = captureIo(s.env);
+    assert.equal(
+      await runRoute({ builders: `${long} x86_64-linux - 1 1`, store: s.store }, drvs.plain, io),
+      2,
+    );
+    assert.doesNotMatch(io.stdout, /Decision: remote/);
+    assert.match(
+      io.stdout,
+      /Decision: none — Nix fails with:\n {2}error: opening lock file .*File name too long/,
+    );
+    assert.match(io.stdout, /the hook is asked \(not preferLocalBuild\) and dies before replying/);
+  });
 });

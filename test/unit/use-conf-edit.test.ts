@@ -196,10 +196,31 @@ describe("machines file, builders entries, NixOS options", () => {
       "ssh://a x86_64-linux",
       "@/rel",
     ]);
-    const t = machinesFileText({ user: "u", keep: ["@/etc/nix/machines"], lines: ["ssh://x aarch64-linux"] });
-    assert.match(t, /\n@\/etc\/nix\/machines\n# Added:\nssh:\/\/x aarch64-linux\n$/);
+    const t = machinesFileText({
+      user: "u",
+      keep: ["@/etc/nix/machines"],
+      lines: [],
+      given: ["ssh://x aarch64-linux"],
+    });
+    assert.match(t, /\n@\/etc\/nix\/machines\n# Given on the command line:\nssh:\/\/x aarch64-linux\n$/);
     const m = machinesOf(t.replace("@/etc/nix/machines", ""));
     assert.equal(m.length, 1, "comment lines are not machines");
+  });
+
+  test("lines given on the command line are labelled as such, not as copied from the system's builders (issue 16 item 15)", () => {
+    const t = machinesFileText({
+      user: "u",
+      keep: [],
+      lines: ["ssh://a x86_64-linux"],
+      given: ["ssh://b aarch64-linux"],
+    });
+    assert.match(
+      t,
+      /# Copied from the system's builders:\nssh:\/\/a x86_64-linux\n# Given on the command line:\nssh:\/\/b aarch64-linux\n$/,
+    );
+    const only = machinesFileText({ user: "u", keep: [], lines: [], given: ["ssh://b aarch64-linux"] });
+    assert.doesNotMatch(only, /Copied from/);
+    assert.match(only, /# Given on the command line:\nssh:\/\/b aarch64-linux\n$/);
   });
 
   test("the machines file parses to exactly the chosen machines, with Nix 2.8's ';'-before-'#' splitting too", () => {

@@ -242,18 +242,15 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     assert.notEqual(asUser(u, ["cat", file]).code, 0, "the user cannot read it");
     assert.notEqual(asUser(u, ["sh", "-c", `echo x > ${file}`]).code, 0, "nor write it");
     assert.notEqual(asUser(u, ["ls", path.dirname(file)]).code, 0, "nor list its directory");
-    // Nothing of ours is left in the user's config directory but the lock and our files.
-    assert.deepEqual(
-      fs
-        .readdirSync(u.dir)
-        .filter((n) => !n.endsWith(".bak"))
-        .sort(),
-      [LOCK_NAME, "machines", "nix.conf"].sort(),
-    );
+    // Nothing of ours is left in the user's config directory but our files: no lock file, no backup
+    // (the record keeps the original).
+    assert.deepEqual(fs.readdirSync(u.dir).sort(), ["machines", "nix.conf"]);
     const rr = await reset(u);
     assert.equal(rr.code, 0, rr.stdout + rr.stderr);
     assert.equal(read(u.conf)!.toString(), "max-jobs = 4\n");
     assert.equal(read(u.machines), null);
+    assert.deepEqual(fs.readdirSync(u.dir), ["nix.conf"], "a use/reset cycle leaves nothing behind");
+    assert.deepEqual(fs.readdirSync(path.dirname(file)), [], "nor in the record's directory");
   });
 
   test("#1 reset restores content, owner and mode as they were, written as the user (0640 stays 0640, the owner is the user)", async () => {
@@ -504,27 +501,18 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
     });
   }
 
-  test("#8 a symlink swapped in between the checks and the write (held at the lock) is refused, and root's file is untouched", async () => {
+  test("#8 a symlink swapped in between the checks and the write (use waiting at the lock) is refused, and root's file is untouched", async () => {
     const u = mkUser("race");
     userConf(u);
     const v = victim("race");
-    // The user holds the lock of their config directory, so use stops after its checks, at the write.
-    const lockFile = path.join(u.dir, LOCK_NAME);
+    // Root holds the lock of the user's record (use and reset take it before they write), so use stops
+    // after its first checks. Then the user swaps nix.conf for a link to root's file.
+    const recordDir = path.dirname(stateFileOf(u));
+    fs.mkdirSync(recordDir, { recursive: true, mode: 0o700 });
+    for (const d of [stateDir, path.join(stateDir, "use")]) fs.chmodSync(d, 0o700);
     const holder: ChildProcess = spawn(
-      "setpriv",
-      [
-        `--reuid=${u.uid}`,
-        `--regid=${u.gid}`,
-        "--init-groups",
-        "--reset-env",
-        "--",
-        "flock",
-        "-x",
-        lockFile,
-        "sh",
-        "-c",
-        "echo locked; exec sleep 60",
-      ],
+      "flock",
+      ["-x", path.join(recordDir, LOCK_NAME), "sh", "-c", "echo locked; exec sleep 60"],
       { stdio: ["ignore", "pipe", "inherit"], detached: true },
     );
     // flock's child (the shell, then sleep) holds the lock too: stop the whole process group.
@@ -541,11 +529,15 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
         holder.on("exit", () => reject(new Error("flock holder exited")));
       });
       const running = use(u);
-      // The record is written after every check and before the first file: then swap nix.conf for a link.
+      // use waits for the lock once its own flock helper (a child of this process) runs: then swap.
+      const waiting = () =>
+        spawnSync("pgrep", ["-P", String(process.pid), "-x", "flock"], { encoding: "utf8", timeout: 10_000 })
+          .stdout.split("\n")
+          .some((p) => p !== "" && Number(p) !== holder.pid);
       const t0 = Date.now();
-      while (!fs.existsSync(stateFileOf(u))) {
-        assert.ok(Date.now() - t0 < 30_000, "use reached the write phase");
-        await new Promise((r) => setTimeout(r, 10));
+      while (!waiting()) {
+        assert.ok(Date.now() - t0 < 30_000, "use reached the lock");
+        await new Promise((r) => setTimeout(r, 20));
       }
       sh(u, `rm -f ${u.conf} && ln -s ${v.file} ${u.conf}`);
       release();
@@ -553,6 +545,12 @@ describe("use / reset as root for a hostile local user", { skip: SKIP }, () => {
       assertRefusal(r, u.conf, /symbolic link/);
       assertVictimIntact(v);
       assert.equal(fs.readlinkSync(u.conf), v.file, "the link is left as it was");
+      // After the check under the lock, the write itself refuses a link (O_NOFOLLOW, as the user).
+      await assert.rejects(
+        atomicWrite(u.conf, "builders = x\n", { as: u, noFollow: true, unlocked: true, backup: false }),
+        /symbolic link|symlink/,
+      );
+      assertVictimIntact(v);
     } finally {
       release();
     }
