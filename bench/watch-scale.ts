@@ -46,7 +46,7 @@ interface LabJson {
 }
 
 function labStatus(): LabJson | null {
-  const r = spawnSync(LAB, ["status", "--json"], { encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(LAB, ["status", "--json"], { encoding: "utf8", timeout: 180_000 });
   if (r.status !== 0) return null;
   const j = JSON.parse(r.stdout) as LabJson;
   return j.up ? j : null;
@@ -124,8 +124,8 @@ export async function benchWatchScale(
     process.stderr.write(`watch-scale: lab up --builders ${nb}\n`);
     const r = spawnSync(LAB, ["up", "--builders", String(nb)], { stdio: "inherit", timeout: 300_000 });
     if (r.status !== 0) throw new Error(`lab up failed (${r.status})`);
-    lab = labStatus();
-    if (!lab) throw new Error("lab not up");
+    lab = labStatus() ?? labStatus();
+    if (!lab) throw new Error(`lab not up: ${spawnSync(LAB, ["status", "--json"], { encoding: "utf8" }).stderr}`);
   }
   const bs = lab.builders.slice(0, nb);
   const agentExec = lab.agent.exec;
