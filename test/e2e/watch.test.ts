@@ -35,10 +35,10 @@ const TIMEOUT = 3;
 /** The acceptance run (docs/watch.md's figures): NIX_BUILDERS_WATCH_FULL=1. CI runs shorter waits. */
 const FULL = process.env["NIX_BUILDERS_WATCH_FULL"] === "1";
 /**
- * NIX_SSHOPTS ConnectTimeout for the run without watch (Nix itself sets none: the kernel's ~2 min): 2 s in
+ * NIX_SSHOPTS ConnectTimeout for the run without watch (Nix itself sets none: the kernel's ~2 min): 4 s in
  * CI, 10 s in the acceptance run. Each of the 10 builds waits for it once either way.
  */
-const BASELINE_CONNECT_TIMEOUT = Number(process.env["NIX_BUILDERS_WATCH_BASELINE_CT"] ?? (FULL ? 10 : 2));
+const BASELINE_CONNECT_TIMEOUT = Number(process.env["NIX_BUILDERS_WATCH_BASELINE_CT"] ?? (FULL ? 10 : 4));
 /** The longest re-probe delay: how long b2 may wait after the heal before its next probe. */
 const BACKOFF_MAX = FULL ? 20 : 8;
 
@@ -231,7 +231,10 @@ describe("watch on the lab", { skip }, () => {
       "b2 up",
       async () => {
         const x = await snapshot();
-        return b(x, s.builders[1]!.address).state === "up" ? x : null;
+        // the state changes before the round's write: wait for both
+        return b(x, s.builders[1]!.address).state === "up" && fs.readFileSync(out, "utf8") === SOURCE
+          ? x
+          : null;
       },
       120_000,
     );
