@@ -18,6 +18,8 @@
  *   5. As root: `doctor` over 16 lab builders against one, and `nix store ping` (bench/doctor.ts,
  *      bench/DOCTOR.md). Target ≤ 1.5×. Brings the lab up and down again unless it was up. BENCH_DOCTOR=0
  *      skips it.
+ *   6. BENCH_ONLY=watch-scale: `watch` with 200 machine lines on the lab, probed every 60 s: its own CPU and
+ *      RSS (bench/watch-scale.ts). Only that, as root, under the lab lock.
  *
  * It runs the built CLI (`npm run build` first). Until src/cli.ts wires `plan`, a small harness
  * calls dist/commands/plan.js's runPlan directly (same code, no commander). Must run as root or as a
@@ -437,8 +439,16 @@ async function main(): Promise<void> {
   const only = process.env.BENCH_ONLY;
   if (only === "scale") {
     process.stdout.write(
-      `${JSON.stringify({ loadavg: readFileSync("/proc/loadavg", "utf8").trim(), scale: benchScale(pc, nixEnv) }, null, 2)}\n`,
+      `${JSON.stringify({ loadavg: readFileSync("/proc/loadavg", "utf8").trim(), scale: benchScale(pc, nixEnv) }, null, 2)}
+`,
     );
+    return;
+  }
+  // BENCH_ONLY=watch-scale: only watch with 200 lines on the lab (bench/watch-scale.ts; root, ~8 min).
+  if (only === "watch-scale") {
+    const { benchWatchScale } = await import("./watch-scale.js");
+    process.stdout.write(`${JSON.stringify(await benchWatchScale(), null, 2)}
+`);
     return;
   }
   for (const n of only === "startup" ? [] : sizes) {

@@ -272,6 +272,9 @@ in
       ];
       serviceConfig = {
         Type = "exec";
+        # V8's young generation at 1 MB semi-spaces (default 16): less RSS at 200 builders
+        # (bench/RESULTS.md, "watch at scale"). As in the shipped unit.
+        Environment = "NODE_OPTIONS=--max-semi-space-size=1";
         ExecStart = execLine watchArgs;
         ExecStartPost = execLine [
           bin

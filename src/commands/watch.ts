@@ -184,34 +184,16 @@ async function waitReady(stateDir: string, timeoutMs: number): Promise<boolean> 
   }
 }
 
-export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> {
-  const stateDir = o.stateDir ?? DEFAULT_STATE_DIR;
-  if (o.waitReady) {
-    const t = num("--wait-timeout", o.waitTimeout, 300, { min: 1, max: 86_400 }) * 1000;
-    if (await waitReady(stateDir, t)) return EXIT.ok;
-    throw new Refusal(`${stateDir}: watch did not finish its first round within ${t / 1000} s`, {
-      path: stateDir,
-    });
-  }
-  const intervalSec = num("--interval", o.interval, 30, { min: 0.1, max: 86_400 });
-  const timeoutSec = num("--timeout", o.timeout, 10, { min: 0.1, max: 3600 });
-  const jobs = num("--jobs", o.jobs, 16, { min: 1, max: 1024, integer: true });
-  const fullEvery = num("--full-every", o.fullEvery, 10, { min: 1, max: 1_000_000, integer: true });
-  const minWrite = num("--min-write-interval", o.minWriteInterval, 10, { min: 0, max: 86_400 });
-  const policy = policyFromFlags(o);
-  const output = o.output ?? DEFAULT_OUTPUT;
-
-  // Loaded here, not at the top: `watch status` stays light.
+/** The source watch reads (`--source FILE`, or the builders the user's Nix uses), read once now. */
+// Loaded on use, not at the top: `watch status` stays light.
+async function openSource(o: WatchCommandOptions, output: string, env: NodeJS.ProcessEnv) {
   const { selectAgent } = await import("../app/agent-select.js");
-  const { Watch } = await import("../app/watch/engine.js");
-  const { doctorProber, viewOf, viewSource } = await import("../app/watch/probe.js");
+  const { viewOf, viewSource } = await import("../app/watch/probe.js");
   const { fileSource, SourceError } = await import("../app/watch/source.js");
-  const { sameFile, writeOutput } = await import("../app/watch/writer.js");
-  const { render } = await import("../app/watch/writer.js");
-
+  const { sameFile } = await import("../app/watch/writer.js");
   const agent = selectAgent(o) ?? undefined;
   const vin = {
-    env: io.env,
+    env,
     ...(agent ? { agent } : {}),
     ...(o.nixVersion ? { nixVersion: o.nixVersion } : {}),
   };
@@ -232,7 +214,32 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
     if (e instanceof SourceError) throw new Refusal(e.message, { path: e.path });
     throw e;
   }
+  return { vin, source, first };
+}
 
+export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> {
+  const stateDir = o.stateDir ?? DEFAULT_STATE_DIR;
+  if (o.waitReady) {
+    const t = num("--wait-timeout", o.waitTimeout, 300, { min: 1, max: 86_400 }) * 1000;
+    if (await waitReady(stateDir, t)) return EXIT.ok;
+    throw new Refusal(`${stateDir}: watch did not finish its first round within ${t / 1000} s`, {
+      path: stateDir,
+    });
+  }
+  const intervalSec = num("--interval", o.interval, 30, { min: 0.1, max: 86_400 });
+  const timeoutSec = num("--timeout", o.timeout, 10, { min: 0.1, max: 3600 });
+  const jobs = num("--jobs", o.jobs, 16, { min: 1, max: 1024, integer: true });
+  const fullEvery = num("--full-every", o.fullEvery, 10, { min: 1, max: 1_000_000, integer: true });
+  const minWrite = num("--min-write-interval", o.minWriteInterval, 10, { min: 0, max: 86_400 });
+  const policy = policyFromFlags(o);
+  const output = o.output ?? DEFAULT_OUTPUT;
+
+  // Loaded here, not at the top: `watch status` stays light.
+  const { Watch } = await import("../app/watch/engine.js");
+  const { doctorProber } = await import("../app/watch/probe.js");
+  const { render, writeOutput } = await import("../app/watch/writer.js");
+
+  const { vin, source, first } = await openSource(o, output, io.env);
   if (o.restore) {
     const text = render(first.text, new Map());
     if (text.trim() === "" && first.machines.length > 0) throw new Error("restore rendered an empty file");
@@ -280,6 +287,18 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
       : EXIT.ok;
   }
 
+  return serve(watch, o, stateDir, output, log, spoolDir(io.env));
+}
+
+/** Runs watch until SIGTERM or SIGINT: the HTTP edge (with --listen), the control socket, the rounds. */
+async function serve(
+  watch: import("../app/watch/engine.js").Watch,
+  o: WatchCommandOptions,
+  stateDir: string,
+  output: string,
+  log: (line: string) => void,
+  spool: string,
+): Promise<number> {
   // The HTTP edge: the status page, /status.json and /metrics (src/app/watch/http.ts).
   let http: { close(): Promise<void>; url: string } | null = null;
   if (o.listen !== undefined) {
@@ -295,10 +314,7 @@ export async function runWatch(o: WatchCommandOptions, io: Io): Promise<number> 
   // The build hook's spool (src/app/hook-spool.ts): every new `cannot build on` becomes a signal file,
   // which the engine takes within a second.
   const seenSignals = new Set<string>();
-  const signalScan = setInterval(
-    () => spoolSignals(spoolDir(io.env), join(stateDir, "signals"), seenSignals),
-    1000,
-  );
+  const signalScan = setInterval(() => spoolSignals(spool, join(stateDir, "signals"), seenSignals), 1000);
   signalScan.unref();
   const { startControl } = await import("../app/watch/control.js");
   const control = await startControl(watch, stateDir);

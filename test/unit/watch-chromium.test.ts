@@ -3,8 +3,8 @@
 // built, and takes a screenshot. The page has no script, the hostile line is text, and the server's
 // Content-Security-Policy stops a script that would get in anyway (checked against a control page).
 //
-// WATCH_SCREENSHOT=docs/watch-status.png also writes the README's screenshot (from the fixture without
-// the hostile line).
+// WATCH_SCREENSHOT=FILE also writes the fixture page's image there. The README's screenshot is the lab's
+// (bench/watch-screenshot.ts).
 import assert from "node:assert/strict";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";

@@ -190,6 +190,7 @@ export class Watch {
 
   /** The first round, then one every interval until stop(). */
   async start(): Promise<void> {
+    this.roundStartedAt = performance.now();
     await this.round();
     this.schedule();
     if (this.opts.signalsDir) {
@@ -225,16 +226,29 @@ export class Watch {
     return r;
   }
 
+  /** When the last scheduled round started (ms, performance.now()). */
+  private roundStartedAt: number | null = null;
+
+  /**
+   * The next round starts one interval after the last one started, so that each builder is probed once
+   * per interval however long a round takes; after a round longer than that, a quarter of the interval.
+   */
   private schedule(): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.round()
-        .catch((e) => this.log(`round failed: ${e instanceof Error ? e.message : String(e)}`))
-        .finally(() => {
-          this.running = null;
-          this.schedule();
-        });
-    }, this.opts.intervalMs);
+    const i = this.opts.intervalMs;
+    const since = this.roundStartedAt === null ? 0 : performance.now() - this.roundStartedAt;
+    this.timer = setTimeout(
+      () => {
+        this.roundStartedAt = performance.now();
+        this.running = this.round()
+          .catch((e) => this.log(`round failed: ${e instanceof Error ? e.message : String(e)}`))
+          .finally(() => {
+            this.running = null;
+            this.schedule();
+          });
+      },
+      Math.max(i / 4, i - since),
+    );
   }
 
   async stop(opts: { restore: boolean }): Promise<void> {
@@ -388,8 +402,9 @@ export class Watch {
             since: now,
           }
       : null;
+    // The next scheduled round (see schedule()).
+    const next = Math.max(t0 + this.opts.intervalMs, now + this.opts.intervalMs / 4);
     for (const e of this.entries.values()) {
-      const next = now + this.opts.intervalMs;
       e.nextProbeAt =
         (e.mem.state === "quarantined" || e.mem.state === "misconfigured") && e.mem.quarantinedUntil !== null
           ? Math.max(e.mem.quarantinedUntil, next)

@@ -192,7 +192,27 @@ export async function startWatchServer(options: WatchServerOptions): Promise<Wat
     }
   }
 
-  await new Promise<void>((resolve, reject) => {
+  await listenOn(server, listen);
+  const bound = server.address();
+  const port = typeof bound === "object" && bound !== null ? bound.port : listen.port;
+  const address = { host: listen.host, port };
+  const hostPart = isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host;
+  return {
+    address,
+    url: `http://${hostPart}:${port}`,
+    metrics,
+    close() {
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+/** Binds the server; a bind failure becomes a WatchListenError naming the address. */
+async function listenOn(server: Server, listen: ListenAddress): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       const why = {
         EADDRINUSE: "the address is in use",
@@ -212,21 +232,6 @@ export async function startWatchServer(options: WatchServerOptions): Promise<Wat
       resolve();
     });
   });
-  const bound = server.address();
-  const port = typeof bound === "object" && bound !== null ? bound.port : listen.port;
-  const address = { host: listen.host, port };
-  const hostPart = isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host;
-  return {
-    address,
-    url: `http://${hostPart}:${port}`,
-    metrics,
-    close() {
-      return new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
-  };
 }
 
 function send(res: ServerResponse, req: IncomingMessage, status: number, type: string, body: string): void {

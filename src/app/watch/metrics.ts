@@ -78,6 +78,50 @@ export function createWatchMetrics(options: WatchMetricsOptions): WatchMetrics {
     return current;
   };
 
+  registerProbeMetrics(registers, snap, p);
+  registerBuilderStateMetrics(registers, snap, p);
+  registerGlobalMetrics(registers, snap, p);
+
+  // --- attribution (registered when the engine first has build records) --------------------------
+  let attribution: Attribution | null = null;
+
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    // prom-client also exports these three sums as gauges named `_total`, which the Prometheus naming
+    // rules reserve for counters (`promtool check metrics` flags them). The per-type gauges
+    // (nodejs_active_handles{type}…) carry the same numbers, so the sums are left out.
+    for (const name of [
+      "nodejs_active_handles_total",
+      "nodejs_active_requests_total",
+      "nodejs_active_resources_total",
+    ]) {
+      registry.removeSingleMetric(name);
+    }
+  }
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    async render() {
+      current = null;
+      try {
+        const recent = snap().recentBuilds;
+        if (recent) {
+          attribution ??= registerAttribution(registry);
+          attribution.update(recent);
+        }
+        return await registry.metrics();
+      } finally {
+        current = null;
+      }
+    },
+  };
+}
+
+type Snap = () => WatchSnapshot;
+
+/** Per builder: its probes, its state and what the file does with it. */
+function registerProbeMetrics(registers: Registry[], snap: Snap, p: string): void {
   // --- per builder -------------------------------------------------------------------------------
   new Gauge({
     name: `${p}probe_success`,
@@ -173,6 +217,10 @@ export function createWatchMetrics(options: WatchMetricsOptions): WatchMetrics {
       for (const b of snap().builders) this.set({ builder: labelText(b.builder) }, b.consecutiveFailures);
     },
   });
+}
+
+/** Per builder: failures, backoff, last success, transitions, remote facts and slots. */
+function registerBuilderStateMetrics(registers: Registry[], snap: Snap, p: string): void {
   new Gauge({
     name: `${p}quarantined_until_timestamp_seconds`,
     help: "When a quarantined builder is probed again, as a Unix timestamp; absent when not quarantined.",
@@ -273,7 +321,10 @@ export function createWatchMetrics(options: WatchMetricsOptions): WatchMetrics {
       }
     },
   });
+}
 
+/** Global: the file, the source, the rounds, the guards, the local fault and the systems. */
+function registerGlobalMetrics(registers: Registry[], snap: Snap, p: string): void {
   // --- global ------------------------------------------------------------------------------------
   new Counter({
     name: `${p}machines_file_writes_total`,
@@ -377,41 +428,6 @@ export function createWatchMetrics(options: WatchMetricsOptions): WatchMetrics {
         this.set({ system: labelText(system) }, routed.get(system) ?? 0);
     },
   });
-
-  // --- attribution (registered when the engine first has build records) --------------------------
-  let attribution: Attribution | null = null;
-
-  if (options.defaultMetrics !== false) {
-    collectDefaultMetrics({ register: registry });
-    // prom-client also exports these three sums as gauges named `_total`, which the Prometheus naming
-    // rules reserve for counters (`promtool check metrics` flags them). The per-type gauges
-    // (nodejs_active_handles{type}…) carry the same numbers, so the sums are left out.
-    for (const name of [
-      "nodejs_active_handles_total",
-      "nodejs_active_requests_total",
-      "nodejs_active_resources_total",
-    ]) {
-      registry.removeSingleMetric(name);
-    }
-  }
-
-  return {
-    registry,
-    contentType: registry.contentType,
-    async render() {
-      current = null;
-      try {
-        const recent = snap().recentBuilds;
-        if (recent) {
-          attribution ??= registerAttribution(registry);
-          attribution.update(recent);
-        }
-        return await registry.metrics();
-      } finally {
-        current = null;
-      }
-    },
-  };
 }
 
 type RecentBuilds = NonNullable<WatchSnapshot["recentBuilds"]>;
