@@ -62,8 +62,8 @@ export interface Snapshot {
   readonly replay: boolean;
 }
 
-/** Variables of this process that Nix (and the view) reads: kept in a snapshot of our own view. */
-const NIX_ENV = /^(NIX_|XDG_)|^(HOME|USER|LOGNAME|PATH|TMPDIR)$/;
+/** The variables Nix (and the view) reads: the only ones a recorded snapshot keeps (others may be secrets). */
+const NIX_ENV = /^(NIX_|XDG_)|^(HOME|USER|LOGNAME|PATH|SHELL|TMPDIR)$/;
 
 function currentUser(db: UserDb): UserInfo {
   const uid = process.getuid?.() ?? 0;
@@ -162,7 +162,7 @@ export async function readHostSnapshot(
     : { ...req.env, ...(req.userEnv ?? {}) };
   const keptEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(env))
-    if (v !== undefined && (asService || !opts.record || NIX_ENV.test(k))) keptEnv[k] = v;
+    if (v !== undefined && (!opts.record || NIX_ENV.test(k))) keptEnv[k] = v;
   const stateDir = env["NIX_STATE_DIR"] ?? "/nix/var/nix";
   const socket = env["NIX_DAEMON_SOCKET_PATH"] ?? `${stateDir}/daemon-socket/socket`;
   const root = resolveUser(db, 0);

@@ -39,7 +39,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ExistsResult, FileReader, ReadResult } from "../nix/conf.js";
+import type { ExistsResult, ReadResult } from "../nix/conf.js";
 import { errCode, READ_LIMIT, readBounded } from "../os/read.js";
 import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.js";
 
