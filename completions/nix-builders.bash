@@ -24,7 +24,7 @@ _nix_builders() {
     use) COMPREPLY=($(compgen -W "--user --agent --agent-config --append --dry-run --force --nix-version --json --help" -- "$cur")) ;;
     reset) COMPREPLY=($(compgen -W "--user --agent --agent-config --force --nix-version --json --help" -- "$cur")) ;;
     explain) COMPREPLY=($(compgen -W "--json --from --nix-version --help" -- "$cur")) ;;
-    report) COMPREPLY=($(compgen -W "--user --agent --agent-config --output --help" -- "$cur")) ;;
+    report) COMPREPLY=($(compgen -W "--user --agent --agent-config --output --json --help" -- "$cur")) ;;
     watch) COMPREPLY=($(compgen -W "--source --output --state-dir --interval --timeout --listen --agent --agent-config --once --json --mode --failure-threshold --success-threshold --backoff-base --backoff-factor --backoff-max --backoff-jitter --count-window --stable-after --max-quarantined-percent --jobs --full-every --min-write-interval --wait-ready --wait-timeout --restore --nix-version --help" -- "$cur")) ;;
     hook) COMPREPLY=($(compgen -W " --help" -- "$cur")) ;;
     builds) COMPREPLY=($(compgen -W "--since --builder --system --failed --all --json --help" -- "$cur")) ;;

@@ -94,6 +94,7 @@ complete -c nix-builders -n '__fish_seen_subcommand_from report' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from report' -l agent
 complete -c nix-builders -n '__fish_seen_subcommand_from report' -l agent-config
 complete -c nix-builders -n '__fish_seen_subcommand_from report' -l output
+complete -c nix-builders -n '__fish_seen_subcommand_from report' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l source
 complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l output
 complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l state-dir

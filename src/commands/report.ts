@@ -13,6 +13,7 @@ import { EXIT, type Io, json } from "./io.js";
 export interface ReportCommandOptions extends AgentOptions {
   user?: string;
   output?: string;
+  json?: boolean;
 }
 
 /** The command; the user's reader helpers stop when it ends (no process of the user outlives it). */
@@ -46,5 +47,6 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
       "--output <file>",
       "write the bundle to FILE (mode 0600; a link there is replaced, never followed)",
     )
+    .option("--json", "the bundle is JSON already; with it, a failure is one JSON document too")
     .action(async (opts: ReportCommandOptions) => exit(await runReport(opts, io)));
 }
