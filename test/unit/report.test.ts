@@ -20,8 +20,9 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { Refusal } from "../../src/app/io.js";
+import { Refusal, UsageError } from "../../src/app/io.js";
 import { runConfig } from "../../src/commands/config.js";
+import { runExplain } from "../../src/commands/explain.js";
 import { runLint } from "../../src/commands/lint.js";
 import { runReport } from "../../src/commands/report.js";
 import { runRoute } from "../../src/commands/route.js";
@@ -441,5 +442,42 @@ describe("report and --from on a fixture host", () => {
           assert.ok(!e.message.includes("\n"));
           return true;
         });
+  });
+
+  it("explain --from follows the bundle's Nix version, as --nix-version does", async () => {
+    const h = fixtureHost();
+    const s = snap(ROOT, { daemon: false });
+    s.nix.install = { nixPath: "/x/nix", binDir: "/x", version: V230, versionText: "nix (Nix) 2.30.5" };
+    const bundle = join(h.dir, "v230.json");
+    writeFileSync(bundle, JSON.stringify(s));
+    const input = {
+      readFile: async () => readFileSync("test/fixtures/logs/no-machine-local-fallback.log", "utf8"),
+      readStdin: async () => "",
+    };
+    const viaFrom = captureIo({});
+    const viaFlag = captureIo({});
+    const none = captureIo({});
+    await runExplain("log", { json: true, from: bundle }, viaFrom, input);
+    await runExplain("log", { json: true, nixVersion: "2.30" }, viaFlag, input);
+    await runExplain("log", { json: true, nixVersion: "2.8" }, none, input);
+    assert.equal(viaFrom.stdout, viaFlag.stdout);
+    assert.notEqual(viaFrom.stdout, none.stdout, "the version changes the answer for this log");
+  });
+
+  it("--from with what a bundle cannot answer is a usage error", async () => {
+    const h = fixtureHost();
+    const bundle = join(h.dir, "b.json");
+    await take(h.env, bundle);
+    const runs: [string, Promise<number>][] = [
+      [
+        "route DRV",
+        runRoute({ from: bundle }, "/nix/store/00000000000000000000000000000000-x.drv", captureIo({})),
+      ],
+      ["--builders", runShow({ from: bundle, builders: "ssh://x" }, captureIo({}))],
+      ["lint FILE", runLint({ from: bundle, files: ["/etc/hostname"] }, captureIo({}))],
+      ["another user", runShow({ from: bundle, user: "nobody" }, captureIo({}))],
+      ["--agent without one", runShow({ from: bundle, agent: true }, captureIo({}))],
+    ];
+    for (const [what, p] of runs) await assert.rejects(p, UsageError, what);
   });
 });
