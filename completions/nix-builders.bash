@@ -10,20 +10,21 @@ _nix_builders() {
     esac
   done
   if [[ -z "$cmd" ]]; then
-    COMPREPLY=($(compgen -W "config show lint route plan doctor verify use reset explain watch hook builds who-built help --debug --version --help" -- "$cur"))
+    COMPREPLY=($(compgen -W "config show lint route plan doctor verify use reset explain report watch hook builds who-built help --debug --version --help" -- "$cur"))
     return 0
   fi
   case "$cmd" in
-    config) COMPREPLY=($(compgen -W "--user --nix-version --all --json --help" -- "$cur")) ;;
-    show) COMPREPLY=($(compgen -W "--user --agent --agent-config --builders --nix-version --json --help" -- "$cur")) ;;
-    lint) COMPREPLY=($(compgen -W "--user --nix-version --conf --machines --json --help" -- "$cur")) ;;
-    route) COMPREPLY=($(compgen -W "--user --system --feature --prefer-local --builders --nix-version --store --json --help" -- "$cur")) ;;
+    config) COMPREPLY=($(compgen -W "--user --nix-version --all --from --json --help" -- "$cur")) ;;
+    show) COMPREPLY=($(compgen -W "--user --agent --agent-config --builders --nix-version --from --json --help" -- "$cur")) ;;
+    lint) COMPREPLY=($(compgen -W "--user --nix-version --conf --machines --from --json --help" -- "$cur")) ;;
+    route) COMPREPLY=($(compgen -W "--user --system --feature --prefer-local --builders --nix-version --store --from --json --help" -- "$cur")) ;;
     plan) COMPREPLY=($(compgen -W "--user --builders --nix-version --store --read --validity --no-cache --cache-dir --json --help" -- "$cur")) ;;
     doctor) COMPREPLY=($(compgen -W "--user --agent --agent-config --builder --json --timeout --jobs --slow-ms --nix-version --verbose --help" -- "$cur")) ;;
     verify) COMPREPLY=($(compgen -W "--user --agent --agent-config --system --builder --builder-program --nixpkgs --timeout --nix-version --quiet --json --help" -- "$cur")) ;;
     use) COMPREPLY=($(compgen -W "--user --agent --agent-config --append --dry-run --force --nix-version --json --help" -- "$cur")) ;;
     reset) COMPREPLY=($(compgen -W "--user --agent --agent-config --force --nix-version --json --help" -- "$cur")) ;;
-    explain) COMPREPLY=($(compgen -W "--json --nix-version --help" -- "$cur")) ;;
+    explain) COMPREPLY=($(compgen -W "--json --from --nix-version --help" -- "$cur")) ;;
+    report) COMPREPLY=($(compgen -W "--user --agent --agent-config --output --json --help" -- "$cur")) ;;
     watch) COMPREPLY=($(compgen -W "--source --output --state-dir --interval --timeout --listen --agent --agent-config --once --json --mode --failure-threshold --success-threshold --backoff-base --backoff-factor --backoff-max --backoff-jitter --count-window --stable-after --max-quarantined-percent --jobs --full-every --min-write-interval --wait-ready --wait-timeout --restore --nix-version --help" -- "$cur")) ;;
     hook) COMPREPLY=($(compgen -W " --help" -- "$cur")) ;;
     builds) COMPREPLY=($(compgen -W "--since --builder --system --failed --all --json --help" -- "$cur")) ;;

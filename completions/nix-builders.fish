@@ -11,6 +11,7 @@ complete -c nix-builders -n __fish_use_subcommand -a verify -d 'build a new deri
 complete -c nix-builders -n __fish_use_subcommand -a use -d 'make a user (or the agent) use only the named builders, through its own nix.conf'
 complete -c nix-builders -n __fish_use_subcommand -a reset -d 'put back what `nix-builders use` changed, byte for byte'
 complete -c nix-builders -n __fish_use_subcommand -a explain -d 'Explain a Nix build log (any Nix from 2.8; plain, coloured or internal-json): the root cause of a remote-build failure and how to fix it.'
+complete -c nix-builders -n __fish_use_subcommand -a report -d 'one JSON support bundle of a user\'s view (what show, lint and route read), without private keys; replay it with --from'
 complete -c nix-builders -n __fish_use_subcommand -a watch -d 'probe the builders continuously and keep a machines file without the dead ones'
 complete -c nix-builders -n __fish_use_subcommand -a hook -d 'the build-hook wrapper that records which builder built what (install, uninstall, path)'
 complete -c nix-builders -n __fish_use_subcommand -a builds -d 'the remote builds the build-hook wrapper recorded: where each ran and how it ended'
@@ -18,17 +19,20 @@ complete -c nix-builders -n __fish_use_subcommand -a who-built -d 'the builder, 
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l all
+complete -c nix-builders -n '__fish_seen_subcommand_from config' -l from
 complete -c nix-builders -n '__fish_seen_subcommand_from config' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from show' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from show' -l agent
 complete -c nix-builders -n '__fish_seen_subcommand_from show' -l agent-config
 complete -c nix-builders -n '__fish_seen_subcommand_from show' -l builders
 complete -c nix-builders -n '__fish_seen_subcommand_from show' -l nix-version
+complete -c nix-builders -n '__fish_seen_subcommand_from show' -l from
 complete -c nix-builders -n '__fish_seen_subcommand_from show' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from lint' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from lint' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from lint' -l conf
 complete -c nix-builders -n '__fish_seen_subcommand_from lint' -l machines
+complete -c nix-builders -n '__fish_seen_subcommand_from lint' -l from
 complete -c nix-builders -n '__fish_seen_subcommand_from lint' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from route' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from route' -l system
@@ -37,6 +41,7 @@ complete -c nix-builders -n '__fish_seen_subcommand_from route' -l prefer-local
 complete -c nix-builders -n '__fish_seen_subcommand_from route' -l builders
 complete -c nix-builders -n '__fish_seen_subcommand_from route' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from route' -l store
+complete -c nix-builders -n '__fish_seen_subcommand_from route' -l from
 complete -c nix-builders -n '__fish_seen_subcommand_from route' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l user
 complete -c nix-builders -n '__fish_seen_subcommand_from plan' -l builders
@@ -83,7 +88,13 @@ complete -c nix-builders -n '__fish_seen_subcommand_from reset' -l force
 complete -c nix-builders -n '__fish_seen_subcommand_from reset' -l nix-version
 complete -c nix-builders -n '__fish_seen_subcommand_from reset' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from explain' -l json
+complete -c nix-builders -n '__fish_seen_subcommand_from explain' -l from
 complete -c nix-builders -n '__fish_seen_subcommand_from explain' -l nix-version
+complete -c nix-builders -n '__fish_seen_subcommand_from report' -l user
+complete -c nix-builders -n '__fish_seen_subcommand_from report' -l agent
+complete -c nix-builders -n '__fish_seen_subcommand_from report' -l agent-config
+complete -c nix-builders -n '__fish_seen_subcommand_from report' -l output
+complete -c nix-builders -n '__fish_seen_subcommand_from report' -l json
 complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l source
 complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l output
 complete -c nix-builders -n '__fish_seen_subcommand_from watch' -l state-dir

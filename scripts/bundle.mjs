@@ -76,7 +76,8 @@ if (listInputs) {
   const r = await build({ ...options, write: false, metafile: true });
   // Files only: the plugins' virtual modules (lazy:…, builtin:…) are made here, not read.
   for (const f of Object.keys(r.metafile.inputs))
-    if (!f.includes("node_modules/") && !/^[a-z]+:/.test(f)) process.stdout.write(`${relative(repo, resolve(repo, f))}\n`);
+    if (!f.includes("node_modules/") && !/^[a-z]+:/.test(f))
+      process.stdout.write(`${relative(repo, resolve(repo, f))}\n`);
   process.stdout.write("scripts/bundle.mjs\n");
 } else {
   rmSync(outdir, { recursive: true, force: true });

@@ -21,6 +21,7 @@ const COMMANDS: [string, () => Promise<Register>][] = [
   ["use", async () => (await import("./commands/use.js")).register],
   ["reset", async () => (await import("./commands/reset.js")).register],
   ["explain", async () => (await import("./commands/explain.js")).register],
+  ["report", async () => (await import("./commands/report.js")).register],
   ["watch", async () => (await import("./commands/watch.js")).register],
   ["hook", async () => (await import("./commands/hook.js")).register],
   ["builds", async () => (await import("./commands/builds.js")).register],

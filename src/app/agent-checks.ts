@@ -52,7 +52,12 @@ function strings(v: unknown): string[] {
  * `caches`: binary-caches.json as read for the agent (readBinaryCaches); undefined when the caller did
  * not read it (then taskNixSettings shows only the part that does not depend on it).
  */
-export function agentReport(view: UserView, sel: AgentSelection, caches?: BinaryCachesResult): AgentReport {
+export function agentReport(
+  view: UserView,
+  sel: AgentSelection,
+  caches?: BinaryCachesResult,
+  mtime: MtimeOf = (path) => mtimeUnder(sel.root ?? "/", path),
+): AgentReport {
   const c = view.client.settings;
   const nixView = {
     system: settingText(c.get("system")?.value ?? view.facts.system),
@@ -153,13 +158,16 @@ export function agentReport(view: UserView, sel: AgentSelection, caches?: Binary
       privateDevices: sel.agent.privateDevices,
       systemFeatures: nixView.systemFeatures,
     }),
-    ...restartFindings(sel, view.client.files),
+    ...restartFindings(sel, view.client.files, mtime),
     ...offload.findings,
     ...(caches?.findings ?? []),
     ...(task?.findings ?? []),
   ];
   return { advertisement, findings, taskNixSettings: task, nativeOffload: offload.report };
 }
+
+/** mtime (ms) of a file the agent read at start-up, or null when it cannot be stat'ed. */
+export type MtimeOf = (path: string) => number | null;
 
 /** mtime of `path` under `root`, or null when it cannot be stat'ed. */
 function mtimeUnder(root: string, path: string): number | null {
@@ -178,17 +186,17 @@ function mtimeUnder(root: string, path: string): number | null {
 export function restartFindings(
   sel: AgentSelection,
   configFiles: readonly Pick<ConfigFile, "path" | "exists" | "role">[],
+  mtime: MtimeOf = (path) => mtimeUnder(sel.root ?? "/", path),
 ): AgentFinding[] {
   const startedAt = sel.runtime?.startedAt ?? null;
   if (startedAt === null) return [];
-  const root = sel.root ?? "/";
   const paths = [
     ...(sel.agent.configFile ? [sel.agent.configFile] : []),
     ...configFiles.filter((f) => f.exists && f.role !== "env").map((f) => f.path),
   ];
   return checkRestartNeeded({
     serviceStartedAt: startedAt,
-    files: [...new Set(paths)].map((path) => ({ path, mtime: mtimeUnder(root, path) })),
+    files: [...new Set(paths)].map((path) => ({ path, mtime: mtime(path) })),
     restartCommand: agentRestartCommand(sel.agent),
   });
 }

@@ -8,7 +8,7 @@
  */
 import { basename, dirname, resolve } from "node:path";
 import { type IdentityReader, nodeFileReader } from "../host/fs-reader.js";
-import { keyFileFacts, machinesFileFacts } from "../host/keyfile.js";
+import { machinesFileFacts } from "../host/keyfile.js";
 import { type ConfigView, type FileReader, loadConfig, unboundedReadError } from "../nix/conf.js";
 import { displayedMessage, filterAnsiEscapes } from "../nix/display.js";
 import { strerror } from "../nix/errors.js";
@@ -215,7 +215,7 @@ async function lintMachinesOnHost(
     ),
   ];
   const facts: KeyFileFacts[] = [];
-  for (const p of keyPaths) facts.push(await keyFileFacts(p, hook, probe));
+  for (const p of keyPaths) facts.push(await ctx.view.keyFacts(p, hook, probe));
   ctx.findings.push(
     ...lintKeyFiles({ version: ctx.version, machines: machines.machines, facts, hookUser: hook }),
   );
@@ -396,7 +396,7 @@ export async function lint(opts: LintOptions, env: NodeJS.ProcessEnv, given?: Us
   const ctx: Ctx = {
     version: view.version,
     view,
-    myUid: process.getuid?.() ?? -1,
+    myUid: view.myUid,
     findings: [],
     machinesReader: view.hookReader,
   };

@@ -4,7 +4,8 @@
  * and errors, before Nix raises them.
  */
 import type { Command } from "commander";
-import { loadUserConfig, lookupUserOrThrow, nixContext, settingText } from "../app/view.js";
+import { fromBundle } from "../app/report.js";
+import { lookupUserOrThrow, nixContext, settingText, type UserView, userView } from "../app/view.js";
 import { closeReaders } from "../host/fs-reader.js";
 import type { ConfigFile, ConfigView } from "../nix/conf.js";
 import { indentLines, nixErrorDisplay, nixWarningDisplay } from "../nix/display.js";
@@ -40,6 +41,8 @@ export const MODELLED_SETTINGS = [
 
 export interface ConfigOptions {
   user?: string;
+  /** --from FILE: answer from a report (docs/report.md) instead of this machine. */
+  from?: string;
   nixVersion?: string;
   json?: boolean;
   all?: boolean;
@@ -107,12 +110,18 @@ export async function runConfig(opts: ConfigOptions, io: Io): Promise<number> {
 }
 
 async function runConfigInner(opts: ConfigOptions, io: Io): Promise<number> {
-  const ctx = await nixContext(opts.nixVersion);
-  const user = opts.user !== undefined ? lookupUserOrThrow(ctx.db, opts.user) : null;
-  const { serviceEnv } = await import("../host/run-as.js");
-  const me = user ?? lookupUserOrThrow(ctx.db, String(process.getuid?.() ?? 0));
-  const env = user ? serviceEnv({ ...user }) : { ...io.env };
-  const view = loadUserConfig(ctx, me, env);
+  let uv: UserView;
+  if (opts.from !== undefined) uv = fromBundle(opts.from, opts).view;
+  else {
+    const ctx = await nixContext(opts.nixVersion);
+    if (opts.user === undefined) lookupUserOrThrow(ctx.db, String(process.getuid?.() ?? 0));
+    uv = await userView({ user: opts.user, env: io.env }, ctx);
+  }
+  // snapshot → resolve → render: the user's own configuration, as the view resolved it
+  const ctx = uv;
+  const me = uv.user;
+  const user = uv.serviceEnv ? me : null;
+  const view = uv.client;
   const code = view.error ? EXIT.errors : EXIT.ok;
   if (opts.json) {
     const doc = configJson(view, me.name, opts.all);
@@ -166,6 +175,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
       "--all",
       "list every setting, not only those set in files and those that matter for remote builds",
     )
+    .option("--from <file>", "answer from a report taken with `nix-builders report` (docs/report.md)")
     .option("--json", "print one JSON document")
     .action(async (opts: ConfigOptions) => exit(await runConfig(opts, io)));
 }

@@ -6,6 +6,7 @@
  * 64 for usage errors (unreadable file, bad --nix-version).
  */
 import type { Command } from "commander";
+import { readBundle } from "../app/snapshot.js";
 import { readBounded } from "../host/fs-reader.js";
 import { readProblemText } from "../nix/conf.js";
 import { type ExplainResult, explainLog, type Finding } from "../nix/explain.js";
@@ -15,6 +16,8 @@ import { EXIT, errnoText, type Io, json, Refusal, UsageError } from "./io.js";
 export interface ExplainCommandOptions {
   json?: boolean;
   nixVersion?: string;
+  /** --from FILE: the log comes from the machine of this report (docs/report.md): its Nix version. */
+  from?: string;
 }
 
 /** How the command reads its input; injected for tests. */
@@ -96,6 +99,8 @@ export async function runExplain(
     version = parseNixVersion(opts.nixVersion);
     if (!version)
       throw new UsageError(`--nix-version: not a version: '${opts.nixVersion}' (expected X.Y, e.g. 2.8)`);
+  } else if (opts.from !== undefined) {
+    version = readBundle(opts.from).nix.install?.version ?? null;
   }
   let text: string;
   if (file === undefined || file === "-") {
@@ -127,6 +132,10 @@ export function register(program: Command, io: Io): void {
     )
     .argument("[file]", "the log file; '-' or nothing reads stdin")
     .option("--json", "print {primary, findings} as JSON")
+    .option(
+      "--from <file>",
+      "the log is from the machine of this report: follow its Nix version (docs/report.md)",
+    )
     .option(
       "--nix-version <x.y>",
       "the Nix version that produced the log (notes wording from other versions; texts checked against real Nix 2.8 and 2.30, others modelled)",

@@ -4,11 +4,12 @@
  */
 import type { Command } from "commander";
 import { type LintOptions, type LintResult, lint, lintJson, lintNixDisplay } from "../app/lint.js";
+import { fromBundle } from "../app/report.js";
 import type { UserView } from "../app/view.js";
 import { closeReaders } from "../host/fs-reader.js";
 import { exitCodeFor } from "../nix/lint.js";
 import { formatNixVersion } from "../nix/version.js";
-import { EXIT, type Io, json } from "./io.js";
+import { EXIT, type Io, json, UsageError } from "./io.js";
 import { plural } from "./render.js";
 
 export { classifyFile, type LintOptions } from "../app/lint.js";
@@ -45,7 +46,11 @@ export function renderLint(r: LintResult): string {
 }
 
 /** The command; the user's reader helpers stop when it ends (no process of the user outlives it). */
-export async function runLint(opts: LintOptions, io: Io, given?: UserView): Promise<number> {
+export async function runLint(
+  opts: LintOptions & { from?: string },
+  io: Io,
+  given?: UserView,
+): Promise<number> {
   try {
     return await runLintInner(opts, io, given);
   } finally {
@@ -53,8 +58,20 @@ export async function runLint(opts: LintOptions, io: Io, given?: UserView): Prom
   }
 }
 
-async function runLintInner(opts: LintOptions, io: Io, given?: UserView): Promise<number> {
-  const r = await lint(opts, io.env, given);
+async function runLintInner(
+  opts: LintOptions & { from?: string },
+  io: Io,
+  given?: UserView,
+): Promise<number> {
+  let view = given;
+  if (opts.from !== undefined) {
+    if ((opts.files ?? []).length + (opts.conf ?? []).length + (opts.machines ?? []).length > 0)
+      throw new UsageError(
+        "--from: FILE, --conf and --machines cannot be used with a report (it holds the view only)",
+      );
+    view = fromBundle(opts.from, opts).view;
+  }
+  const r = await lint(opts, io.env, view);
   io.out(opts.json ? json(lintJson(r)) : renderLint(r));
   const code = exitCodeFor(r.summary);
   return code === 2 ? EXIT.errors : code === 1 ? EXIT.warnings : EXIT.ok;
@@ -76,6 +93,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
     )
     .option("--conf <file>", "lint this file as a nix.conf (repeatable)", collect)
     .option("--machines <file>", "lint this file as a machines file (repeatable)", collect)
+    .option("--from <file>", "answer from a report taken with `nix-builders report` (docs/report.md)")
     .option("--json", "print one JSON document")
     .action(async (files: string[], opts: LintOptions) => exit(await runLint({ ...opts, files }, io)));
 }

@@ -23,6 +23,7 @@ import { EXIT, type Io, json, UsageError } from "./io.js";
 
 export type { RouteContext } from "../app/route-context.js";
 
+import { fromBundle } from "../app/report.js";
 import { type RouteContext, routeContext } from "../app/route-context.js";
 import { userView } from "../app/view.js";
 import { table } from "./render.js";
@@ -35,6 +36,8 @@ export interface RouteOptions {
   builders?: string;
   nixVersion?: string;
   store?: string;
+  /** --from FILE: answer from a report (docs/report.md) instead of this machine. */
+  from?: string;
   json?: boolean;
 }
 
@@ -54,6 +57,11 @@ export function routeNow(ctx: RouteContext, drv: RouteDrv, procLocks?: string): 
       ? { stateDir: ctx.store.stateDir, version: ctx.version }
       : { stateDir: ctx.store.stateDir, procLocks, version: ctx.version },
   );
+  return routeWithLoad(ctx, drv, load);
+}
+
+/** Route one derivation with a given load (a report's). */
+export function routeWithLoad(ctx: RouteContext, drv: RouteDrv, load: CurrentLoad): RouteReport {
   const result = route({
     version: ctx.version,
     drv,
@@ -240,6 +248,22 @@ export async function runRoute(opts: RouteOptions, drvArg: string | undefined, i
 }
 
 async function runRouteInner(opts: RouteOptions, drvArg: string | undefined, io: Io): Promise<number> {
+  if (opts.from !== undefined) {
+    if (drvArg !== undefined || opts.store !== undefined)
+      throw new UsageError(
+        "--from: a DRV and --store cannot be used with a report (give --system and --feature)",
+      );
+    const b = fromBundle(opts.from, opts);
+    const ctx = routeContext(b.view);
+    const held = b.data.load as CurrentLoad | null;
+    const load: CurrentLoad =
+      held && held.stateDir === ctx.store.stateDir
+        ? held
+        : { stateDir: ctx.store.stateDir, locksReadable: false, machines: [] };
+    const r = routeWithLoad(ctx, routeDrv(opts, ctx, undefined), load);
+    io.out(opts.json ? json(routeJson(r)) : renderRoute(r));
+    return decisionExit(r.result.decision.kind, ctx.fatal !== null);
+  }
   const v = await userView({
     user: opts.user,
     nixVersion: opts.nixVersion,
@@ -281,6 +305,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
       "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
     )
     .option("--store <dir>", "a chroot store (its drvs and its current-load folder)")
+    .option("--from <file>", "answer from a report taken with `nix-builders report` (docs/report.md)")
     .option("--json", "print one JSON document")
     .action(async (drv: string | undefined, opts: RouteOptions) => exit(await runRoute(opts, drv, io)));
 }

@@ -6,6 +6,7 @@
 import type { Command } from "commander";
 import { type AgentReport, agentCaches, agentReport, renderTaskSettings } from "../app/agent-checks.js";
 import { type AgentOptions, type AgentSelection, selectAgent } from "../app/agent-select.js";
+import { fromBundle } from "../app/report.js";
 import { type UserView, userView, viewErrors } from "../app/view.js";
 import { closeReaders } from "../host/fs-reader.js";
 import { filterAnsiEscapes, indentLines, nixErrorDisplay } from "../nix/display.js";
@@ -17,6 +18,8 @@ import { originJson, originsText, plural, table } from "./render.js";
 
 export interface ShowOptions extends AgentOptions {
   user?: string;
+  /** --from FILE: answer from a report (docs/report.md) instead of this machine. */
+  from?: string;
   builders?: string;
   nixVersion?: string;
   json?: boolean;
@@ -176,6 +179,12 @@ export async function runShow(opts: ShowOptions, io: Io): Promise<number> {
 }
 
 async function runShowInner(opts: ShowOptions, io: Io): Promise<number> {
+  if (opts.from !== undefined) {
+    if (opts.agentConfig !== undefined)
+      throw new UsageError("--from: --agent-config cannot be used with a report");
+    const b = fromBundle(opts.from, opts);
+    return printShow(opts, io, b.view, b.agent?.sel ?? null, b.agent?.report ?? null);
+  }
   const sel = selectAgent(opts);
   if (sel && opts.user && opts.user !== sel.user)
     throw new UsageError(`--user ${opts.user} and --agent (user ${sel.user}) name different users`);
@@ -186,9 +195,19 @@ async function runShowInner(opts: ShowOptions, io: Io): Promise<number> {
     env: io.env,
     ...(sel ? { userEnv: sel.userEnv, clientOverrides: sel.overrides } : {}),
   });
-  const code = viewErrors(v).length ? EXIT.errors : EXIT.ok;
   const caches = sel ? await agentCaches(sel) : undefined;
   const report = sel ? agentReport(v, sel, caches) : null;
+  return printShow(opts, io, v, sel, report);
+}
+
+function printShow(
+  opts: ShowOptions,
+  io: Io,
+  v: UserView,
+  sel: AgentSelection | null,
+  report: AgentReport | null,
+): number {
+  const code = viewErrors(v).length ? EXIT.errors : EXIT.ok;
   if (opts.json) {
     io.out(json({ ...showJson(v), ...(sel && report ? { agent: agentJson(sel, report) } : {}) }));
   } else {
@@ -215,6 +234,7 @@ export function register(program: Command, io: Io, exit: (code: number) => void)
       "--nix-version <X.Y>",
       "follow this Nix version's rules instead of the installed Nix's (checked against real Nix 2.8 and 2.30; other versions modelled from the Nix sources, see docs/nix-versions.md)",
     )
+    .option("--from <file>", "answer from a report taken with `nix-builders report` (docs/report.md)")
     .option("--json", "print one JSON document")
     .action(async (opts: ShowOptions) => exit(await runShow(opts, io)));
 }

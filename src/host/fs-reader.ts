@@ -39,7 +39,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ExistsResult, FileReader, ReadResult } from "../nix/conf.js";
+import type { ExistsResult, ReadResult } from "../nix/conf.js";
 import { childProcess } from "../os/lazy.js";
 import { errCode, READ_LIMIT, readBounded } from "../os/read.js";
 import { killGroup, type RunAsIdentity, runAsArgv, serviceEnv } from "./run-as.js";
@@ -53,28 +53,10 @@ const HELPER_IDLE_MS = 10_000;
 /** Deadline of one read as another user (ms). */
 export const READ_TIMEOUT_MS = 10_000;
 
-/** Facts about a key or machines file, as one identity sees them (stat and access as that identity). */
-export interface PathFacts {
-  /** stat(2) (following links) worked. */
-  exists: boolean;
-  /** errno name when stat failed (ENOENT, EACCES, ENOTDIR, ELOOP…). */
-  statError?: string;
-  isFile: boolean | null;
-  mode: number | null;
-  ownerUid: number | null;
-  /** realpath, when it could be computed. */
-  real: string | null;
-  /** open(O_RDONLY) as that identity worked (a FIFO or device is never opened: null). */
-  readable: boolean | null;
-}
+/** Facts about a path as one identity sees them, and the reader that answers them: the core's types. */
+export type { IdentityReader, PathFacts } from "../nix/snapshot.js";
 
-/** A {@link FileReader} that can also answer stat/readability questions as its identity. */
-export interface IdentityReader extends FileReader {
-  /** Facts about `path` as this reader's identity. */
-  facts(path: string): PathFacts;
-  /** The identity's name, for messages ("unreadable for NAME"). */
-  readonly who: string;
-}
+import type { IdentityReader, PathFacts } from "../nix/snapshot.js";
 
 export { type NotRegularKind, READ_LIMIT, readBounded } from "../os/read.js";
 

@@ -5,6 +5,10 @@
  * real Nix 2.8 does with a new derivation built as that user, read from Nix's own log.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CLI_NODE_ARGS } from "../support/cli.js";
 import {
@@ -100,6 +104,69 @@ describe("show --user hercules-ci-agent tells the truth", { skip }, () => {
       viaAgent.machines.map((m) => m.storeUri),
       [s.builders[1]!.storeUri],
     );
+  });
+
+  test("report: a bundle taken on the agent machine replays on the host to byte-identical show and lint --json, with no private key in it", () => {
+    lab(["agent-conf", "--trusted", "yes", "--system-builders", "yes"]);
+    // plant private keys: one in the agent user's ~/.ssh, one named by root's ssh config
+    const tmp = mkdtempSync(join(tmpdir(), "nb-report-lab-"));
+    const key = join(tmp, "id_ed25519");
+    spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "", "-f", key], { timeout: 10_000 });
+    const keyText = readFileSync(key, "utf8");
+    const rootConfig = labExec(["cat", "/root/.ssh/config"]);
+    const plantedConfig = `${rootConfig.code === 0 ? rootConfig.stdout : ""}\nHost nb-report-plant\n  IdentityFile /root/.ssh/nb-report-plant\n`;
+    try {
+      labExec(["mkdir", "-p", "-m", "700", `${s.agent.home}/.ssh`]);
+      for (const f of [`${s.agent.home}/.ssh/id_ed25519`, "/root/.ssh/nb-report-plant"])
+        labExec(["sh", "-c", 'umask 077 && cat > "$1"', "sh", f], { input: keyText });
+      labExec(["chown", "-R", `${s.agent.user}:`, `${s.agent.home}/.ssh`]);
+      labExec(["sh", "-c", 'cat > "$1"', "sh", "/root/.ssh/config"], { input: plantedConfig });
+      const cli = (args: string[]) =>
+        labExec([process.execPath, "--import", "tsx", "src/cli.ts", ...args], {
+          cwd: REPO,
+          timeoutMs: 120_000,
+        });
+      const host = (args: string[]) =>
+        spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+          cwd: REPO,
+          encoding: "utf8",
+          timeout: 120_000,
+          env: { PATH: process.env["PATH"], HOME: tmp },
+        });
+      for (const [who, liveShow, liveLint] of [
+        [
+          ["--user", s.agent.user],
+          ["show", "--json", "--user", s.agent.user],
+          ["lint", "--json", "--user", s.agent.user],
+        ],
+        [["--agent"], ["show", "--json", "--agent"], null],
+      ] as [string[], string[], string[] | null][]) {
+        const taken = cli(["report", ...who]);
+        assert.equal(taken.code, 0, taken.stderr);
+        for (const line of keyText.split("\n").filter((l) => l !== "" && !l.startsWith("-----")))
+          assert.ok(!taken.stdout.includes(line), "a line of a private key is in the bundle");
+        assert.ok(!taken.stdout.includes("PRIVATE KEY"));
+        const bundle = join(tmp, `bundle-${who[0]!.slice(2)}.json`);
+        writeFileSync(bundle, taken.stdout);
+        for (const live of liveLint ? [liveShow, liveLint] : [liveShow]) {
+          const there = cli(live);
+          const here = host([
+            ...live.filter((w, i) => w !== "--user" && live[i - 1] !== "--user"),
+            "--from",
+            bundle,
+          ]);
+          assert.equal(here.stderr, "");
+          assert.equal(here.stdout, there.stdout, `${live.join(" ")}: the replay differs`);
+          assert.equal(here.status, there.code);
+        }
+      }
+    } finally {
+      labExec(["rm", "-rf", `${s.agent.home}/.ssh`, "/root/.ssh/nb-report-plant"]);
+      if (rootConfig.code === 0)
+        labExec(["sh", "-c", 'cat > "$1"', "sh", "/root/.ssh/config"], { input: rootConfig.stdout });
+      else labExec(["rm", "-f", "/root/.ssh/config"]);
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   test("untrusted: the user's builders are ignored, and Nix uses the daemon's (here: none)", () => {

@@ -34,7 +34,7 @@ function bashComplete(words: string[]): string[] {
 describe("shell completions", () => {
   it("bash completes subcommands", () => {
     assert.deepEqual(bashComplete(["nix-builders", "l"]), ["lint"]);
-    assert.deepEqual(bashComplete(["nix-builders", "re"]).sort(), ["reset"]);
+    assert.deepEqual(bashComplete(["nix-builders", "re"]).sort(), ["report", "reset"]);
     const all = bashComplete(["nix-builders", ""]);
     for (const c of [
       "config",
