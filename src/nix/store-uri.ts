@@ -99,7 +99,15 @@ export function badParam28(uri: string): string | null {
 
 /** 2.8's `parseURL`. Returns null where 2.8 throws `BadURL`. */
 export function parseUrl28(url: string): ParsedUrl28 | null {
-  const m = URI_2_8.exec(url);
+  let m: RegExpExecArray | null;
+  try {
+    m = URI_2_8.exec(url);
+  } catch (e) {
+    // A URI of megabytes overflows the regular expression engine's stack (as std::regex overflows
+    // Nix's): we answer "not a URI" instead of dying.
+    if (e instanceof RangeError) return null;
+    throw e;
+  }
   if (!m) return null;
   const scheme = m[2]!;
   const authority = m[3] !== undefined ? m[3] : null;

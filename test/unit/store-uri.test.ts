@@ -108,3 +108,7 @@ describe("store URIs", () => {
     assert.match(bad.ok ? "" : bad.message, /invalid character in Base64 string: '_'/);
   });
 });
+
+it("parseUrl28: a URI of 14 MB is not a URI (the regular expression's stack overflow is not a crash)", () => {
+  assert.equal(parseUrl28(`ssh://${"y-".repeat(7 * 1024 * 1024)}`), null);
+});
