@@ -1122,7 +1122,6 @@ export function usesSshKey(m: Machine, version: NixVersion): boolean {
 /** Key files that are missing, unreadable, too open, passphrase-protected, not keys, or in the store. */
 export function lintKeyFiles(input: KeyLintInput): Finding[] {
   const out: Finding[] = [];
-  const { hookUser } = input;
   const byPath = new Map(input.facts.map((f) => [f.path, f]));
   // one set of findings per key path, at the first machine that names it; the others are counted
   const users = new Map<string, { first: Machine; count: number }>();
@@ -1133,136 +1132,161 @@ export function lintKeyFiles(input: KeyLintInput): Finding[] {
     else users.set(m.sshKey, { first: m, count: 1 });
   }
   for (const [path, { first: m, count }] of users) {
-    const start = out.length;
-    try {
-      const f = byPath.get(path)!;
-      const where = m.origin;
-      const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
-      const shown = `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`;
+    const f = byPath.get(path)!;
+    const also = count > 1 ? ` (${count} machines use this key; the first is shown)` : "";
+    const k: KeyCheck = {
+      f,
+      where: m.origin,
+      shown: `${f.resolved && f.resolved !== f.path ? `${f.path} (${f.resolved})` : f.path}${also}`,
       // ssh expands `~` before it opens the key, and its messages name the expanded path
-      const sshName = f.path.startsWith("~") && f.resolved ? f.resolved : f.path;
-      const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
-      if (f.inStore) {
-        out.push(
-          finding(
-            "key-in-store",
-            "error",
-            where,
-            `ssh key ${shown} is in the Nix store: it is world-readable there (so leaked to every user and every cache it is copied to), and ssh run by the store's owner refuses it as an unprotected private key`,
-            'keep the key outside the store (e.g. /etc/nix/builder_ed25519, mode 0600, owned by root) and write that path in column 3; NixOS: `sshKey = "/etc/nix/..."` as a string, not a path literal',
-          ),
-        );
-      }
-      if (!f.exists) {
-        out.push(
-          finding(
-            "key-missing",
-            "error",
-            where,
-            `ssh key ${shown} does not exist: ssh warns and tries ${hookUser.name}'s default keys instead, which the builder usually does not accept`,
-            `create the key (\`ssh-keygen -t ed25519 -N '' -f ${f.resolved ?? f.path}\`) and authorise its .pub on the builder, or fix the path`,
-            `Warning: Identity file ${sshName} not accessible: No such file or directory.`,
-          ),
-        );
-        continue;
-      }
-      if (f.isFile === false) {
-        out.push(
-          finding(
-            "key-not-a-file",
-            "error",
-            where,
-            `ssh key ${shown} is not a regular file`,
-            "point column 3 at the private key file",
-          ),
-        );
-        continue;
-      }
-      if (f.readableByHookUser === false) {
-        out.push(
-          finding(
-            "key-unreadable",
-            "error",
-            where,
-            `ssh key ${shown} is not readable by ${hookUser.name}; ${runs}, so this key is never offered`,
-            hookUser.uid === 0
-              ? `make the key readable by root (it normally is; check ACLs and the file system)`
-              : `give ${hookUser.name} read access: \`chown ${hookUser.name} ${f.resolved ?? f.path} && chmod 600 ${f.resolved ?? f.path}\``,
-            `Load key "${sshName}": Permission denied`,
-          ),
-        );
-      } else if (f.readableByHookUser === null) {
-        out.push(
-          finding(
-            "key-unchecked",
-            "info",
-            where,
-            `could not check whether ${hookUser.name} can read ssh key ${shown} (run the lint as root to check)`,
-            `run \`sudo nix-builders lint\``,
-          ),
-        );
-      }
-      const pub = f.path.endsWith(".pub");
-      if (f.loadError || pub) {
-        // not a private key at all (a .pub, a certificate, …): that is the fix; its mode does not matter
-        // (ssh-keygen refuses a 0644 .pub on its mode before parsing it, so loadError may be unknown here)
-        const tooOpen = f.mode !== null && (f.mode & 0o077) !== 0;
-        const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
-        out.push(
-          finding(
-            "key-invalid",
-            "error",
-            where,
-            pub
-              ? `ssh key ${shown} is a public key (.pub): ssh needs the private half, so authentication fails${f.loadError ? ` (${f.loadError})` : ""}`
-              : `ssh key ${shown} is not a private key ssh can load (${f.loadError})`,
-            pub
-              ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
-              : "point column 3 at the private key (the file without .pub)",
-            f.loadError
-              ? `Load key "${sshName}": ${f.loadError}`
-              : tooOpen && ownedByHook
-                ? `Permissions ${fmtMode(f.mode!)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
-                : undefined,
-          ),
-        );
-        continue;
-      }
-      if (f.mode !== null && (f.mode & 0o077) !== 0 && !f.inStore) {
-        const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
-        out.push(
-          finding(
-            "key-permissions",
-            ownedByHook ? "error" : "warning",
-            where,
-            ownedByHook
-              ? `ssh key ${shown} has mode ${fmtMode(f.mode)}: it is accessible by group or others, and ssh (run by its owner ${hookUser.name}) ignores such a key`
-              : `ssh key ${shown} has mode ${fmtMode(f.mode)}: other users can read this private key (ssh still uses it, because ${hookUser.name} does not own it)`,
-            `chmod 600 ${f.resolved ?? f.path}`,
-            ownedByHook
-              ? `Permissions ${fmtMode(f.mode)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`
-              : undefined,
-          ),
-        );
-      }
-      if (f.passphrase === true) {
-        out.push(
-          finding(
-            "key-passphrase",
-            "error",
-            where,
-            `ssh key ${shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
-            `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${f.resolved ?? f.path}\` removes it), readable only by ${hookUser.name}`,
-            `Load key "${sshName}": incorrect passphrase supplied to decrypt private key`,
-          ),
-        );
-      }
-    } finally {
-      // the findings of this key are about the first machine that names it
-      for (let i = start; i < out.length; i++) out[i] = { ...out[i]!, row: m.row };
-    }
+      sshName: f.path.startsWith("~") && f.resolved ? f.resolved : f.path,
+      hookUser: input.hookUser,
+    };
+    // the findings of this key are about the first machine that names it
+    for (const x of keyFileFindings(k)) out.push({ ...x, row: m.row });
   }
   return out;
+}
+
+/** One key file, and how the findings about it name it. */
+interface KeyCheck {
+  f: KeyFileFacts;
+  where: { file: string | null; line: number | null };
+  /** The path as the findings show it (with its resolved path and how many machines use it). */
+  shown: string;
+  /** The path as ssh's messages name it. */
+  sshName: string;
+  hookUser: { name: string; uid: number };
+}
+
+function keyFileFindings(k: KeyCheck): Finding[] {
+  const out: Finding[] = [];
+  if (k.f.inStore) out.push(keyInStore(k));
+  const absent = keyAbsent(k);
+  if (absent) return [...out, absent];
+  const readable = keyReadability(k);
+  if (readable) out.push(readable);
+  const invalid = keyInvalid(k);
+  if (invalid) return [...out, invalid];
+  const open = keyPermissions(k);
+  if (open) out.push(open);
+  if (k.f.passphrase === true) {
+    out.push(
+      finding(
+        "key-passphrase",
+        "error",
+        k.where,
+        `ssh key ${k.shown} is protected by a passphrase: the build hook runs ssh without a terminal or agent, so it cannot unlock it and authentication fails`,
+        `use a key without a passphrase for the builder (\`ssh-keygen -p -N '' -f ${k.f.resolved ?? k.f.path}\` removes it), readable only by ${k.hookUser.name}`,
+        `Load key "${k.sshName}": incorrect passphrase supplied to decrypt private key`,
+      ),
+    );
+  }
+  return out;
+}
+
+function keyInStore(k: KeyCheck): Finding {
+  return finding(
+    "key-in-store",
+    "error",
+    k.where,
+    `ssh key ${k.shown} is in the Nix store: it is world-readable there (so leaked to every user and every cache it is copied to), and ssh run by the store's owner refuses it as an unprotected private key`,
+    'keep the key outside the store (e.g. /etc/nix/builder_ed25519, mode 0600, owned by root) and write that path in column 3; NixOS: `sshKey = "/etc/nix/..."` as a string, not a path literal',
+  );
+}
+
+/** Missing, or not a regular file: nothing else about it can be said. */
+function keyAbsent(k: KeyCheck): Finding | null {
+  const { f, hookUser } = k;
+  if (!f.exists)
+    return finding(
+      "key-missing",
+      "error",
+      k.where,
+      `ssh key ${k.shown} does not exist: ssh warns and tries ${hookUser.name}'s default keys instead, which the builder usually does not accept`,
+      `create the key (\`ssh-keygen -t ed25519 -N '' -f ${f.resolved ?? f.path}\`) and authorise its .pub on the builder, or fix the path`,
+      `Warning: Identity file ${k.sshName} not accessible: No such file or directory.`,
+    );
+  if (f.isFile === false)
+    return finding(
+      "key-not-a-file",
+      "error",
+      k.where,
+      `ssh key ${k.shown} is not a regular file`,
+      "point column 3 at the private key file",
+    );
+  return null;
+}
+
+function keyReadability(k: KeyCheck): Finding | null {
+  const { f, hookUser } = k;
+  const runs = `ssh runs as ${hookUser.name}${hookUser.uid === 0 ? " (the build hook runs as root under the daemon)" : ""}`;
+  if (f.readableByHookUser === false)
+    return finding(
+      "key-unreadable",
+      "error",
+      k.where,
+      `ssh key ${k.shown} is not readable by ${hookUser.name}; ${runs}, so this key is never offered`,
+      hookUser.uid === 0
+        ? `make the key readable by root (it normally is; check ACLs and the file system)`
+        : `give ${hookUser.name} read access: \`chown ${hookUser.name} ${f.resolved ?? f.path} && chmod 600 ${f.resolved ?? f.path}\``,
+      `Load key "${k.sshName}": Permission denied`,
+    );
+  if (f.readableByHookUser === null)
+    return finding(
+      "key-unchecked",
+      "info",
+      k.where,
+      `could not check whether ${hookUser.name} can read ssh key ${k.shown} (run the lint as root to check)`,
+      `run \`sudo nix-builders lint\``,
+    );
+  return null;
+}
+
+function tooOpenText(mode: number, sshName: string): string {
+  return `Permissions ${fmtMode(mode)} for '${sshName}' are too open.\nIt is required that your private key files are NOT accessible by others.\nThis private key will be ignored.`;
+}
+
+/** Not a private key at all (a .pub, a certificate, …): that is the fix; its mode does not matter. */
+function keyInvalid(k: KeyCheck): Finding | null {
+  const { f, hookUser } = k;
+  const pub = f.path.endsWith(".pub");
+  if (!f.loadError && !pub) return null;
+  // ssh-keygen refuses a 0644 .pub on its mode before parsing it, so loadError may be unknown here
+  const tooOpen = f.mode !== null && (f.mode & 0o077) !== 0;
+  const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
+  return finding(
+    "key-invalid",
+    "error",
+    k.where,
+    pub
+      ? `ssh key ${k.shown} is a public key (.pub): ssh needs the private half, so authentication fails${f.loadError ? ` (${f.loadError})` : ""}`
+      : `ssh key ${k.shown} is not a private key ssh can load (${f.loadError})`,
+    pub
+      ? `write the private key's path in column 3: ${f.path.slice(0, -4)}`
+      : "point column 3 at the private key (the file without .pub)",
+    f.loadError
+      ? `Load key "${k.sshName}": ${f.loadError}`
+      : tooOpen && ownedByHook
+        ? tooOpenText(f.mode!, k.sshName)
+        : undefined,
+  );
+}
+
+function keyPermissions(k: KeyCheck): Finding | null {
+  const { f, hookUser } = k;
+  if (f.mode === null || (f.mode & 0o077) === 0 || f.inStore) return null;
+  const ownedByHook = f.ownerUid === undefined || f.ownerUid === null || f.ownerUid === hookUser.uid;
+  return finding(
+    "key-permissions",
+    ownedByHook ? "error" : "warning",
+    k.where,
+    ownedByHook
+      ? `ssh key ${k.shown} has mode ${fmtMode(f.mode)}: it is accessible by group or others, and ssh (run by its owner ${hookUser.name}) ignores such a key`
+      : `ssh key ${k.shown} has mode ${fmtMode(f.mode)}: other users can read this private key (ssh still uses it, because ${hookUser.name} does not own it)`,
+    `chmod 600 ${f.resolved ?? f.path}`,
+    ownedByHook ? tooOpenText(f.mode, k.sshName) : undefined,
+  );
 }
 
 /** Facts about a machines file named by `@path`, from the hook user's point of view. */
