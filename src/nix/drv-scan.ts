@@ -307,14 +307,79 @@ function scan(b: Buffer, start: number, end: number): DrvScan {
   }
   if (!sc.startsWith(DERIVE)) throw new FormatFailure("expected string 'Derive(['");
   sc.pos += DERIVE.length;
+  const outs = scanOutputs(sc);
+  sc.expectChar(COMMA);
+  sc.expectChar(LBRACKET);
+  const { inputDrvs, inputOutputs } = scanInputDrvs(sc);
+  sc.expectChar(COMMA);
+  sc.expectChar(LBRACKET);
+  sc.skipStrings(true); // inputSrcs
+  sc.expectChar(COMMA);
+  const system = sc.system();
+  sc.expectChar(COMMA);
+  sc.str();
+  const isBuiltin = sc.esc
+    ? sc.text().startsWith("builtin:")
+    : sc.s1 - sc.s0 >= BUILTIN.length && b.compare(BUILTIN, 0, BUILTIN.length, sc.s0, sc.s0 + 8) === 0;
+  sc.expectChar(COMMA);
+  sc.expectChar(LBRACKET);
+  sc.skipStrings(false); // args
+  sc.expectChar(COMMA);
+  sc.expectChar(LBRACKET);
+  const env = scanEnv(sc);
+  sc.expectChar(RPAREN);
+  // Trailing bytes are ignored, as by Nix.
 
-  // Outputs.
+  const { outputNames } = outs;
+  const first = outs.first;
+  const type: DerivationType =
+    first === null ||
+    outs.mixed ||
+    (first === "fixed" && (outputNames.length !== 1 || outputNames[0] !== "out"))
+      ? "invalid"
+      : first;
+  const hasKnownOutputPaths = type === "inputAddressed" || type === "fixed";
+  const { feats, preferLocalBuild } = routingAttrs(sc, b, env);
+  let required: readonly string[];
+  if (feats.length === 0) required = hasKnownOutputPaths ? NO_FEATURES : CA_ONLY;
+  else {
+    const set = new Set(feats);
+    if (!hasKnownOutputPaths) set.add("ca-derivations");
+    required = [...set].sort(byCodeUnit);
+  }
+  return {
+    outputNames,
+    outputPaths: outs.outputPaths,
+    outputHashAlgos: outs.outputHashAlgos,
+    outputHashes: outs.outputHashes,
+    inputDrvs,
+    inputOutputs,
+    system,
+    facts: {
+      type,
+      requiredSystemFeatures: required,
+      preferLocalBuild,
+      isFixedOutput: type === "fixed",
+      isBuiltin,
+      hasKnownOutputPaths,
+    },
+  };
+}
+
+/** The outputs, with the derivation type as Nix derives it: the kind shared by all outputs, else invalid. */
+function scanOutputs(sc: ByteScanner): {
+  outputNames: string[];
+  outputPaths: string[];
+  outputHashAlgos: string[];
+  outputHashes: string[];
+  first: OutputKind | null;
+  mixed: boolean;
+} {
   const outputNames: string[] = [];
   const outputPaths: string[] = [];
   let outputHashAlgos: string[] = [];
   let outputHashes: string[] = [];
   let hashed = false;
-  // The derivation type as Nix derives it: the kind shared by all outputs, else invalid.
   let first: OutputKind | null = null;
   let mixed = false;
   while (!sc.endOfList()) {
@@ -350,11 +415,14 @@ function scan(b: Buffer, start: number, end: number): DrvScan {
     outputHashAlgos = ONE_EMPTY as string[];
     outputHashes = ONE_EMPTY as string[];
   }
+  return { outputNames, outputPaths, outputHashAlgos, outputHashes, first, mixed };
+}
 
-  // Input derivations. Nix writes them sorted, so a path not greater than the previous one is the
-  // only way to a duplicate: then fall back to a Map (first position, last value).
-  sc.expectChar(COMMA);
-  sc.expectChar(LBRACKET);
+/**
+ * Input derivations. Nix writes them sorted, so a path not greater than the previous one is the only
+ * way to a duplicate: then fall back to a Map (first position, last value).
+ */
+function scanInputDrvs(sc: ByteScanner): { inputDrvs: string[]; inputOutputs: (readonly string[])[] } {
   let inputDrvs: string[] = [];
   let inputOutputs: (readonly string[])[] = [];
   let dups: Map<string, number> | null = null;
@@ -386,27 +454,18 @@ function scan(b: Buffer, start: number, end: number): DrvScan {
     inputDrvs = NO_STRINGS as string[];
     inputOutputs = NO_LISTS as (readonly string[])[];
   }
+  return { inputDrvs, inputOutputs };
+}
 
-  sc.expectChar(COMMA);
-  sc.expectChar(LBRACKET);
-  sc.skipStrings(true); // inputSrcs
-  sc.expectChar(COMMA);
-  const system = sc.system();
-  sc.expectChar(COMMA);
-  sc.str();
-  const isBuiltin = sc.esc
-    ? sc.text().startsWith("builtin:")
-    : sc.s1 - sc.s0 >= BUILTIN.length && b.compare(BUILTIN, 0, BUILTIN.length, sc.s0, sc.s0 + 8) === 0;
-  sc.expectChar(COMMA);
-  sc.expectChar(LBRACKET);
-  sc.skipStrings(false); // args
-  sc.expectChar(COMMA);
-  sc.expectChar(LBRACKET);
+interface EnvRaws {
+  features: Raw | null;
+  prefer: Raw | null;
+  json: Raw | null;
+}
 
-  // Environment: only the three keys that matter; the last occurrence wins, as in a Map.
-  let features: Raw | null = null;
-  let prefer: Raw | null = null;
-  let json: Raw | null = null;
+/** The environment: only the three keys that matter; the last occurrence wins, as in a Map. */
+function scanEnv(sc: ByteScanner): EnvRaws {
+  const env: EnvRaws = { features: null, prefer: null, json: null };
   while (!sc.endOfList()) {
     sc.expectChar(LPAREN);
     sc.str();
@@ -423,75 +482,53 @@ function scan(b: Buffer, start: number, end: number): DrvScan {
     sc.expectChar(RPAREN);
     if (which !== 0) {
       const raw: Raw = { s0: sc.s0, s1: sc.s1, esc: sc.esc, high: sc.high };
-      if (which === 1) features = raw;
-      else if (which === 2) prefer = raw;
-      else json = raw;
+      if (which === 1) env.features = raw;
+      else if (which === 2) env.prefer = raw;
+      else env.json = raw;
     }
   }
-  sc.expectChar(RPAREN);
-  // Trailing bytes are ignored, as by Nix.
+  return env;
+}
 
-  const type: DerivationType =
-    first === null || mixed || (first === "fixed" && (outputNames.length !== 1 || outputNames[0] !== "out"))
-      ? "invalid"
-      : first;
-  const hasKnownOutputPaths = type === "inputAddressed" || type === "fixed";
-  let feats: readonly string[];
-  let preferLocalBuild: boolean;
-  if (json !== null) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(sc.decode(json.s0, json.s1, json.esc, json.high));
-    } catch (e) {
-      throw new FormatFailure(`cannot process __json attribute: ${(e as Error).message}`);
-    }
-    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-      throw new FormatFailure("cannot process __json attribute: not a JSON object");
-    }
-    const sa = parsed as Record<string, unknown>;
-    const rsf = sa.requiredSystemFeatures;
-    if (rsf === undefined) feats = NO_FEATURES;
-    else if (Array.isArray(rsf) && rsf.every((x) => typeof x === "string")) feats = rsf as string[];
-    else throw new FormatFailure("attribute 'requiredSystemFeatures' must be a list of strings");
-    const plb = sa.preferLocalBuild;
-    if (plb === undefined) preferLocalBuild = false;
-    else if (typeof plb === "boolean") preferLocalBuild = plb;
-    else throw new FormatFailure("attribute 'preferLocalBuild' must be a Boolean");
-  } else {
-    feats =
+/** requiredSystemFeatures and preferLocalBuild, from __json when the derivation has structured attrs. */
+function routingAttrs(
+  sc: ByteScanner,
+  b: Buffer,
+  { features, prefer, json }: EnvRaws,
+): { feats: readonly string[]; preferLocalBuild: boolean } {
+  if (json === null) {
+    const feats =
       features === null
         ? NO_FEATURES
         : tokenize(sc.decode(features.s0, features.s1, features.esc, features.high));
-    preferLocalBuild =
+    const preferLocalBuild =
       prefer !== null &&
       (prefer.esc
         ? sc.decode(prefer.s0, prefer.s1, true, prefer.high) === "1"
         : prefer.s1 - prefer.s0 === 1 && b[prefer.s0] === 49);
+    return { feats, preferLocalBuild };
   }
-  let required: readonly string[];
-  if (feats.length === 0) required = hasKnownOutputPaths ? NO_FEATURES : CA_ONLY;
-  else {
-    const set = new Set(feats);
-    if (!hasKnownOutputPaths) set.add("ca-derivations");
-    required = [...set].sort(byCodeUnit);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(sc.decode(json.s0, json.s1, json.esc, json.high));
+  } catch (e) {
+    throw new FormatFailure(`cannot process __json attribute: ${(e as Error).message}`);
   }
-  return {
-    outputNames,
-    outputPaths,
-    outputHashAlgos,
-    outputHashes,
-    inputDrvs,
-    inputOutputs,
-    system,
-    facts: {
-      type,
-      requiredSystemFeatures: required,
-      preferLocalBuild,
-      isFixedOutput: type === "fixed",
-      isBuiltin,
-      hasKnownOutputPaths,
-    },
-  };
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new FormatFailure("cannot process __json attribute: not a JSON object");
+  }
+  const sa = parsed as Record<string, unknown>;
+  const rsf = sa.requiredSystemFeatures;
+  let feats: readonly string[];
+  if (rsf === undefined) feats = NO_FEATURES;
+  else if (Array.isArray(rsf) && rsf.every((x) => typeof x === "string")) feats = rsf as string[];
+  else throw new FormatFailure("attribute 'requiredSystemFeatures' must be a list of strings");
+  const plb = sa.preferLocalBuild;
+  let preferLocalBuild: boolean;
+  if (plb === undefined) preferLocalBuild = false;
+  else if (typeof plb === "boolean") preferLocalBuild = plb;
+  else throw new FormatFailure("attribute 'preferLocalBuild' must be a Boolean");
+  return { feats, preferLocalBuild };
 }
 
 /**
