@@ -21,7 +21,7 @@
  * they are reported apart) to the end of the last of BENCH_WATCH_ROUNDS (default 5) more rounds. At the end
  * every one of the 200 lines must be `up`, or the figures would not be of real probes.
  *
- *   flock /work/wt/lab.lock bash -c 'npx tsx bench/watch-scale.ts; test/lab/lab down'
+ *   bash -c 'npx tsx bench/watch-scale.ts; test/lab/lab down'
  *   BENCH_ONLY=watch-scale npm run bench        (the same, from bench/run.ts)
  *
  * Env: BENCH_WATCH_BUDGET (seconds: measure fewer rounds rather than run longer; 0 = no limit),

@@ -12,7 +12,7 @@
  * takes the page at 1280×1100. It then heals b2, stops watch and leaves the lab up (the caller takes it
  * down). The remote Nix version, trust and latencies on the page are the lab's real ones.
  *
- *   flock /work/wt/lab.lock bash -c 'npx tsx bench/watch-screenshot.ts [OUT.png]; test/lab/lab down'
+ *   bash -c 'npx tsx bench/watch-screenshot.ts [OUT.png]; test/lab/lab down'
  *
  * OUT defaults to docs/watch-status.png.
  */

@@ -26,7 +26,7 @@ const SPECS = (
 )
   .split(/\s+/)
   .filter(Boolean);
-// Nix 2.30 comes from ../shared/nix-2.30 (scripts/provision); without it, as the unit differential
+// Nix 2.30 is installed at /opt/nix-current by scripts/provision when the machine provides it; without it, as the unit differential
 // tests do, these set-ups are skipped with the reason.
 const skip =
   labSkipReason() ||
