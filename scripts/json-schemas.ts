@@ -12,9 +12,13 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { CLI_NODE_ARGS } from "../test/support/cli.js";
 
 const REPO = join(import.meta.dirname, "..");
 export const SCHEMA_DIR = join(REPO, "docs", "schemas");
+
+const ROUTE_MACHINES = "ssh://b1 x86_64-linux - 2 1 kvm; ssh://b2 aarch64-linux - 0 1";
+const LONG_URI = `ssh://b3?remote-program=${"x".repeat(300)} aarch64-linux - 1 1`;
 
 /** One sample run per output: the command's arguments (after `nix-builders`). */
 export const SAMPLES: Record<string, string[][]> = {
@@ -29,11 +33,30 @@ export const SAMPLES: Record<string, string[][]> = {
   // Builders that fail, warn and are refused without a connection (test/fixtures/schemas/doctor):
   // passing, warning, failing and skipped checks, with and without evidence, and no network.
   doctor: [["doctor", "--json", "--nix-version", "2.8", "--timeout", "2"]],
+  // Machines given on the command line (test/fixtures/schemas/machines: valid and broken lines).
+  show: [
+    ["show", "--json", "--nix-version", "2.8"],
+    ["show", "--json", "--nix-version", "2.30", "--builders", "@test/fixtures/schemas/machines"],
+  ],
+  // A machine that takes the build, none that does, and a store URI the hook dies on.
+  route: [
+    ["route", "--json", "--nix-version", "2.8", "--system", "x86_64-linux", "--builders", ROUTE_MACHINES],
+    ["route", "--json", "--nix-version", "2.30", "--system", "sparc-linux", "--builders", ROUTE_MACHINES],
+    ["route", "--json", "--nix-version", "2.8", "--system", "aarch64-linux", "--builders", LONG_URI],
+  ],
+  config: [["config", "--json", "--nix-version", "2.8"]],
 };
 
 /** Objects that are maps (their keys are data, not field names): path from the top → what they map. */
 const MAPS: Record<string, Record<string, string>> = {
   doctor: { "summary.builderDurationsMs": "store URI → milliseconds its checks took" },
+  config: { settings: "setting name → { value, origin, layer, overridden }" },
+};
+
+/** Fields no sample can fill (null in every sample): path → the types they have otherwise. */
+const NULLABLE: Record<string, Record<string, string[]>> = {
+  route: { drvPath: ["null", "string"] },
+  config: { error: ["null", "object"] },
 };
 
 /** The configuration directory of a command's samples (default test/fixtures/schemas). */
@@ -48,11 +71,11 @@ export type Schema = {
   items?: Schema;
 };
 
-/** Run one sample through src/cli.ts; its stdout as JSON (exit codes 0-2 are all answers). */
+/** Run one sample through the CLI (dist/cli.js when it is up to date, test/support/cli.ts); its stdout as JSON (exit codes 0-2 are all answers). */
 export function runSample(args: string[]): unknown {
   let out: string;
   try {
-    out = execFileSync(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+    out = execFileSync(process.execPath, [...CLI_NODE_ARGS, ...args], {
       cwd: REPO,
       encoding: "utf8",
       timeout: 60_000,
@@ -116,6 +139,13 @@ export function schemaFor(name: string): Schema & { $schema: string; title: stri
     let parent = s;
     for (const k of keys.slice(0, -1)) parent = parent?.properties?.[k];
     if (parent?.properties) parent.properties[keys[keys.length - 1]!] = { description, type: "object" };
+  }
+  for (const [path, types] of Object.entries(NULLABLE[name] ?? {})) {
+    const keys = path.split(".");
+    let parent = s;
+    for (const k of keys.slice(0, -1)) parent = parent?.properties?.[k];
+    const field = parent?.properties?.[keys[keys.length - 1]!];
+    if (field) field.type = types;
   }
   return {
     $schema: "https://json-schema.org/draft/2020-12/schema",
