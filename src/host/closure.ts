@@ -13,23 +13,11 @@ import { posix } from "node:path";
 import { realPathOf, type StoreLocation } from "../nix/derivation.js";
 import { type DrvScan, scanDerivation } from "../nix/drv-scan.js";
 import { NixError } from "../nix/errors.js";
+import type { PlanNode } from "../nix/plan-graph.js";
 import type { DrvFacts, FactsCache } from "./facts-cache.js";
 
-export interface DrvNode {
-  readonly path: string;
-  readonly system: string;
-  /** Required features as Nix computes them (incl. ca-derivations). Shared arrays: do not mutate. */
-  readonly requiredFeatures: readonly string[];
-  readonly preferLocalBuild: boolean;
-  readonly isBuiltin: boolean;
-  /** Output names, in file order. */
-  readonly outputNames: readonly string[];
-  /** Output paths, parallel to outputNames; "" when not known in advance (CA, deferred, impure). */
-  readonly outputPaths: readonly string[];
-  /** The input derivations are `edges[inputStart .. inputEnd)` of the closure (ids into `nodes`). */
-  readonly inputStart: number;
-  readonly inputEnd: number;
-}
+/** One derivation of the closure: the core's plan node (src/nix/plan-graph.ts). */
+export type DrvNode = PlanNode;
 
 /** A closure with every derivation numbered, so that graph walks need no string lookups. */
 export interface DrvClosure {

@@ -13,6 +13,7 @@
  */
 
 import { readFileSync } from "node:fs";
+import type { SnapshotUser } from "../nix/snapshot.js";
 import { childProcess } from "../os/lazy.js";
 
 export interface PasswdEntry {
@@ -30,22 +31,12 @@ export interface GroupEntry {
   readonly members: readonly string[];
 }
 
-export interface UserInfo {
-  /** passwd name, or the decimal uid when there is no passwd entry (what Nix uses then). */
-  readonly name: string;
-  readonly uid: number;
-  readonly gid: number;
-  /** passwd home ("" when there is no passwd entry). */
-  readonly home: string;
-  /** passwd shell ("" when there is no passwd entry). */
-  readonly shell: string;
-  /** Group name of `gid`, or the decimal gid when no group has that id. */
-  readonly primaryGroup: string;
-  /** Names of the groups whose member list names this user, in file order (first entry per group name). */
-  readonly supplementaryGroups: readonly string[];
-  /** Where the passwd entry came from. */
-  readonly source: "files" | "getent";
-}
+/**
+ * A user as Nix sees it: the passwd entry (or, with none, the decimal uid as the name and "" as home and
+ * shell), the primary group's name (or the decimal gid), and the groups whose member lists name the user,
+ * in file order. The snapshot's type, so that a snapshot holds exactly what this reads.
+ */
+export type UserInfo = SnapshotUser;
 
 export interface UserDb {
   readonly passwd: readonly PasswdEntry[];

@@ -45,13 +45,19 @@ export interface IdentityReader extends FileReader {
 
 /** A user as the view needs it (passwd entry plus group names). */
 export interface SnapshotUser {
+  /** passwd name, or the decimal uid when there is no passwd entry (what Nix uses then). */
   readonly name: string;
   readonly uid: number;
   readonly gid: number;
+  /** passwd home ("" when there is no passwd entry). */
   readonly home: string;
+  /** passwd shell ("" when there is no passwd entry). */
   readonly shell: string;
+  /** Group name of `gid`, or the decimal gid when no group has that id. */
   readonly primaryGroup: string;
+  /** Names of the groups whose member list names this user, in file order (first entry per group name). */
   readonly supplementaryGroups: readonly string[];
+  /** Where the passwd entry came from. */
   readonly source: "files" | "getent";
 }
 
