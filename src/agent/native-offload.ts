@@ -18,7 +18,8 @@
  * chroot store as the builder, the worker protocol's BuildDerivation and BuildPaths). The thresholds
  * 2.29/2.30 come from the sources at those tags (modelled).
  */
-import { atLeast, formatNixVersion, type NixVersion } from "../nix/version.js";
+import { formatNixVersion, type NixVersion } from "../nix/version.js";
+import { NIX, since } from "../nix/versions.js";
 import { type AgentFinding, finding } from "./findings.js";
 
 export type OffloadOutcome = "remote" | "local" | "fails";
@@ -37,13 +38,13 @@ export interface NativeOffloadInput {
 export function agentNativeOffload(input: NativeOffloadInput): { outcome: OffloadOutcome; why: string } {
   if (input.materialised)
     return { outcome: "remote", why: "BuildPaths on the .drv: the daemon offers it to the build hook" };
-  const hookAsked = atLeast(input.version, 2, 30) && input.drvInDaemonStore;
+  const hookAsked = since(input.version, NIX.hookInMemoryDrv) && input.drvInDaemonStore;
   if (hookAsked)
     return {
       outcome: "remote",
       why: `Nix ${formatNixVersion(input.version)} offers an in-memory derivation to the build hook when its .drv is in the store`,
     };
-  const why = atLeast(input.version, 2, 30)
+  const why = since(input.version, NIX.hookInMemoryDrv)
     ? "the .drv is not in the daemon's store, so the daemon does not ask the build hook"
     : `Nix ${formatNixVersion(input.version)} never offers an in-memory derivation (BuildDerivation) to the build hook`;
   if (input.maxJobs === 0)

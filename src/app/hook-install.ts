@@ -9,7 +9,7 @@ import { atomicWrite, readAll } from "../host/atomic.js";
 import { writePrivateFile } from "../host/cache.js";
 import { probeNix } from "../host/nix.js";
 import { planInstall, planUninstall } from "../nix/hook-conf.js";
-import { atLeast } from "../nix/version.js";
+import { NIX, since } from "../nix/versions.js";
 import { stateDir, untrustedDir } from "./builds-store.js";
 
 /**
@@ -97,7 +97,7 @@ export interface HookResult {
 /** For Nix ≥ 2.25: `NIX_CONFIG=build-hook = <wrapper> <nix> __build-remote`; undefined otherwise. */
 async function daemonEnvironment(env: NodeJS.ProcessEnv, wrapper: string): Promise<string | undefined> {
   const p = await probeNix(env["PATH"]);
-  if (!p.install || !atLeast(p.install.version, 2, 25)) return undefined;
+  if (!p.install || !since(p.install.version, NIX.buildHookSelf)) return undefined;
   return `NIX_CONFIG=build-hook = ${wrapper} ${join(p.install.binDir, "nix")} __build-remote`;
 }
 

@@ -10,7 +10,8 @@
  */
 import { accessSync, constants, readFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { atLeast, type NixVersion } from "../nix/version.js";
+import type { NixVersion } from "../nix/version.js";
+import { NIX, since } from "../nix/versions.js";
 import { fileIdentity, readCache, writeCache } from "./cache.js";
 import { type CpuidRegs, readCpuid } from "./cpuid.js";
 import { emptyNixEnv, type NixInstall, runWithDeadline, withPrivateDir } from "./nix.js";
@@ -201,7 +202,7 @@ export async function computeLocalFacts(version?: NixVersion): Promise<MachineFa
     cpu: await localCpuFeatures(),
     kvmAccessible: kvmAccessible(),
     hardwareThreads: Math.max(1, cpus().length),
-    uidRange: version !== undefined && atLeast(version, 2, 12),
+    uidRange: version !== undefined && since(version, NIX.uidRangeFeature),
   });
 }
 
@@ -256,7 +257,7 @@ const FEATURE = /^[A-Za-z0-9_.+-]{1,100}$/;
 
 /** `show-config --json` up to 2.19; `config show --json` from 2.20 (where `show-config` is a deprecated alias). */
 export function configShowArgs(version: NixVersion): string[] {
-  return atLeast(version, 2, 20) ? ["config", "show", "--json"] : ["show-config", "--json"];
+  return since(version, NIX.configShowCommand) ? ["config", "show", "--json"] : ["show-config", "--json"];
 }
 
 /**

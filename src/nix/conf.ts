@@ -22,7 +22,8 @@ import {
   type SettingValue,
   toStringSet,
 } from "./settings.js";
-import { atLeast, type NixVersion } from "./version.js";
+import type { NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 export type { MachineFacts } from "./settings.js";
 
@@ -184,7 +185,7 @@ function splitLines(text: string): string[] {
 
 function quotePath(path: string, version: NixVersion): string {
   // 2.34+ formats paths with PathFmt (double quotes); before that '...'.
-  return atLeast(version, 2, 34) ? `"${path}"` : `'${path}'`;
+  return since(version, NIX.pathFmtQuotes) ? `"${path}"` : `'${path}'`;
 }
 
 function syntaxError(
@@ -198,7 +199,7 @@ function syntaxError(
   // when printing (2.8 and 2.30 alike): display.ts gives that printed form. We quote a bounded excerpt,
   // and nothing of a private key.
   const line = quotableLine(rawLine, text);
-  const msg = atLeast(version, 2, 24)
+  const msg = since(version, NIX.confSyntaxErrorText)
     ? `syntax error in configuration line '${line}' in ${quotePath(path, version)}`
     : `illegal configuration line '${line}' in '${path}'`;
   return new NixError("usage", msg, { file: path, line: lineNo });
@@ -331,7 +332,9 @@ function parseValue(def: SettingDef, raw: string, ctx: ParseCtx): SettingValue {
       if (raw === "false" || raw === "no" || raw === "0") return false;
       throw new NixError("usage", `Boolean setting '${def.name}' has invalid value '${raw}'`);
     case "int": {
-      const n = atLeast(ctx.version, 2, 23) ? string2IntWithUnit(raw, t.int) : string2Int(raw, t.int);
+      const n = since(ctx.version, NIX.intUnitSuffix)
+        ? string2IntWithUnit(raw, t.int)
+        : string2Int(raw, t.int);
       if (n === null) throw new NixError("usage", `setting '${def.name}' has invalid value '${raw}'`);
       return n;
     }
@@ -379,7 +382,7 @@ function parseValue(def: SettingDef, raw: string, ctx: ParseCtx): SettingValue {
         if (known.includes(f)) {
           res.add(f);
           if (f === "flakes" && known.includes("fetch-tree")) res.add("fetch-tree");
-        } else if (f === "no-url-literals" && atLeast(ctx.version, 2, 34)) {
+        } else if (f === "no-url-literals" && since(ctx.version, NIX.noUrlLiteralsWarning)) {
           ctx.warn(
             `experimental feature '${f}' has been stabilized and renamed; use 'lint-url-literals = fatal' setting instead`,
           );
@@ -442,7 +445,7 @@ export function settingValueToJson(def: SettingDef, v: SettingValue, version: Ni
     }
     case "experimentalFeatures":
       // 2.8 has no JSON serialiser for the enum: it prints the enum indices.
-      return atLeast(version, 2, 9)
+      return since(version, NIX.xpFeaturesJsonNames)
         ? [...(v as string[])]
         : (v as string[]).map((f) => EXPERIMENTAL_FEATURES_2_8.indexOf(f)).sort((x, y) => x - y);
     case "strings":
@@ -583,7 +586,7 @@ class Engine {
   }
 
   private applyResolved(def: SettingDef, append: boolean, raw: string, origin: Origin, overridden: boolean) {
-    if (def.xp !== undefined && atLeast(this.version, 2, 16) && !this.xpEnabled(def.xp)) {
+    if (def.xp !== undefined && since(this.version, NIX.settingXpGate) && !this.xpEnabled(def.xp)) {
       this.warnings.push({
         message: `Ignoring setting '${def.name}' because experimental feature '${def.xp}' is not enabled`,
         origin,
@@ -618,7 +621,7 @@ class Engine {
    * was set outside the system file: a system-file value is replaced too.
    */
   buildHookSelfDefault(): void {
-    if (!atLeast(this.version, 2, 25)) return;
+    if (!since(this.version, NIX.buildHookSelf)) return;
     const slot = this.slots.get("build-hook");
     if (!slot || slot.overridden) return;
     const binDir = this.input.env["NIX_BIN_DIR"];
@@ -660,7 +663,7 @@ class Engine {
 
   /** `applyConfig` (NIX_CONFIG or file contents). */
   applyText(text: string, path: string, depth: number): void {
-    if (atLeast(this.version, 2, 16)) {
+    if (since(this.version, NIX.confParseThenApply)) {
       const pending: Pending[] = [];
       this.collect(text, path, depth, pending);
       const isXp = (n: string) => n === "experimental-features" || n === "extra-experimental-features";
@@ -808,7 +811,7 @@ function fileOrigin(file: string, line: number): Origin {
 
 /** Join a directory and a name the way the version does (up to 2.33: string concatenation; 2.34+: fs::path). */
 function joinPath(version: NixVersion, dir: string, rest: string): string {
-  if (!atLeast(version, 2, 34)) return `${dir}/${rest}`;
+  if (!since(version, NIX.fsPathJoin)) return `${dir}/${rest}`;
   if (dir === "") return rest;
   return dir.endsWith("/") ? `${dir}${rest}` : `${dir}/${rest}`;
 }
@@ -823,7 +826,7 @@ export function userConfigFiles(
   if (list !== undefined) {
     const parts = list.split(":");
     // 2.34+ (ExecutablePath::parse) turns empty components into "."; up to 2.33 tokenizeString drops them.
-    return atLeast(version, 2, 34)
+    return since(version, NIX.userConfFilesEmptyDot)
       ? list === ""
         ? []
         : parts.map((p) => (p === "" ? "." : p))
@@ -832,7 +835,7 @@ export function userConfigFiles(
   const home = env["HOME"] ?? passwdHome;
   const configHome = env["XDG_CONFIG_HOME"] ?? joinPath(version, home, ".config");
   const nixHome =
-    atLeast(version, 2, 25) && env["NIX_CONFIG_HOME"] !== undefined
+    since(version, NIX.nixConfigHome) && env["NIX_CONFIG_HOME"] !== undefined
       ? env["NIX_CONFIG_HOME"]
       : joinPath(version, configHome, "nix");
   const dirs = (env["XDG_CONFIG_DIRS"] ?? "/etc/xdg").split(":").filter((p) => p !== "");
@@ -853,7 +856,7 @@ export function configDir(
   defaultConfDir = "/etc/nix",
 ): { ok: true; dir: string } | { ok: false; error: NixError } {
   let d = env["NIX_CONF_DIR"];
-  if (d === "" && atLeast(version, 2, 16)) d = undefined;
+  if (d === "" && since(version, NIX.emptyConfDirUnset)) d = undefined;
   d ??= defaultConfDir;
   if (d === "")
     return {

@@ -19,6 +19,7 @@
  */
 import { filterAnsiEscapes } from "./display.js";
 import { atLeast, type NixVersion, parseNixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Vocabulary
@@ -1117,7 +1118,7 @@ export const KNOWLEDGE: readonly KnowledgeEntry[] = [
     severity: "warning",
     explain: (m, ctx) => {
       const name = m[1]!;
-      const quiet = ctx.version !== null && !atLeast(ctx.version, 2, 22);
+      const quiet = ctx.version !== null && !since(ctx.version, NIX.restrictedSettingWarning);
       return {
         summary: `The nix-daemon ignored '${name}' from this user because the user is not in the daemon's trusted-users.`,
         detail:

@@ -19,7 +19,7 @@ import { nearestWord } from "./spelling.js";
 import { isFakeSsh, lockFileName, renderStoreUri, slotStem, sshAuthority } from "./store-uri.js";
 import { isKnownSystem, suggestSystem } from "./systems.js";
 import type { IgnoredSetting } from "./trust.js";
-import { atLeast, NIX_LATEST, type NixVersion } from "./version.js";
+import { NIX_LATEST, type NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
 
 export { exitCodeFor, type Severity, summarise } from "./findings.js";
@@ -487,7 +487,11 @@ export function lintBuildersSource(input: BuildersSourceInput): Finding[] {
       );
     }
   }
-  if (last?.kind === "env" && last.name === "NIX_REMOTE_SYSTEMS" && !atLeast(version, 2, 24)) {
+  if (
+    last?.kind === "env" &&
+    last.name === "NIX_REMOTE_SYSTEMS" &&
+    !since(version, NIX.remoteSystemsNewline)
+  ) {
     const files = builders.value.split(/\s+/).filter((s) => s.startsWith("@"));
     if (files.length > 1) {
       out.push(
@@ -1307,7 +1311,7 @@ export function lintMachinesFileAccess(
     if (!inc.found) continue;
     const f = facts.find((x) => x.path === inc.resolved);
     if (f?.readableByHookUser !== false) continue;
-    const q = atLeast(version, 2, 34) ? `"${inc.path}"` : `'${inc.path}'`;
+    const q = since(version, NIX.pathFmtQuotes) ? `"${inc.path}"` : `'${inc.path}'`;
     out.push(
       finding(
         "machines-unreadable",

@@ -14,7 +14,7 @@ import { strerror } from "./errors.js";
 import { excerpt, looksLikePrivateKey } from "./redact.js";
 import { normaliseStoreUri, sshAuthority } from "./store-uri.js";
 import { isKnownSystem, suggestSystem } from "./systems.js";
-import { atLeast, type NixVersion } from "./version.js";
+import type { NixVersion } from "./version.js";
 import { NIX, since } from "./versions.js";
 
 /** A minimal file reader (same shape as the one in conf.ts). `code` is an errno name: ENOENT, EISDIR, EACCES… */
@@ -530,7 +530,7 @@ function lintMachine(
   } else if (
     a.valid &&
     a.scheme !== null &&
-    !atLeast(version, 2, 31) &&
+    !since(version, NIX.sshPorts) &&
     a.host !== null &&
     /^[^:[\]]*:\d+$/.test(a.host)
   ) {
@@ -540,7 +540,7 @@ function lintMachine(
       ...where,
     });
   }
-  if (m.sshKey !== null && !m.sshKey.startsWith("/") && atLeast(version, 2, 34)) {
+  if (m.sshKey !== null && !m.sshKey.startsWith("/") && since(version, NIX.sshAbsoluteKey)) {
     out.push({
       code: "relative-ssh-key",
       message: `ssh key '${m.sshKey}' is not absolute; Nix ≥ 2.34 rejects it when connecting`,
@@ -584,7 +584,7 @@ export function parseBuilders(input: ParseBuildersInput): BuildersResult {
 /** The `builders` value Nix derives from `NIX_REMOTE_SYSTEMS` (2.8–2.23 join with a space, which breaks ≥ 2 files). */
 export function buildersFromNixRemoteSystems(value: string, version: NixVersion): string {
   const parts = tokenize(value, ":").map((p) => `@${p}`);
-  return parts.join(atLeast(version, 2, 24) ? "\n" : " ");
+  return parts.join(since(version, NIX.remoteSystemsNewline) ? "\n" : " ");
 }
 
 /* ---------- the "Failed to find a machine" listing ---------- */

@@ -16,7 +16,8 @@
  * a URI is never called rejected.
  */
 import { badParam28, parseUrl28, percentDecode28, sshAuthority } from "./store-uri.js";
-import { atLeast, type NixVersion } from "./version.js";
+import type { NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 export type StoreOpen =
   | { kind: "ssh"; scheme: "ssh" | "ssh-ng" }
@@ -38,7 +39,7 @@ export type StoreOpen =
 const BINARY_CACHE = new Set(["file", "http", "https", "s3"]);
 
 export function storeOpen(uri: string, version: NixVersion): StoreOpen {
-  const v28 = !atLeast(version, 2, 9);
+  const v28 = !since(version, NIX.storeUriParser29);
   if (v28) {
     const bad = badParam28(uri);
     if (bad !== null) return { kind: "rejected", error: `invalid URI parameter '${bad}'` };

@@ -6,7 +6,8 @@
  * URL parser (`store-reference.cc`). The 2.8 model here is exact for what the ssh store sees; the HEAD
  * model follows the source and was not executed.
  */
-import { atLeast, type NixVersion } from "./version.js";
+import type { NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 /**
  * What Nix does to column 1 of a machines line (same in 2.8 and HEAD): keep it when it contains `://`
@@ -179,7 +180,7 @@ export function sshAuthority(storeUri: string, version: NixVersion): SshAuthorit
       valid: false,
       error: `the store URI is ${storeUri.length} characters long: not a host`,
     };
-  return atLeast(version, 2, 31) ? sshAuthorityHead(storeUri, scheme) : sshAuthority28(storeUri, scheme);
+  return since(version, NIX.sshPorts) ? sshAuthorityHead(storeUri, scheme) : sshAuthority28(storeUri, scheme);
 }
 
 function sshAuthority28(storeUri: string, scheme: string): SshAuthority {
@@ -273,8 +274,9 @@ function sshAuthorityHead(storeUri: string, scheme: string): SshAuthority {
 export function isFakeSsh(storeUri: string, version: NixVersion): boolean {
   const a = sshAuthority(storeUri, version);
   if (!a.valid || a.scheme === null || !isSshScheme(a.scheme)) return false;
-  if (atLeast(version, 2, 32)) return a.user === null && a.host === "localhost" && a.port === null;
-  if (atLeast(version, 2, 31)) return a.host === "localhost";
+  if (since(version, NIX.sshAuthorityLocalhost))
+    return a.user === null && a.host === "localhost" && a.port === null;
+  if (since(version, NIX.sshPorts)) return a.host === "localhost";
   return a.sshTarget === "localhost";
 }
 
@@ -346,7 +348,7 @@ function byteOrder(a: string, b: string): number {
  * Returns null where Nix cannot parse the reference (it fails before choosing a machine).
  */
 export function renderStoreUri(uri: string, version: NixVersion): string | null {
-  if (!atLeast(version, 2, 23)) return uri;
+  if (!since(version, NIX.storeReferenceRender)) return uri;
   if (uri.length > MAX_URI) return null;
   const m = URI_2_8.exec(uri);
   if (m) {
@@ -372,7 +374,7 @@ function fallbackRender(uri: string, version: NixVersion): string | null {
   const params = qi >= 0 ? decodeQueryMap(uri.slice(qi + 1)) : new Map<string, string>();
   if (params === null) return null;
   const q = params.size > 0 ? `?${encodeQueryMap(params)}` : "";
-  const named = atLeast(version, 2, 32);
+  const named = since(version, NIX.storeUriNamedRender);
   if (base === "" || base === "auto") return `auto${q}`;
   if (base === "daemon") return `${named ? "daemon" : "unix://"}${q}`;
   if (base === "local") return `${named ? "local" : "local://"}${q}`;
@@ -414,7 +416,7 @@ export function machinesForPrintedUri<M extends { readonly storeUri: string }>(
   version: NixVersion,
 ): M[] {
   const exact = machines.filter((m) => m.storeUri === printed);
-  if (exact.length > 0 || !atLeast(version, 2, 23)) return exact;
+  if (exact.length > 0 || !since(version, NIX.storeReferenceRender)) return exact;
   return machines.filter((m) => renderStoreUri(m.storeUri, version) === printed);
 }
 

@@ -12,6 +12,7 @@
 
 import type { Origin } from "./origin.js";
 import { atLeast, type NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Matching trusted-users / allowed-users
@@ -295,8 +296,8 @@ export const FILE_TRANSFER_SETTINGS: readonly string[] = [
 /** Names an untrusted client may set, per version (builders only with an empty value, handled separately). */
 export function untrustedAllowedSettings(version: NixVersion): string[] {
   const out = ["timeout"];
-  if (!atLeast(version, 2, 13)) out.push("repeat");
-  if (atLeast(version, 2, 12)) out.push("max-silent-time", "build-poll-interval");
+  if (!since(version, NIX.repeatRemoved)) out.push("repeat");
+  if (since(version, NIX.untrustedSilentTime)) out.push("max-silent-time", "build-poll-interval");
   out.push("connect-timeout");
   return out;
 }
@@ -306,7 +307,7 @@ export function restrictedSettingMessage(name: string): string {
 }
 
 export function untrustedSubstituterMessage(version: NixVersion, url: string): string {
-  return atLeast(version, 2, 14)
+  return since(version, NIX.untrustedSubstituterText)
     ? `ignoring untrusted substituter '${url}', you are not a trusted user.\nRun \`man nix.conf\` for more information on the \`substituters\` configuration option.`
     : `ignoring untrusted substituter '${url}'`;
 }
@@ -348,8 +349,8 @@ export function applyClientSettings(input: ApplyClientSettingsInput): ClientSett
   const ignored: IgnoredSetting[] = [];
   const allowedUntrusted = new Set(untrustedAllowedSettings(version));
   const known = daemonSettings.isKnownSetting ?? (() => true);
-  const fileTransferEffective = atLeast(version, 2, 35);
-  const restrictedLevel: NixLogLevel = atLeast(version, 2, 22) ? "warning" : "debug";
+  const fileTransferEffective = since(version, NIX.clientFileTransferSettings);
+  const restrictedLevel: NixLogLevel = since(version, NIX.restrictedSettingWarning) ? "warning" : "debug";
 
   const ignore = (
     s: OverriddenSetting,
@@ -423,11 +424,12 @@ export function applyClientSettings(input: ApplyClientSettingsInput): ClientSett
       );
       continue;
     }
+    // Stays inline: 2.36 is past NIX_LATEST, and every NIX entry must hold for the newest modelled release.
     if (name === "use-xdg-base-directories" && atLeast(version, 2, 36)) {
       ignore(s, "client-side only; the client does not send it", null, null, true);
       continue;
     }
-    if (name === "plugin-files" && atLeast(version, 2, 24)) {
+    if (name === "plugin-files" && since(version, NIX.clientSkipsPluginFiles)) {
       ignore(s, "the client does not send plugin-files (since Nix 2.24)", null, null, true);
       continue;
     }
@@ -437,7 +439,7 @@ export function applyClientSettings(input: ApplyClientSettingsInput): ClientSett
       ignore(s, "ssh-auth-sock is obsolete; the daemon ignores it", null, null);
       continue;
     }
-    if (name === "plugin-files" && atLeast(version, 2, 14)) {
+    if (name === "plugin-files" && since(version, NIX.clientPluginFilesIgnored)) {
       ignore(
         s,
         "the daemon never loads plugins named by a client",

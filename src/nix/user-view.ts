@@ -21,7 +21,8 @@ import {
   type StoreMode,
   storeMode,
 } from "./trust.js";
-import { atLeast, type NixVersion } from "./version.js";
+import type { NixVersion } from "./version.js";
+import { NIX, since } from "./versions.js";
 
 export interface ResolvedView {
   version: NixVersion;
@@ -80,7 +81,7 @@ function lastOrigin(s: EffectiveSetting): Origin {
  * 2.8 fails fixing the mode of `profiles/per-user`; 2.30 fails taking the big lock.
  */
 export function localStoreDeniedMessage(version: NixVersion, stateDir: string): string {
-  return atLeast(version, 2, 30)
+  return since(version, NIX.localStoreBigLockText)
     ? `opening lock file '${stateDir}/db/big-lock': Permission denied`
     : `could not set permissions on '${stateDir}/profiles/per-user' to 755: Operation not permitted`;
 }
