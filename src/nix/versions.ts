@@ -100,7 +100,7 @@ export const NIX = {
   },
   storeUriParser29: {
     since: [2, 9],
-    what: "store URIs go through the newer URL parser; 2.8's check on parameter names is gone",
+    what: "a machine's store URI is no longer opened by 2.8's `openStore` rules (bad `%` escape, 2.8's URL regex)",
     source: "src/libstore/store-api.cc",
   },
   uidRangeFeature: {
@@ -210,7 +210,7 @@ export const NIX = {
   },
   noUrlLiteralsWarning: {
     since: [2, 34],
-    what: "`no-url-literals` in experimental-features gets a warning",
+    what: "the `no-url-literals` feature is stabilised as the `lint-url-literals` setting; naming it warns",
     source: "src/libutil/experimental-features.cc",
   },
   fsPathJoin: {
