@@ -15,19 +15,18 @@
 import {
   closeSync,
   constants,
-  fstatSync,
   lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
-  readSync,
   renameSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { type HookTry, ReplyDecoder, RequestDecoder, stripAnsi } from "../nix/hook-protocol.js";
+import { readOwnFile } from "../os/read.js";
 import {
   appendEventsSync,
   type BuildEvent,
@@ -246,28 +245,8 @@ function euid(): number {
 
 /** A bounded read of a regular file of ours that nobody else may write; never through a link. */
 function readPrivate(path: string, limit: number): { data: Buffer; mtimeMs: number } | null {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return null;
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile() || st.uid !== euid() || (st.mode & 0o022) !== 0) return null;
-    const buf = Buffer.alloc(Math.min(st.size, limit));
-    let off = 0;
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, null);
-      if (n === 0) break;
-      off += n;
-    }
-    return { data: buf.subarray(0, off), mtimeMs: st.mtimeMs };
-  } catch {
-    return null;
-  } finally {
-    closeSync(fd);
-  }
+  const r = readOwnFile(path, limit, (st) => st.uid === euid() && (st.mode & 0o022) === 0);
+  return r === null ? null : { data: r.data, mtimeMs: r.stat.mtimeMs };
 }
 
 let bootMs: number | null = null;

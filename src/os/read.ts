@@ -81,3 +81,37 @@ export function readBounded(path: string, limit = READ_LIMIT): ReadResult {
     closeSync(fd);
   }
 }
+
+/**
+ * A bounded read of a file this process keeps for itself (a spool or signal file): opened without
+ * following a link and without blocking, then accepted only when it is a regular file and `accept` says
+ * so of its stat (its owner and mode, say). At most `limit` bytes are read; null when it cannot be used.
+ */
+export function readOwnFile(
+  path: string,
+  limit: number,
+  accept: (st: Stats) => boolean,
+): { data: Buffer; stat: Stats } | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || !accept(st)) return null;
+    const buf = Buffer.alloc(Math.min(st.size, limit));
+    let off = 0;
+    while (off < buf.length) {
+      const n = readSync(fd, buf, off, buf.length - off, null);
+      if (n === 0) break;
+      off += n;
+    }
+    return { data: buf.subarray(0, off), stat: st };
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}

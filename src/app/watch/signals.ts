@@ -7,8 +7,9 @@
  * The directory is in root's state directory; a file is read only when it is a regular file owned
  * by root, not a symlink, at most 4 KiB. At most MAX_TAKEN files are taken per call; others wait.
  */
-import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, unlinkSync } from "node:fs";
+import { readdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
+import { readOwnFile } from "../../os/read.js";
 
 export interface Signal {
   builder: string;
@@ -19,24 +20,10 @@ export interface Signal {
 const MAX_BYTES = 4096;
 const MAX_TAKEN = 64;
 
+/** A signal file: root's, at most MAX_BYTES, never through a link. */
 function readSmall(file: string): string | null {
-  let fd: number;
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return null;
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile() || st.uid !== 0 || st.size > MAX_BYTES) return null;
-    const buf = Buffer.alloc(MAX_BYTES);
-    const n = readSync(fd, buf, 0, MAX_BYTES, 0);
-    return buf.toString("utf8", 0, n);
-  } catch {
-    return null;
-  } finally {
-    closeSync(fd);
-  }
+  const r = readOwnFile(file, MAX_BYTES, (st) => st.uid === 0 && st.size <= MAX_BYTES);
+  return r === null ? null : r.data.toString("utf8");
 }
 
 /** Take the waiting signals: parsed, then deleted (a file that is not a signal is deleted too). */
